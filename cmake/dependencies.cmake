@@ -1,0 +1,25 @@
+# Every third-party dependency comes from Debian packages (scripts/setup installs them).
+find_package(Threads REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(fmt REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+
+# Debian's CAF 0.17 ships no CMake package config: find headers and libraries ourselves.
+find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
+foreach(component core io openssl)
+  find_library(CAF_${component}_LIBRARY caf_${component} REQUIRED)
+  add_library(caf::${component} UNKNOWN IMPORTED)
+  set_target_properties(caf::${component} PROPERTIES
+    IMPORTED_LOCATION ${CAF_${component}_LIBRARY}
+    INTERFACE_INCLUDE_DIRECTORIES ${CAF_INCLUDE_DIR})
+endforeach()
+set_property(TARGET caf::io APPEND PROPERTY INTERFACE_LINK_LIBRARIES caf::core Threads::Threads)
+set_property(TARGET caf::openssl APPEND PROPERTY INTERFACE_LINK_LIBRARIES caf::io OpenSSL::SSL)
+
+find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h REQUIRED)
+find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
