@@ -1,1 +1,302 @@
-// placeholder, being written
+#include "actors/diagnostics_service.hpp"
+
+#include "actors/atoms.hpp"
+#include "chroom/diag/v1/diagnostics.pb.h"
+#include "transport/call_protocol.hpp"
+
+#include <caf/all.hpp>
+
+#include <deque>
+#include <optional>
+#include <unordered_map>
+
+namespace chroom::actors {
+
+namespace {
+
+using namespace transport;
+using diag_request = chroom::diag::v1::EchoRequest;
+using diag_response = chroom::diag::v1::EchoResponse;
+
+using diag_event_atom = caf::atom_constant<caf::atom("diag_evt")>;
+using repeat_atom = caf::atom_constant<caf::atom("repeat")>;
+using delayed_atom = caf::atom_constant<caf::atom("delayed")>;
+
+/// What a call actor reports to the service, which keeps the counters.
+enum class diag_event : int { received, sent, finished, cancelled };
+
+constexpr std::string_view echo_prefix = "x-echo-";
+
+metadata echoed_metadata(const call_context& call) {
+  metadata out;
+  for (const auto& [key, value] : call.request_metadata)
+    if (key.starts_with(echo_prefix))
+      out.emplace_back(key, value);
+  return out;
+}
+
+grpc_status status_with_echo(const call_context& call, grpc_status status) {
+  status.trailers = echoed_metadata(call);
+  return status;
+}
+
+diag_response echo_of(const diag_request& request, uint64_t sequence) {
+  diag_response response;
+  response.set_payload(request.payload());
+  response.set_text(request.text());
+  response.set_sequence(sequence);
+  return response;
+}
+
+// --- one streaming call -------------------------------------------------------------
+//
+//  EchoStream:  data -> echo (needs credit; without, requests wait unacknowledged)
+//  EchoRepeat:  first data -> timer -> echo every interval (each needs credit)
+//  EchoCollect: data -> accumulate; close -> one response
+//  any: cancel -> quit
+
+enum class stream_method { echo_stream, echo_repeat, echo_collect };
+
+struct diag_call_state {
+  call_stream stream;
+  stream_method method = stream_method::echo_stream;
+  caf::actor service;
+  std::deque<diag_request> backlog; // EchoStream requests waiting for credit
+  bool client_closed = false;
+  // EchoRepeat
+  std::optional<diag_request> repeat_request;
+  uint64_t sent = 0;
+  bool timer_due = false;
+  // EchoCollect
+  chroom::diag::v1::EchoCollectResponse collected;
+};
+
+using diag_call_actor = caf::stateful_actor<diag_call_state>;
+
+void report(diag_call_actor* self, diag_event event, uint64_t count = 1) {
+  self->send(self->state.service, diag_event_atom::value, static_cast<int>(event), count);
+}
+
+bool send_echo(diag_call_actor* self, const diag_request& request) {
+  auto& st = self->state;
+  if (!st.stream.send(self, echo_of(request, st.sent)))
+    return false;
+  ++st.sent;
+  report(self, diag_event::sent);
+  return true;
+}
+
+void end(diag_call_actor* self, grpc_status status) {
+  auto& st = self->state;
+  st.stream.end(self, status_with_echo(st.stream.context(), std::move(status)));
+  report(self, diag_event::finished);
+  self->quit();
+}
+
+void pump(diag_call_actor* self) {
+  auto& st = self->state;
+  if (st.method == stream_method::echo_stream) {
+    while (!st.backlog.empty() && st.stream.can_send()) {
+      send_echo(self, st.backlog.front());
+      st.backlog.pop_front();
+      st.stream.ack(self);
+    }
+    if (st.client_closed && st.backlog.empty())
+      end(self, grpc_status::ok());
+    return;
+  }
+  if (st.method == stream_method::echo_repeat && st.timer_due && st.repeat_request &&
+      st.stream.can_send()) {
+    st.timer_due = false;
+    send_echo(self, *st.repeat_request);
+    if (st.repeat_request->repeat() != 0 && st.sent >= st.repeat_request->repeat()) {
+      end(self, grpc_status::ok());
+      return;
+    }
+    self->delayed_send(self, std::chrono::milliseconds{st.repeat_request->interval_ms()},
+                       repeat_atom::value);
+  }
+}
+
+caf::behavior diag_call(diag_call_actor* self, call_context context, stream_method method,
+                        caf::actor service) {
+  auto& st = self->state;
+  st.stream = call_stream{std::move(context)};
+  st.method = method;
+  st.service = std::move(service);
+  if (auto headers = echoed_metadata(st.stream.context()); !headers.empty())
+    st.stream.send_headers(self, std::move(headers));
+  return {
+    [self](call_data_atom, int32_t, const std::string& bytes) {
+      auto& st = self->state;
+      report(self, diag_event::received);
+      diag_request request;
+      if (!request.ParseFromString(bytes)) {
+        end(self, make_status(grpc_code::invalid_argument,
+                              "request is not a valid chroom.diag.v1.EchoRequest message"));
+        return;
+      }
+      switch (st.method) {
+        case stream_method::echo_stream:
+          st.backlog.push_back(std::move(request));
+          break;
+        case stream_method::echo_collect:
+          st.collected.set_message_count(st.collected.message_count() + 1);
+          st.collected.set_payload_bytes(st.collected.payload_bytes() + request.payload().size());
+          st.collected.mutable_text()->append(request.text());
+          st.stream.ack(self);
+          break;
+        case stream_method::echo_repeat:
+          st.stream.ack(self);
+          if (st.repeat_request)
+            return; // server streaming takes one request; later ones are ignored
+          st.repeat_request = std::move(request);
+          st.timer_due = true;
+          break;
+      }
+      pump(self);
+    },
+    [self](call_close_atom, int32_t) {
+      auto& st = self->state;
+      st.client_closed = true;
+      if (st.method == stream_method::echo_collect) {
+        if (st.stream.send(self, st.collected))
+          report(self, diag_event::sent);
+        end(self, grpc_status::ok());
+        return;
+      }
+      if (st.method == stream_method::echo_repeat && !st.repeat_request) {
+        end(self, make_status(grpc_code::internal, "EchoRepeat ended without a request"));
+        return;
+      }
+      pump(self);
+    },
+    [self](call_credit_atom, int32_t, uint32_t credit) {
+      self->state.stream.add_credit(credit);
+      pump(self);
+    },
+    [self](repeat_atom) {
+      self->state.timer_due = true;
+      pump(self);
+    },
+    [self](call_cancel_atom, int32_t) {
+      report(self, diag_event::cancelled);
+      self->quit();
+    },
+  };
+}
+
+// --- the service ---------------------------------------------------------------------
+
+struct diag_service_state {
+  chroom::diag::v1::GetCountersResponse counters;
+  /// Unary Echo calls waiting for their delay_ms.
+  std::unordered_map<call_key, std::pair<call_context, diag_request>, call_key_hash> delayed;
+};
+
+using diag_service_actor = caf::stateful_actor<diag_service_state>;
+
+void finish_counted(diag_service_actor* self, bool sent_response) {
+  auto& c = self->state.counters;
+  c.set_calls_finished(c.calls_finished() + 1);
+  if (sent_response)
+    c.set_messages_sent(c.messages_sent() + 1);
+}
+
+void answer_echo(diag_service_actor* self, const call_context& call, const diag_request& request) {
+  if (auto headers = echoed_metadata(call); !headers.empty())
+    self->send(call.gateway, call_head_atom::value, call.stream_id, std::move(headers));
+  if (request.fail_code() != 0) {
+    end_call(self, call,
+             status_with_echo(call, make_status(grpc_code_from_int(request.fail_code()),
+                                                request.fail_message())));
+    finish_counted(self, false);
+    return;
+  }
+  std::string bytes;
+  echo_of(request, 0).SerializeToString(&bytes);
+  self->send(call.gateway, call_reply_atom::value, call.stream_id, std::move(bytes),
+             status_with_echo(call, grpc_status::ok()));
+  finish_counted(self, true);
+}
+
+caf::behavior diagnostics_service(diag_service_actor* self) {
+  return {
+    [self](call_unary_atom, const call_context& call, const std::string& bytes) {
+      auto& c = self->state.counters;
+      c.set_calls_started(c.calls_started() + 1);
+      c.set_messages_received(c.messages_received() + 1);
+      if (call.path == "/chroom.diag.v1.Diagnostics/GetCounters") {
+        // Counted as finished before the snapshot, so calls_active counts other calls only.
+        finish_counted(self, true);
+        auto snapshot = c;
+        snapshot.set_calls_active(c.calls_started() - c.calls_finished() - c.calls_cancelled());
+        reply_unary(self, call, snapshot);
+        return;
+      }
+      diag_request request;
+      if (!parse_request(self, call, bytes, request)) {
+        finish_counted(self, false);
+        return;
+      }
+      if (request.delay_ms() == 0 || request.fail_code() != 0) {
+        answer_echo(self, call, request);
+        return;
+      }
+      self->state.delayed.emplace(key_of(call), std::make_pair(call, request));
+      self->delayed_send(self, std::chrono::milliseconds{request.delay_ms()}, delayed_atom::value,
+                         call.gateway.address(), call.stream_id);
+    },
+    [self](delayed_atom, const caf::actor_addr& gateway, int32_t stream_id) {
+      auto& delayed = self->state.delayed;
+      auto it = delayed.find(call_key{gateway, stream_id});
+      if (it == delayed.end())
+        return; // cancelled meanwhile
+      answer_echo(self, it->second.first, it->second.second);
+      delayed.erase(it);
+    },
+    [self](call_cancel_atom, int32_t stream_id) {
+      // A unary call being delayed was cancelled (deadline, client reset, shutdown).
+      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (self->state.delayed.erase(call_key{sender, stream_id}) > 0) {
+        auto& c = self->state.counters;
+        c.set_calls_cancelled(c.calls_cancelled() + 1);
+      }
+    },
+    [self](call_open_atom, const call_context& call) -> caf::actor {
+      auto& c = self->state.counters;
+      c.set_calls_started(c.calls_started() + 1);
+      auto method = stream_method::echo_stream;
+      if (call.path.ends_with("/EchoRepeat"))
+        method = stream_method::echo_repeat;
+      else if (call.path.ends_with("/EchoCollect"))
+        method = stream_method::echo_collect;
+      return self->spawn(diag_call, call, method, caf::actor_cast<caf::actor>(self));
+    },
+    [self](diag_event_atom, int event, uint64_t count) {
+      auto& c = self->state.counters;
+      switch (static_cast<diag_event>(event)) {
+        case diag_event::received:
+          c.set_messages_received(c.messages_received() + count);
+          break;
+        case diag_event::sent:
+          c.set_messages_sent(c.messages_sent() + count);
+          break;
+        case diag_event::finished:
+          c.set_calls_finished(c.calls_finished() + count);
+          break;
+        case diag_event::cancelled:
+          c.set_calls_cancelled(c.calls_cancelled() + count);
+          break;
+      }
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_diagnostics_service(caf::actor_system& system) {
+  return system.spawn(diagnostics_service);
+}
+
+} // namespace chroom::actors

@@ -1,1 +1,217 @@
-int main() { return 0; }
+// chroom-orchestrator: one peer of the Chroom Orchestrator cluster.
+//
+//   chroom-orchestrator [--config FILE] [--log-level L] [--log-format text|json]
+//
+// Start-up: config → logging → actor system → services → gateway. SIGTERM/SIGINT:
+// NOT_SERVING, stop accepting, GOAWAY, in-flight calls get shutdown_grace_ms, exit 0.
+
+#include "actors/diagnostics_service.hpp"
+#include "actors/health_service.hpp"
+#include "chroom/diag/v1/diagnostics.pb.h"
+#include "daemon/config.hpp"
+#include "daemon/logging.hpp"
+#include "grpc/health/v1/health.pb.h"
+#include "transport/gateway.hpp"
+#include "transport/grpc_router.hpp"
+#include "transport/tls.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <google/protobuf/descriptor.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+
+namespace {
+
+using namespace chroom;
+
+constexpr std::string_view usage = R"(usage: chroom-orchestrator [--config FILE] [--log-level L] [--log-format text|json]
+
+  --config FILE       YAML configuration (schema: chroom.config.v1.OrchestratorConfig,
+                      see docs/configuration.md); without it the peer runs on embedded
+                      defaults: h2c on 127.0.0.1:7443, single peer
+  --log-level L       trace, debug, info, warn, error, critical or off (overrides the file)
+  --log-format F      text or json (overrides the file)
+  --help              this text
+)";
+
+/// After the grace period, how long the peer waits for connections to close.
+constexpr auto shutdown_wait_slack = std::chrono::seconds{3};
+
+struct command_line {
+  std::optional<std::string> config_file;
+  std::optional<std::string> log_level;
+  std::optional<std::string> log_format;
+};
+
+/// Parses argv; exits with 2 and a message on a bad argument.
+command_line parse_command_line(int argc, char** argv) {
+  command_line result;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value_of = [&](std::string_view flag) -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "chroom-orchestrator: " << flag << " needs a value\n" << usage;
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::cout << usage;
+      std::exit(0);
+    } else if (arg == "--config") {
+      result.config_file = value_of(arg);
+    } else if (arg == "--log-level") {
+      result.log_level = value_of(arg);
+    } else if (arg == "--log-format") {
+      result.log_format = value_of(arg);
+    } else {
+      std::cerr << "chroom-orchestrator: unknown argument '" << arg << "'\n" << usage;
+      std::exit(2);
+    }
+  }
+  return result;
+}
+
+/// Loads the file (or the defaults) and applies command-line overrides, re-validated.
+config::v1::OrchestratorConfig load_configuration(const command_line& args) {
+  auto cfg = args.config_file ? daemon::load_config_file(*args.config_file)
+                              : daemon::default_config();
+  if (args.log_level || args.log_format) {
+    // Overrides go through the same parser so they are validated the same way.
+    std::string yaml = "log: {";
+    if (args.log_level)
+      yaml += "level: \"" + *args.log_level + "\", ";
+    if (args.log_format)
+      yaml += "format: \"" + *args.log_format + "\"";
+    yaml += "}";
+    auto overrides = daemon::parse_config(yaml, "command line");
+    if (args.log_level)
+      cfg.mutable_log()->set_level(overrides.log().level());
+    if (args.log_format)
+      cfg.mutable_log()->set_format(overrides.log().format());
+  }
+  return cfg;
+}
+
+std::shared_ptr<transport::gateway_settings>
+gateway_settings_from(const config::v1::OrchestratorConfig& cfg) {
+  auto settings = std::make_shared<transport::gateway_settings>();
+  const auto& limits = cfg.limits();
+  settings->host = cfg.listen().host();
+  settings->port = static_cast<uint16_t>(cfg.listen().port());
+  settings->limits.max_message_bytes = limits.max_message_bytes();
+  settings->limits.max_concurrent_streams = limits.max_concurrent_streams();
+  settings->limits.max_header_list_bytes = limits.max_header_list_bytes();
+  settings->limits.max_pending_output_bytes = limits.max_pending_output_bytes();
+  settings->max_connections = limits.max_connections();
+  settings->idle_timeout = std::chrono::milliseconds{limits.idle_timeout_ms()};
+  settings->keepalive_interval = std::chrono::milliseconds{limits.keepalive_interval_ms()};
+  settings->keepalive_timeout = std::chrono::milliseconds{limits.keepalive_timeout_ms()};
+  if (!cfg.listen().cert_file().empty())
+    settings->tls =
+      transport::tls_server_context::load(cfg.listen().cert_file(), cfg.listen().key_file());
+  return settings;
+}
+
+/// Blocks until SIGTERM or SIGINT (both blocked in every thread since start-up).
+int wait_for_signal() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int received = 0;
+  sigwait(&signals, &received);
+  return received;
+}
+
+int run(const config::v1::OrchestratorConfig& cfg) {
+  caf::actor_system_config caf_cfg;
+  caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.worker_threads()));
+  caf_cfg.load<caf::io::middleman>();
+  caf::actor_system system{caf_cfg};
+
+  auto diagnostics = actors::spawn_diagnostics_service(system);
+  const auto* diag_service =
+    diag::v1::EchoRequest::descriptor()->file()->FindServiceByName("Diagnostics");
+  const auto* health_descriptor =
+    grpc::health::v1::HealthCheckRequest::descriptor()->file()->FindServiceByName("Health");
+  auto health = actors::spawn_health_service(
+    system, {diag_service->full_name(), health_descriptor->full_name()});
+
+  auto router = std::make_shared<transport::grpc_router>();
+  router->add_service(diag_service, diagnostics);
+  router->add_service(health_descriptor, health);
+
+  auto settings = gateway_settings_from(cfg);
+  settings->router = router;
+  auto stop_services = [&] {
+    caf::anon_send_exit(diagnostics, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(health, caf::exit_reason::user_shutdown);
+  };
+  transport::gateway_listener listener;
+  try {
+    listener = transport::start_gateway(system, settings);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    stop_services();
+    return 1;
+  }
+  spdlog::info("gateway listening on {}:{} ({})", settings->host, listener.port,
+               settings->tls ? "TLS 1.3, ALPN h2" : "h2c");
+  spdlog::info("peer ready: gRPC services {} and {}", diag_service->full_name(),
+               health_descriptor->full_name());
+
+  int signal_number = wait_for_signal();
+  auto grace = std::chrono::milliseconds{cfg.shutdown_grace_ms()};
+  spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signal_number),
+               grace.count());
+  actors::set_serving(health, false);
+  caf::scoped_actor self{system};
+  self->monitor(listener.actor);
+  transport::stop_gateway(listener, grace);
+  bool stopped = false;
+  self->receive([&](const caf::down_msg&) { stopped = true; },
+                caf::after(grace + shutdown_wait_slack) >> [] {});
+  if (!stopped) {
+    spdlog::warn("connections still open after the grace period; stopping anyway");
+    caf::anon_send_exit(listener.actor, caf::exit_reason::kill);
+  }
+  stop_services();
+  spdlog::info("stopped");
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  // Signals are taken synchronously by wait_for_signal; block them before any thread
+  // starts so that no CAF worker receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto args = parse_command_line(argc, argv);
+  config::v1::OrchestratorConfig cfg;
+  try {
+    cfg = load_configuration(args);
+  } catch (const daemon::config_error& e) {
+    std::cerr << "chroom-orchestrator: configuration error: " << e.what() << "\n";
+    return 2;
+  }
+  daemon::setup_logging(cfg.log().level(), cfg.log().format());
+  try {
+    return run(cfg);
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
+}

@@ -1,1 +1,801 @@
-// placeholder, being written
+#include "transport/grpc_connection.hpp"
+
+#include "transport/grpc_wire.hpp"
+
+#include <nghttp2/nghttp2.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+
+namespace chroom::transport {
+
+namespace {
+
+/// The client connection preface every HTTP/2 connection starts with (RFC 9113 §3.4).
+constexpr std::string_view client_preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What an HTTP/1.x client gets on this port: it cannot speak to us, so say why.
+constexpr std::string_view http1_response =
+  "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+  "content-type: text/plain\r\n"
+  "content-length: 79\r\n"
+  "connection: close\r\n"
+  "\r\n"
+  "This port speaks HTTP/2 only (gRPC, or h2c with prior knowledge for JSON calls)\n";
+
+/// Response messages a handler may have queued at the gateway per stream before it
+/// waits for credit: enough to keep a stream busy, small enough to bound memory.
+constexpr size_t initial_stream_credit = 8;
+
+/// Headers accounted per field on top of name and value (RFC 9113 §6.5.2).
+constexpr size_t header_field_overhead = 32;
+
+nghttp2_nv make_nv(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                    value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+bool starts_like_http1(std::span<const uint8_t> bytes) {
+  // A request line begins with an uppercase method token and a space.
+  size_t i = 0;
+  while (i < bytes.size() && i < 16 && bytes[i] >= 'A' && bytes[i] <= 'Z')
+    ++i;
+  return i > 0 && i < bytes.size() && bytes[i] == ' ';
+}
+
+} // namespace
+
+/// Per-stream state, attached to the nghttp2 stream as user data.
+struct stream_state {
+  explicit stream_state(int32_t id, size_t max_message_bytes)
+    : id(id), decoder(max_message_bytes) {}
+
+  int32_t id;
+  // Request head, filled by on_header.
+  std::string method;
+  std::string path;
+  std::string content_type;
+  std::string grpc_timeout;
+  std::string grpc_encoding;
+  metadata request_metadata;
+  size_t header_bytes = 0;
+  bool headers_too_large = false;
+  bool bad_metadata = false;
+  // Request body.
+  grpc_message_decoder decoder;
+  std::vector<std::string> decoded; // scratch, reused per DATA chunk
+  std::string json_body;
+  call_encoding encoding = call_encoding::grpc;
+  /// Sizes on the wire of messages delivered but not consumed by the handler yet.
+  std::deque<size_t> unconsumed_sizes;
+  /// Bytes received for the message in progress (counted when it completes).
+  size_t pending_wire_bytes = 0;
+  // Lifecycle.
+  bool started = false;      // on_call_start was called
+  bool rejected = false;     // answered by the connection itself; ignore further input
+  bool response_submitted = false;
+  bool finished = false;     // final status queued
+  bool remote_closed = false;
+  // Response body.
+  std::deque<std::string> outbound; // framed messages (or JSON text)
+  size_t outbound_offset = 0;       // bytes of outbound.front() already handed to nghttp2
+  size_t sent_messages = 0;         // not yet reported by take_sent_messages
+  std::optional<grpc_status> trailers;
+  bool data_deferred = false;
+};
+
+struct grpc_connection::impl {
+  impl(grpc_connection& self, grpc_connection_listener& listener, const connection_limits& limits);
+  ~impl();
+
+  grpc_connection& self;
+  grpc_connection_listener& listener;
+  connection_limits limits;
+  nghttp2_session* session = nullptr;
+  std::unordered_map<int32_t, std::unique_ptr<stream_state>> streams;
+  /// Bytes to send outside nghttp2 (the HTTP/1.1 rejection).
+  std::string raw_output;
+  size_t preface_checked = 0; // how many bytes of the client preface were verified
+  bool broken = false;
+  bool http1_rejected = false;
+
+  stream_state* find(int32_t id) {
+    auto it = streams.find(id);
+    return it == streams.end() ? nullptr : it->second.get();
+  }
+
+  // nghttp2 event handlers (called through the captureless callbacks below).
+  int on_begin_headers(const nghttp2_frame* frame);
+  int on_header(const nghttp2_frame* frame, std::string_view name, std::string_view value);
+  int on_frame_recv(const nghttp2_frame* frame);
+  int on_data_chunk(uint8_t flags, int32_t stream_id, const uint8_t* data, size_t len);
+  int on_stream_close(int32_t stream_id, uint32_t error_code);
+  int on_frame_send(const nghttp2_frame* frame);
+  ssize_t read_body(int32_t stream_id, uint8_t* buf, size_t length, uint32_t* data_flags);
+
+  void start_call(stream_state& s);
+  void half_close(stream_state& s);
+  /// Answers a stream from the connection itself (bad request): status and stop.
+  void reject(stream_state& s, int http_status, const grpc_status& status);
+  void submit_response_head(stream_state& s, const metadata& headers);
+  void submit_trailers(stream_state& s);
+  void resume(stream_state& s);
+  void consume_now(int32_t stream_id, size_t bytes);
+};
+
+namespace {
+
+template <class Fn>
+int guarded(Fn&& fn) noexcept {
+  // No exception may cross into nghttp2's C code.
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    spdlog::error("gateway: exception in HTTP/2 callback: {}", e.what());
+  } catch (...) {
+    spdlog::error("gateway: unknown exception in HTTP/2 callback");
+  }
+  return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+grpc_connection::impl& self_of(void* user_data) {
+  return *static_cast<grpc_connection::impl*>(user_data);
+}
+
+/// The callbacks are the same for every connection: built once.
+const nghttp2_session_callbacks* server_callbacks() {
+  static nghttp2_session_callbacks* callbacks = [] {
+    nghttp2_session_callbacks* cbs = nullptr;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(
+      cbs, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+        return guarded([&] { return self_of(user_data).on_begin_headers(frame); });
+      });
+    nghttp2_session_callbacks_set_on_header_callback(
+      cbs, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+              const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
+        return guarded([&] {
+          return self_of(user_data).on_header(
+            frame, {reinterpret_cast<const char*>(name), namelen},
+            {reinterpret_cast<const char*>(value), valuelen});
+        });
+      });
+    nghttp2_session_callbacks_set_on_frame_recv_callback(
+      cbs, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+        return guarded([&] { return self_of(user_data).on_frame_recv(frame); });
+      });
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+      cbs, [](nghttp2_session*, uint8_t flags, int32_t stream_id, const uint8_t* data, size_t len,
+              void* user_data) {
+        return guarded(
+          [&] { return self_of(user_data).on_data_chunk(flags, stream_id, data, len); });
+      });
+    nghttp2_session_callbacks_set_on_stream_close_callback(
+      cbs, [](nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user_data) {
+        return guarded([&] { return self_of(user_data).on_stream_close(stream_id, error_code); });
+      });
+    nghttp2_session_callbacks_set_on_frame_send_callback(
+      cbs, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+        return guarded([&] { return self_of(user_data).on_frame_send(frame); });
+      });
+    return cbs;
+  }();
+  return callbacks;
+}
+
+const nghttp2_option* server_options() {
+  static nghttp2_option* options = [] {
+    nghttp2_option* opt = nullptr;
+    nghttp2_option_new(&opt);
+    // Request bytes are acknowledged only when the handling actor has consumed the
+    // message, so a slow handler slows the client instead of growing our buffers.
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    return opt;
+  }();
+  return options;
+}
+
+ssize_t read_body_callback(nghttp2_session*, int32_t stream_id, uint8_t* buf, size_t length,
+                           uint32_t* data_flags, nghttp2_data_source*, void* user_data) {
+  try {
+    return self_of(user_data).read_body(stream_id, buf, length, data_flags);
+  } catch (...) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+}
+
+} // namespace
+
+grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& listener,
+                            const connection_limits& limits)
+  : self(self), listener(listener), limits(limits) {
+  nghttp2_session_server_new2(&session, server_callbacks(), this, server_options());
+  // The stream window must hold one whole message, or a large message could never
+  // complete while its bytes wait unconsumed; the connection window bounds the total.
+  auto stream_window = static_cast<uint32_t>(
+    std::min<size_t>(limits.max_message_bytes + grpc_prefix_bytes, NGHTTP2_MAX_WINDOW_SIZE));
+  auto connection_window = static_cast<int32_t>(
+    std::min<size_t>(std::max<size_t>(4 * size_t{stream_window}, 16u << 20),
+                     NGHTTP2_MAX_WINDOW_SIZE));
+  nghttp2_settings_entry settings[] = {
+    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams},
+    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window},
+    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits.max_header_list_bytes},
+  };
+  nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, connection_window);
+}
+
+grpc_connection::impl::~impl() {
+  nghttp2_session_del(session);
+}
+
+int grpc_connection::impl::on_begin_headers(const nghttp2_frame* frame) {
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  auto id = frame->hd.stream_id;
+  auto state = std::make_unique<stream_state>(id, limits.max_message_bytes);
+  nghttp2_session_set_stream_user_data(session, id, state.get());
+  streams.emplace(id, std::move(state));
+  return 0;
+}
+
+int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_view name,
+                                     std::string_view value) {
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0; // request trailers carry nothing gRPC uses
+  auto* s = find(frame->hd.stream_id);
+  if (s == nullptr || s->headers_too_large)
+    return 0;
+  s->header_bytes += name.size() + value.size() + header_field_overhead;
+  if (s->header_bytes > limits.max_header_list_bytes) {
+    s->headers_too_large = true;
+    s->request_metadata.clear();
+    return 0;
+  }
+  if (name == ":path")
+    s->path = value;
+  else if (name == ":method")
+    s->method = value;
+  else if (name == "content-type")
+    s->content_type = value;
+  else if (name == "grpc-timeout")
+    s->grpc_timeout = value;
+  else if (name == "grpc-encoding")
+    s->grpc_encoding = value;
+  else if (!is_transport_header(name)) {
+    if (is_binary_metadata_key(name)) {
+      // Several values of one -bin key may arrive comma-joined; each is base64.
+      auto decoded = base64_decode(value);
+      if (!decoded) {
+        s->bad_metadata = true;
+        return 0;
+      }
+      s->request_metadata.emplace_back(std::string{name}, std::move(*decoded));
+    } else {
+      s->request_metadata.emplace_back(std::string{name}, std::string{value});
+    }
+  }
+  return 0;
+}
+
+int grpc_connection::impl::on_frame_recv(const nghttp2_frame* frame) {
+  switch (frame->hd.type) {
+    case NGHTTP2_HEADERS: {
+      auto* s = find(frame->hd.stream_id);
+      if (s == nullptr)
+        return 0;
+      if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        start_call(*s);
+      if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+        half_close(*s);
+      return 0;
+    }
+    case NGHTTP2_DATA: {
+      if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
+        return 0;
+      if (auto* s = find(frame->hd.stream_id))
+        half_close(*s);
+      return 0;
+    }
+    case NGHTTP2_PING:
+      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0)
+        self.ping_outstanding_ = false;
+      return 0;
+    default:
+      return 0;
+  }
+}
+
+void grpc_connection::impl::start_call(stream_state& s) {
+  if (s.headers_too_large) {
+    reject(s, 431,
+           make_status(grpc_code::resource_exhausted,
+                       "request header list exceeds " +
+                         std::to_string(limits.max_header_list_bytes) + " bytes"));
+    return;
+  }
+  bool json = s.content_type.starts_with("application/json");
+  bool grpc = s.content_type == "application/grpc" ||
+              s.content_type.starts_with("application/grpc+") ||
+              s.content_type.starts_with("application/grpc;");
+  if (!json && !grpc) {
+    reject(s, 415,
+           make_status(grpc_code::invalid_argument,
+                       s.content_type.empty()
+                         ? "missing content-type: use application/grpc or application/json"
+                         : "unsupported content-type '" + s.content_type +
+                             "': use application/grpc or application/json"));
+    return;
+  }
+  s.encoding = json ? call_encoding::json : call_encoding::grpc;
+  if (s.method != "POST") {
+    reject(s, 405, make_status(grpc_code::unimplemented, "method " + s.method +
+                                                           " not allowed: gRPC calls use POST"));
+    return;
+  }
+  if (s.bad_metadata) {
+    reject(s, 400, make_status(grpc_code::internal, "invalid base64 in -bin request metadata"));
+    return;
+  }
+  call_head head;
+  if (!s.grpc_timeout.empty()) {
+    head.timeout = parse_grpc_timeout(s.grpc_timeout);
+    if (!head.timeout) {
+      reject(s, 400, make_status(grpc_code::internal,
+                                 "malformed grpc-timeout '" + s.grpc_timeout + "'"));
+      return;
+    }
+  }
+  head.path = std::move(s.path);
+  head.encoding = s.encoding;
+  head.request_metadata = std::move(s.request_metadata);
+  s.started = true;
+  listener.on_call_start(s.id, std::move(head));
+}
+
+void grpc_connection::impl::half_close(stream_state& s) {
+  s.remote_closed = true;
+  if (!s.started || s.rejected)
+    return;
+  if (s.encoding == call_encoding::json) {
+    s.unconsumed_sizes.push_back(s.pending_wire_bytes);
+    s.pending_wire_bytes = 0;
+    listener.on_call_message(s.id, std::move(s.json_body));
+  } else if (!s.decoder.at_boundary()) {
+    reject(s, 200, make_status(grpc_code::internal,
+                               "request ended inside a message: length prefix or body truncated"));
+    return;
+  }
+  listener.on_call_half_close(s.id);
+}
+
+int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8_t* data,
+                                         size_t len) {
+  auto* s = find(stream_id);
+  if (s == nullptr || !s->started || s->rejected || s->finished) {
+    consume_now(stream_id, len); // nobody will read it: give the window back at once
+    return 0;
+  }
+  s->pending_wire_bytes += len;
+  if (s->encoding == call_encoding::json) {
+    if (s->json_body.size() + len > limits.max_message_bytes) {
+      reject(*s, 413, make_status(grpc_code::resource_exhausted,
+                                  "JSON request body exceeds " +
+                                    std::to_string(limits.max_message_bytes) + " bytes"));
+      return 0;
+    }
+    s->json_body.append(reinterpret_cast<const char*>(data), len);
+    return 0;
+  }
+  s->decoded.clear();
+  auto error = s->decoder.feed({data, len}, s->decoded);
+  // Attribute the chunk's bytes to the messages it completed; the tail of a message
+  // still in progress is counted when that message completes.
+  if (!s->decoded.empty()) {
+    auto held = s->decoder.buffered_bytes();
+    s->unconsumed_sizes.push_back(s->pending_wire_bytes - held);
+    for (size_t i = 1; i < s->decoded.size(); ++i)
+      s->unconsumed_sizes.push_back(0);
+    s->pending_wire_bytes = held;
+  }
+  for (auto& message : s->decoded) {
+    listener.on_call_message(stream_id, std::move(message));
+    if (find(stream_id) != s || s->rejected || s->finished)
+      return 0; // the owner ended the call while handling the message
+  }
+  using decode_error = grpc_message_decoder::error;
+  switch (error) {
+    case decode_error::none:
+      break;
+    case decode_error::too_large:
+      reject(*s, 200, make_status(grpc_code::resource_exhausted,
+                                  "request message of " +
+                                    std::to_string(s->decoder.announced_bytes()) +
+                                    " bytes exceeds the limit of " +
+                                    std::to_string(limits.max_message_bytes) + " bytes"));
+      break;
+    case decode_error::compressed:
+      if (s->grpc_encoding.empty() || s->grpc_encoding == "identity") {
+        reject(*s, 200, make_status(grpc_code::internal,
+                                    "compressed message without a grpc-encoding"));
+      } else {
+        reject(*s, 200, make_status(grpc_code::unimplemented,
+                                    "grpc-encoding '" + s->grpc_encoding +
+                                      "' is not supported; this server accepts identity"));
+      }
+      break;
+    case decode_error::bad_flag:
+      reject(*s, 200, make_status(grpc_code::internal, "invalid compressed-flag byte"));
+      break;
+  }
+  return 0;
+}
+
+int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
+  auto it = streams.find(stream_id);
+  if (it == streams.end())
+    return 0;
+  // Window held for messages the handler never consumed goes back to the connection.
+  size_t held = it->second->pending_wire_bytes;
+  for (auto size : it->second->unconsumed_sizes)
+    held += size;
+  if (held > 0)
+    nghttp2_session_consume_connection(session, held);
+  bool started = it->second->started;
+  streams.erase(it);
+  if (started)
+    listener.on_call_closed(stream_id);
+  return 0;
+}
+
+int grpc_connection::impl::on_frame_send(const nghttp2_frame* frame) {
+  // Once our response is complete, stop a client that keeps sending (RFC 9113 §8.1).
+  bool ends_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (!ends_stream || (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
+    return 0;
+  if (auto* s = find(frame->hd.stream_id); s != nullptr && !s->remote_closed)
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+  return 0;
+}
+
+void grpc_connection::impl::consume_now(int32_t stream_id, size_t bytes) {
+  if (bytes == 0)
+    return;
+  if (nghttp2_session_consume(session, stream_id, bytes) != 0)
+    nghttp2_session_consume_connection(session, bytes);
+}
+
+void grpc_connection::impl::submit_response_head(stream_state& s, const metadata& headers) {
+  if (s.response_submitted)
+    return;
+  s.response_submitted = true;
+  std::vector<nghttp2_nv> nva;
+  std::vector<std::string> encoded; // keeps base64 values alive until submission copies them
+  nva.reserve(headers.size() + 3);
+  encoded.reserve(headers.size());
+  nva.push_back(make_nv(":status", "200"));
+  nva.push_back(make_nv("content-type", s.encoding == call_encoding::json ? "application/json"
+                                                                          : "application/grpc"));
+  if (s.encoding == call_encoding::grpc)
+    nva.push_back(make_nv("grpc-accept-encoding", "identity"));
+  for (const auto& [key, value] : headers) {
+    if (!is_valid_custom_metadata_key(key)) {
+      spdlog::warn("gateway: dropping response metadata with invalid key '{}'", key);
+      continue;
+    }
+    if (is_binary_metadata_key(key)) {
+      encoded.push_back(base64_encode(value));
+      nva.push_back(make_nv(key, encoded.back()));
+    } else if (is_valid_ascii_metadata_value(value)) {
+      nva.push_back(make_nv(key, value));
+    } else {
+      spdlog::warn("gateway: dropping response metadata '{}' with a non-ASCII value", key);
+    }
+  }
+  nghttp2_data_provider provider{};
+  provider.read_callback = read_body_callback;
+  nghttp2_submit_response(session, s.id, nva.data(), nva.size(), &provider);
+}
+
+ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t length,
+                                         uint32_t* data_flags) {
+  auto* s = find(stream_id);
+  if (s == nullptr)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  size_t written = 0;
+  while (written < length && !s->outbound.empty()) {
+    auto& front = s->outbound.front();
+    auto take = std::min(length - written, front.size() - s->outbound_offset);
+    std::memcpy(buf + written, front.data() + s->outbound_offset, take);
+    written += take;
+    s->outbound_offset += take;
+    if (s->outbound_offset == front.size()) {
+      s->outbound.pop_front();
+      s->outbound_offset = 0;
+      ++s->sent_messages;
+    }
+  }
+  if (s->outbound.empty() && s->finished) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->trailers) {
+      *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      submit_trailers(*s);
+    }
+    return static_cast<ssize_t>(written);
+  }
+  if (written == 0) {
+    s->data_deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  return static_cast<ssize_t>(written);
+}
+
+void grpc_connection::impl::submit_trailers(stream_state& s) {
+  auto& status = *s.trailers;
+  std::string code = std::to_string(static_cast<int>(status.code));
+  std::string message = percent_encode(status.message);
+  std::vector<std::string> encoded;
+  encoded.reserve(status.trailers.size());
+  std::vector<nghttp2_nv> nva;
+  nva.push_back(make_nv("grpc-status", code));
+  if (!message.empty())
+    nva.push_back(make_nv("grpc-message", message));
+  for (const auto& [key, value] : status.trailers) {
+    if (!is_valid_custom_metadata_key(key))
+      continue;
+    if (is_binary_metadata_key(key)) {
+      encoded.push_back(base64_encode(value));
+      nva.push_back(make_nv(key, encoded.back()));
+    } else if (is_valid_ascii_metadata_value(value)) {
+      nva.push_back(make_nv(key, value));
+    }
+  }
+  nghttp2_submit_trailer(session, s.id, nva.data(), nva.size());
+  s.trailers.reset();
+}
+
+void grpc_connection::impl::resume(stream_state& s) {
+  if (s.data_deferred) {
+    s.data_deferred = false;
+    nghttp2_session_resume_data(session, s.id);
+  }
+}
+
+void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_status& status) {
+  s.rejected = true;
+  s.outbound.clear();
+  s.outbound_offset = 0;
+  if (s.response_submitted) {
+    // Headers are out already: the status can only go in trailers.
+    s.finished = true;
+    s.trailers = status;
+    resume(s);
+    return;
+  }
+  s.response_submitted = true;
+  s.finished = true;
+  std::string code_text = std::to_string(http_status);
+  std::string grpc_code_text = std::to_string(static_cast<int>(status.code));
+  std::string message = percent_encode(status.message);
+  nghttp2_nv nva[] = {
+    make_nv(":status", code_text),
+    make_nv("content-type", s.encoding == call_encoding::json ? "application/json"
+                                                              : "application/grpc"),
+    make_nv("grpc-accept-encoding", "identity"),
+    make_nv("grpc-status", grpc_code_text),
+    make_nv("grpc-message", message),
+  };
+  if (s.encoding == call_encoding::json) {
+    // JSON clients get the error in the body too, shaped like google.rpc.Status.
+    std::string body = "{\"code\":" + grpc_code_text + ",\"message\":\"";
+    for (char c : status.message) {
+      if (c == '"' || c == '\\')
+        body.push_back('\\');
+      if (static_cast<unsigned char>(c) < 0x20)
+        continue;
+      body.push_back(c);
+    }
+    body += "\"}";
+    s.outbound.push_back(std::move(body));
+    nghttp2_data_provider provider{};
+    provider.read_callback = read_body_callback;
+    nghttp2_submit_response(session, s.id, nva, std::size(nva), &provider);
+    return;
+  }
+  nghttp2_submit_response(session, s.id, nva, std::size(nva), nullptr);
+}
+
+// --- grpc_connection ------------------------------------------------------------
+
+grpc_connection::grpc_connection(grpc_connection_listener& listener,
+                                 const connection_limits& limits)
+  : impl_(std::make_unique<impl>(*this, listener, limits)) {}
+
+grpc_connection::~grpc_connection() = default;
+
+bool grpc_connection::receive(std::span<const uint8_t> bytes) {
+  auto& d = *impl_;
+  if (d.broken)
+    return false;
+  if (d.preface_checked < client_preface.size()) {
+    auto n = std::min(bytes.size(), client_preface.size() - d.preface_checked);
+    if (std::memcmp(bytes.data(), client_preface.data() + d.preface_checked, n) != 0) {
+      d.broken = true;
+      if (d.preface_checked == 0 && starts_like_http1(bytes)) {
+        d.raw_output = http1_response;
+        d.http1_rejected = true;
+        spdlog::debug("gateway: HTTP/1.x request on the HTTP/2 port, answered 505");
+      } else {
+        terminate(h2_error::protocol_error, "not an HTTP/2 connection preface");
+      }
+      return false;
+    }
+    d.preface_checked += n;
+  }
+  auto rv = nghttp2_session_mem_recv(d.session, bytes.data(), bytes.size());
+  if (rv < 0) {
+    spdlog::debug("gateway: HTTP/2 error from peer: {}", nghttp2_strerror(static_cast<int>(rv)));
+    d.broken = true;
+    if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
+      terminate(h2_error::protocol_error, nghttp2_strerror(static_cast<int>(rv)));
+    return false;
+  }
+  return true;
+}
+
+void grpc_connection::produce(std::vector<char>& out, size_t budget) {
+  auto& d = *impl_;
+  if (!d.raw_output.empty()) {
+    out.insert(out.end(), d.raw_output.begin(), d.raw_output.end());
+    d.raw_output.clear();
+    return;
+  }
+  size_t produced = 0;
+  while (produced < budget) {
+    const uint8_t* data = nullptr;
+    auto n = nghttp2_session_mem_send(d.session, &data);
+    if (n <= 0) {
+      if (n < 0) {
+        spdlog::warn("gateway: HTTP/2 send failed: {}", nghttp2_strerror(static_cast<int>(n)));
+        d.broken = true;
+      }
+      break;
+    }
+    out.insert(out.end(), reinterpret_cast<const char*>(data),
+               reinterpret_cast<const char*>(data) + n);
+    produced += static_cast<size_t>(n);
+  }
+}
+
+bool grpc_connection::alive() const {
+  const auto& d = *impl_;
+  if (d.http1_rejected)
+    return !d.raw_output.empty();
+  if (d.broken)
+    return nghttp2_session_want_write(d.session) != 0;
+  return nghttp2_session_want_read(d.session) != 0 || nghttp2_session_want_write(d.session) != 0;
+}
+
+bool grpc_connection::wants_write() const {
+  const auto& d = *impl_;
+  return !d.raw_output.empty() || nghttp2_session_want_write(d.session) != 0;
+}
+
+void grpc_connection::send_headers(int32_t stream_id, const metadata& headers) {
+  auto* s = impl_->find(stream_id);
+  if (s == nullptr || s->rejected || s->finished)
+    return;
+  impl_->submit_response_head(*s, headers);
+}
+
+bool grpc_connection::send_message(int32_t stream_id, std::string_view message) {
+  auto& d = *impl_;
+  auto* s = d.find(stream_id);
+  if (s == nullptr || s->rejected || s->finished)
+    return false;
+  if (message.size() > d.limits.max_message_bytes) {
+    finish(stream_id,
+           make_status(grpc_code::resource_exhausted,
+                       "response message of " + std::to_string(message.size()) +
+                         " bytes exceeds the limit of " +
+                         std::to_string(d.limits.max_message_bytes) + " bytes"));
+    return false;
+  }
+  d.submit_response_head(*s, {});
+  if (s->encoding == call_encoding::json) {
+    s->outbound.emplace_back(message);
+  } else {
+    std::string framed;
+    framed.reserve(grpc_prefix_bytes + message.size());
+    append_grpc_frame(framed, message);
+    s->outbound.push_back(std::move(framed));
+  }
+  d.resume(*s);
+  return true;
+}
+
+void grpc_connection::finish(int32_t stream_id, const grpc_status& status) {
+  auto& d = *impl_;
+  auto* s = d.find(stream_id);
+  if (s == nullptr || s->rejected || s->finished)
+    return;
+  if (!s->response_submitted && !status.is_ok() && status.trailers.empty()) {
+    // Trailers-only response (errors), or for JSON the error body.
+    d.reject(*s, s->encoding == call_encoding::json ? http_status_for(status.code) : 200, status);
+    s->rejected = false; // the handler ended the call: this is not the connection's refusal
+    return;
+  }
+  d.submit_response_head(*s, {});
+  s->finished = true;
+  if (s->encoding == call_encoding::grpc)
+    s->trailers = status;
+  d.resume(*s);
+}
+
+void grpc_connection::cancel(int32_t stream_id) {
+  auto& d = *impl_;
+  if (auto* s = d.find(stream_id)) {
+    s->rejected = true;
+    nghttp2_submit_rst_stream(d.session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+  }
+}
+
+void grpc_connection::consume(int32_t stream_id, size_t count) {
+  auto& d = *impl_;
+  auto* s = d.find(stream_id);
+  if (s == nullptr)
+    return;
+  size_t bytes = 0;
+  for (; count > 0 && !s->unconsumed_sizes.empty(); --count) {
+    bytes += s->unconsumed_sizes.front();
+    s->unconsumed_sizes.pop_front();
+  }
+  d.consume_now(stream_id, bytes);
+}
+
+size_t grpc_connection::take_sent_messages(int32_t stream_id) {
+  auto* s = impl_->find(stream_id);
+  if (s == nullptr)
+    return 0;
+  return std::exchange(s->sent_messages, 0);
+}
+
+void grpc_connection::ping() {
+  if (nghttp2_submit_ping(impl_->session, NGHTTP2_FLAG_NONE, nullptr) == 0)
+    ping_outstanding_ = true;
+}
+
+void grpc_connection::go_away() {
+  auto& d = *impl_;
+  nghttp2_submit_goaway(d.session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(d.session), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+}
+
+void grpc_connection::terminate(h2_error code, std::string_view debug) {
+  auto& d = *impl_;
+  nghttp2_submit_goaway(d.session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(d.session),
+                        static_cast<uint32_t>(code),
+                        reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
+  d.broken = true;
+}
+
+size_t grpc_connection::open_streams() const {
+  return impl_->streams.size();
+}
+
+std::vector<int32_t> grpc_connection::open_calls() const {
+  std::vector<int32_t> ids;
+  for (const auto& [id, s] : impl_->streams)
+    if (s->started)
+      ids.push_back(id);
+  return ids;
+}
+
+} // namespace chroom::transport

@@ -1,0 +1,33 @@
+#pragma once
+
+// Every atom of the orchestrator, in one place (CAF 0.17 atom_constant idiom; atom
+// names are at most 10 characters).
+
+#include <caf/atom.hpp>
+
+namespace chroom {
+
+// gRPC calls between a gateway (one per connection) and the actors handling them.
+// See transport/call_protocol.hpp for the message shapes and their order.
+using call_open_atom = caf::atom_constant<caf::atom("c_open")>;
+using call_unary_atom = caf::atom_constant<caf::atom("c_unary")>;
+using call_head_atom = caf::atom_constant<caf::atom("c_head")>;
+using call_data_atom = caf::atom_constant<caf::atom("c_data")>;
+using call_close_atom = caf::atom_constant<caf::atom("c_close")>;
+using call_end_atom = caf::atom_constant<caf::atom("c_end")>;
+using call_reply_atom = caf::atom_constant<caf::atom("c_reply")>;
+using call_cancel_atom = caf::atom_constant<caf::atom("c_cancel")>;
+using call_credit_atom = caf::atom_constant<caf::atom("c_credit")>;
+using call_ack_atom = caf::atom_constant<caf::atom("c_ack")>;
+
+// Gateway and listener housekeeping.
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
+using get_atom = caf::atom_constant<caf::atom("get")>;
+using set_atom = caf::atom_constant<caf::atom("set")>;
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
+
+} // namespace chroom

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <string>
+
+namespace chroom::daemon {
+
+/// Sets up the process-wide spdlog logger on stderr.
+/// @param level  trace|debug|info|warn|error|critical|off (validated by the config loader)
+/// @param format "text" (human lines) or "json" (one JSON object per line)
+void setup_logging(const std::string& level, const std::string& format);
+
+} // namespace chroom::daemon

@@ -1,0 +1,148 @@
+#pragma once
+
+// The messages between a gateway and the actors that handle its gRPC calls.
+//
+//  unary call:      gateway --(call_unary, call_context, request)--> service actor
+//                   handler --(call_reply, stream, response, status)--> gateway
+//                        or --(call_end, stream, status)--> gateway   (error, no response)
+//  streaming call:  gateway --request(call_open, call_context)--> service actor
+//                   service --> actor that handles this call (itself or one it spawned)
+//                   gateway --(call_data, stream, message)-->  handler   (request messages)
+//                   handler --(call_ack, stream, n)--> gateway   (n request messages consumed;
+//                             until then their bytes hold the client's flow-control window)
+//                   gateway --(call_close, stream)--> handler    (client half-closed)
+//                   handler --(call_head, stream, metadata)--> gateway   (optional)
+//                   handler --(call_data, stream, message)--> gateway    (needs a credit)
+//                   gateway --(call_credit, stream, n)--> handler  (n more responses may be sent)
+//                   handler --(call_end, stream, status)--> gateway
+//  either kind:     gateway --(call_cancel, stream)--> handler  (client reset, deadline passed,
+//                             connection lost, peer shutting down): stop working on it.
+// Messages are serialized protobuf; the gateway converts JSON calls at the edge.
+// A handler starts with `initial_stream_credit` credits.
+
+#include "actors/atoms.hpp"
+#include "transport/grpc_status.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace google::protobuf {
+class Message;
+}
+namespace caf {
+class local_actor;
+}
+
+namespace chroom::transport {
+
+/// Responses a streaming handler may send before its first credit arrives.
+inline constexpr uint32_t initial_stream_credit = 8;
+
+/// What a handler knows about the call it serves.
+struct call_context {
+  /// The gateway (connection) the call arrived on; responses go there.
+  caf::actor gateway;
+  /// The call's HTTP/2 stream id, unique within its gateway.
+  int32_t stream_id = 0;
+  /// "/package.Service/Method".
+  std::string path;
+  /// Custom request metadata (binary values decoded).
+  metadata request_metadata;
+  /// The client's address, "ip:port".
+  std::string peer;
+  /// Absolute deadline in steady-clock nanoseconds; 0 when the client set none. The
+  /// gateway enforces it; handlers may use it to give up early.
+  int64_t deadline_ns = 0;
+
+  /// Value of a request metadata key, or empty.
+  std::string_view metadata_value(std::string_view key) const {
+    for (const auto& [k, v] : request_metadata)
+      if (k == key)
+        return v;
+    return {};
+  }
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, call_context& x) {
+  return f(caf::meta::type_name("call_context"), x.gateway, x.stream_id, x.path,
+           x.request_metadata, x.peer, x.deadline_ns);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, grpc_status& x) {
+  return f(caf::meta::type_name("grpc_status"), x.code, x.message, x.trailers);
+}
+
+/// Identifies a call among all gateways: the gateway's address and the stream id.
+struct call_key {
+  caf::actor_addr gateway;
+  int32_t stream_id = 0;
+  friend bool operator==(const call_key&, const call_key&) = default;
+};
+
+struct call_key_hash {
+  size_t operator()(const call_key& key) const noexcept {
+    return std::hash<caf::actor_addr>{}(key.gateway) ^ (static_cast<size_t>(key.stream_id) << 1);
+  }
+};
+
+inline call_key key_of(const call_context& call) {
+  return {call.gateway.address(), call.stream_id};
+}
+
+/// Steady-clock nanoseconds now, the clock of call_context::deadline_ns.
+inline int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Serializes `message` (false, and the call failed with INTERNAL, if it cannot be).
+bool serialize_response(const google::protobuf::Message& message, std::string& out);
+
+/// Parses a request; on failure ends the call with INVALID_ARGUMENT and returns false.
+bool parse_request(caf::local_actor* self, const call_context& call, const std::string& bytes,
+                   google::protobuf::Message& request);
+
+/// Ends a unary call with its response.
+void reply_unary(caf::local_actor* self, const call_context& call,
+                 const google::protobuf::Message& response);
+
+/// Ends a call with a status (and no response message).
+void end_call(caf::local_actor* self, const call_context& call, grpc_status status);
+
+/// The handler's side of a streaming call: sends responses within the credit the
+/// gateway grants, acknowledges request messages, ends the call.
+class call_stream {
+public:
+  call_stream() = default;
+  explicit call_stream(call_context context) : context_(std::move(context)) {}
+
+  const call_context& context() const { return context_; }
+  /// True while the handler may send another response without waiting.
+  bool can_send() const { return credit_ > 0 && !ended_; }
+  /// Sends one response; returns false (and sends nothing) without credit.
+  bool send(caf::local_actor* self, const google::protobuf::Message& response);
+  /// Sends initial metadata (before the first response).
+  void send_headers(caf::local_actor* self, metadata headers);
+  /// The gateway granted `n` more responses.
+  void add_credit(uint32_t n) { credit_ += n; }
+  /// Tells the gateway `n` request messages were consumed.
+  void ack(caf::local_actor* self, uint32_t n = 1);
+  /// Ends the call; further sends are ignored.
+  void end(caf::local_actor* self, grpc_status status);
+  bool ended() const { return ended_; }
+
+private:
+  call_context context_;
+  uint32_t credit_ = initial_stream_credit;
+  bool ended_ = false;
+};
+
+} // namespace chroom::transport
