@@ -1,1 +1,932 @@
-// placeholder, being written
+// Configuration loading: YAML text -> OrchestratorConfig, by protobuf reflection.
+//
+// Three steps, each in its own section below:
+//   1. decode   walk the YAML with the message's Descriptor; every key must name a field, every
+//               value must fit its field's type. Records which key paths the file set, and on
+//               which line, for steps 2 and 3.
+//   2. defaults take default_config(), drop the fields the file set, merge the file on top.
+//               A key present in the file wins even when its value is zero.
+//   3. validate the rules that reflection cannot know (ranges, pairs of fields, files).
+#include "daemon/config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <vector>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/yaml.h>
+
+namespace chroom::daemon {
+namespace {
+
+namespace pb = google::protobuf;
+using chroom::config::v1::OrchestratorConfig;
+
+// ------------------------------------------------------------------------------------------
+// Defaults: the one place they live. default_config() builds the message from these.
+
+// Loopback only: a peer started without a config file must not be reachable from the network.
+constexpr std::string_view default_listen_host = "127.0.0.1";
+// Unprivileged, and apart from the 443/8443 that other local HTTPS services tend to take.
+constexpr std::uint32_t default_listen_port = 7443;
+// 4 MiB, gRPC's customary receive limit: stock clients already keep messages below it, and
+// one message cannot make the gateway buffer more.
+constexpr std::uint32_t default_max_message_bytes = 4 * 1024 * 1024;
+// The minimum RFC 9113 (section 6.5.2) recommends advertising; plenty for one client or node.
+constexpr std::uint32_t default_max_concurrent_streams = 100;
+// gRPC metadata is small; 16 KiB fits any stock client's headers while bounding what one
+// request's HPACK-decoded header list can make us hold.
+constexpr std::uint32_t default_max_header_list_bytes = 16 * 1024;
+// A peer serves thousands of media nodes and backends; past this, refusing new connections
+// keeps file descriptors and per-connection session memory bounded.
+constexpr std::uint32_t default_max_connections = 10000;
+// 5 minutes: a client between calls keeps its connection, an abandoned one is reclaimed.
+constexpr std::uint32_t default_idle_timeout_ms = 300000;
+// 30 s: below the 60 s idle timeout common in NATs and load balancers, so quiet connections
+// through them stay open.
+constexpr std::uint32_t default_keepalive_interval_ms = 30000;
+// 10 s: many round trips even on a poor intercontinental path, so only a dead peer misses it.
+constexpr std::uint32_t default_keepalive_timeout_ms = 10000;
+// 1 MiB: the most a slow reader can make us queue before the gateway stops producing for it.
+constexpr std::uint32_t default_max_pending_output_bytes = 1024 * 1024;
+// Operational events without per-call noise.
+constexpr std::string_view default_log_level = "info";
+// Readable at a terminal; "json" is for log shippers and is opt-in.
+constexpr std::string_view default_log_format = "text";
+// 5 s: long enough for in-flight unary calls to finish, well inside the 30 s grace period of
+// Kubernetes and the 90 s stop timeout of systemd.
+constexpr std::uint32_t default_shutdown_grace_ms = 5000;
+
+// ------------------------------------------------------------------------------------------
+// Validation limits (see validate()).
+
+constexpr std::uint32_t max_port = 65535;
+// Under 1 KiB hardly any real call fits; over 64 MiB one stream could make the gateway
+// buffer too much.
+constexpr std::uint32_t min_message_bytes = 1024;
+constexpr std::uint32_t max_message_bytes = 64 * 1024 * 1024;
+constexpr std::uint32_t max_concurrent_streams = 100000;
+// Under 1 KiB the standard gRPC headers plus some metadata may not fit; over 1 MiB a header
+// flood costs the sender too little.
+constexpr std::uint32_t min_header_list_bytes = 1024;
+constexpr std::uint32_t max_header_list_bytes = 1024 * 1024;
+// Shorter timers would turn keepalive and idle handling into a busy loop.
+constexpr std::uint32_t min_timer_ms = 100;
+// At least one default HTTP/2 flow-control window (65535 bytes), so that a reader's full
+// window can be queued without pausing the connection.
+constexpr std::uint32_t min_pending_output_bytes = 65536;
+// Beyond any machine we target; workers beyond the core count only add wake-ups (DESIGN.md).
+constexpr std::uint32_t max_worker_threads = 256;
+// 10 minutes: beyond this a stuck shutdown is indistinguishable from a hang.
+constexpr std::uint32_t max_shutdown_grace_ms = 600000;
+
+constexpr std::string_view log_levels[] = {"trace", "debug",    "info", "warn",
+                                           "error", "critical", "off"};
+constexpr std::string_view log_formats[] = {"text", "json"};
+
+// One CAF worker per core: DESIGN.md measured CAF's default (at least 4) slower on small
+// machines. hardware_concurrency() may report 0 when unknown.
+std::uint32_t default_worker_threads() {
+  const unsigned cores = std::thread::hardware_concurrency();
+  return std::clamp<std::uint32_t>(cores, 1, max_worker_threads);
+}
+
+OrchestratorConfig make_default_config() {
+  OrchestratorConfig config;
+  auto& listen = *config.mutable_listen();
+  listen.set_host(std::string(default_listen_host));
+  listen.set_port(default_listen_port);
+  // cert_file/key_file stay empty: h2c, as DESIGN.md wants for a peer with no config.
+  auto& limits = *config.mutable_limits();
+  limits.set_max_message_bytes(default_max_message_bytes);
+  limits.set_max_concurrent_streams(default_max_concurrent_streams);
+  limits.set_max_header_list_bytes(default_max_header_list_bytes);
+  limits.set_max_connections(default_max_connections);
+  limits.set_idle_timeout_ms(default_idle_timeout_ms);
+  limits.set_keepalive_interval_ms(default_keepalive_interval_ms);
+  limits.set_keepalive_timeout_ms(default_keepalive_timeout_ms);
+  limits.set_max_pending_output_bytes(default_max_pending_output_bytes);
+  auto& log = *config.mutable_log();
+  log.set_level(std::string(default_log_level));
+  log.set_format(std::string(default_log_format));
+  config.set_shutdown_grace_ms(default_shutdown_grace_ms);
+  config.set_worker_threads(default_worker_threads());
+  return config;
+}
+
+// ------------------------------------------------------------------------------------------
+// Messages.
+
+// Key path -> 1-based line of the key, for every key the file set (e.g. "listen.port").
+using key_lines = std::map<std::string, int, std::less<>>;
+
+// "<source>:<line>: <path>: <problem>"; line 0 and an empty path are left out.
+std::string format_error(std::string_view source, int line, std::string_view path,
+                         std::string_view problem) {
+  std::string out(source.empty() ? std::string_view("<config>") : source);
+  if (line > 0) {
+    out += ':';
+    out += std::to_string(line);
+  }
+  out += ": ";
+  if (!path.empty()) {
+    out += path;
+    out += ": ";
+  }
+  out += problem;
+  return out;
+}
+
+// yaml-cpp counts lines from 0; people and editors count from 1. 0 means "unknown".
+int line_of(const YAML::Mark& mark) {
+  return mark.is_null() ? 0 : mark.line + 1;
+}
+
+std::string join_path(std::string_view prefix, std::string_view name) {
+  std::string out(prefix);
+  if (!out.empty())
+    out += '.';
+  out += name;
+  return out;
+}
+
+// A value as it appears in a message: quoted, escaped, and cut short so that a stray
+// multi-line block does not flood the terminal.
+std::string quote(std::string_view text) {
+  constexpr std::size_t max_shown = 60;
+  std::string out = "\"";
+  for (std::size_t i = 0; i < text.size() && i < max_shown; ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buffer[8];
+      std::snprintf(buffer, sizeof buffer, "\\x%02x", static_cast<unsigned char>(c));
+      out += buffer;
+    } else {
+      out += c;
+    }
+  }
+  if (text.size() > max_shown)
+    out += "...";
+  out += '"';
+  return out;
+}
+
+// What a YAML node is, for "got ..." in messages.
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+  case YAML::NodeType::Scalar:
+    return quote(node.Scalar());
+  case YAML::NodeType::Map:
+    return "a map";
+  case YAML::NodeType::Sequence:
+    return "a sequence";
+  case YAML::NodeType::Null:
+  case YAML::NodeType::Undefined:
+    break;
+  }
+  return "an empty value";
+}
+
+std::string to_lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string to_upper(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Unknown keys and values within this many edits of a known one get a "did you mean".
+constexpr std::size_t max_suggestion_distance = 2;
+
+// Optimal string alignment distance (Levenshtein plus adjacent transpositions, so that
+// "prot" is one edit from "port"). Only small distances matter, so long or very different
+// strings return early with "far".
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  constexpr std::size_t far = 100;
+  if (a.size() > 64 || b.size() > 64)
+    return far;
+  if ((a.size() > b.size() ? a.size() - b.size() : b.size() - a.size()) > max_suggestion_distance)
+    return far;
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i)
+    d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The field an unknown key was probably meant to be, as a path relative to `message`:
+// a near-miss spelling, the camelCase (JSON) spelling, or a key one level too high
+// ("port" at the top instead of under "listen").
+std::optional<std::string> suggest_field(const pb::Descriptor& message, std::string_view key) {
+  const std::string lowered = to_lower(key);
+  const pb::FieldDescriptor* best = nullptr;
+  std::size_t best_distance = max_suggestion_distance + 1;
+  for (int i = 0; i < message.field_count(); ++i) {
+    const pb::FieldDescriptor* field = message.field(i);
+    const std::size_t distance = edit_distance(lowered, field->name());
+    if (distance < best_distance) {
+      best = field;
+      best_distance = distance;
+    }
+  }
+  if (best != nullptr)
+    return best->name();
+  for (int i = 0; i < message.field_count(); ++i) {
+    const pb::FieldDescriptor* field = message.field(i);
+    if (field->json_name() == key)
+      return field->name();
+  }
+  for (int i = 0; i < message.field_count(); ++i) {
+    const pb::FieldDescriptor* field = message.field(i);
+    if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE || field->is_repeated())
+      continue;
+    if (const auto* inner = field->message_type()->FindFieldByName(std::string(key)))
+      return field->name() + "." + inner->name();
+  }
+  return std::nullopt;
+}
+
+std::string unknown_key_problem(const pb::Descriptor& message, std::string_view key) {
+  std::string problem = "unknown key";
+  if (auto suggestion = suggest_field(message, key)) {
+    problem += "; did you mean '" + *suggestion + "'?";
+  } else if (message.field_count() <= 12) {
+    // Few enough to list: saves a trip to the docs.
+    problem += " (known keys:";
+    for (int i = 0; i < message.field_count(); ++i) {
+      problem += i == 0 ? " " : ", ";
+      problem += message.field(i)->name();
+    }
+    problem += ')';
+  }
+  return problem;
+}
+
+// ------------------------------------------------------------------------------------------
+// Scalars. YAML 1.2 core-schema spellings; quoted scalars are accepted for numbers and bools
+// as protobuf's JSON mapping accepts them (templated configs often quote everything).
+
+enum class number_status { ok, invalid, out_of_range };
+
+struct parsed_integer {
+  number_status status = number_status::invalid;
+  bool negative = false;
+  std::uint64_t magnitude = 0;
+};
+
+// Decimal, 0x hexadecimal or 0o octal, with an optional sign.
+parsed_integer parse_integer(std::string_view text) {
+  parsed_integer result;
+  if (!text.empty() && (text.front() == '+' || text.front() == '-')) {
+    result.negative = text.front() == '-';
+    text.remove_prefix(1);
+  }
+  int base = 10;
+  if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+    base = 16;
+    text.remove_prefix(2);
+  } else if (text.size() > 2 && text[0] == '0' && (text[1] == 'o' || text[1] == 'O')) {
+    base = 8;
+    text.remove_prefix(2);
+  }
+  if (text.empty() || !std::isxdigit(static_cast<unsigned char>(text.front())))
+    return result;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, result.magnitude, base);
+  if (stop != end)
+    return result;
+  if (error == std::errc::result_out_of_range) {
+    result.status = number_status::out_of_range;
+  } else if (error == std::errc{}) {
+    result.status = number_status::ok;
+  }
+  return result;
+}
+
+// The integer as a T, or nothing when it does not fit.
+template <class T> std::optional<T> narrow_integer(const parsed_integer& parsed) {
+  if (parsed.status != number_status::ok)
+    return std::nullopt;
+  if constexpr (std::is_unsigned_v<T>) {
+    if (parsed.negative && parsed.magnitude != 0)
+      return std::nullopt;
+    if (parsed.magnitude > std::numeric_limits<T>::max())
+      return std::nullopt;
+    return static_cast<T>(parsed.magnitude);
+  } else {
+    const auto max = static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+    if (!parsed.negative) {
+      if (parsed.magnitude > max)
+        return std::nullopt;
+      return static_cast<T>(parsed.magnitude);
+    }
+    if (parsed.magnitude > max + 1)
+      return std::nullopt;
+    if (parsed.magnitude == max + 1)
+      return std::numeric_limits<T>::min();
+    return static_cast<T>(-static_cast<T>(parsed.magnitude));
+  }
+}
+
+template <class T> std::string integer_kind() {
+  return std::is_unsigned_v<T> ? "an unsigned integer" : "an integer";
+}
+
+template <class T> std::string integer_range() {
+  return integer_kind<T>() + " from " + std::to_string(std::numeric_limits<T>::min()) + " to " +
+         std::to_string(std::numeric_limits<T>::max());
+}
+
+std::optional<double> parse_double(std::string_view text) {
+  const std::string lowered = to_lower(text);
+  if (lowered == ".inf" || lowered == "+.inf")
+    return std::numeric_limits<double>::infinity();
+  if (lowered == "-.inf")
+    return -std::numeric_limits<double>::infinity();
+  if (lowered == ".nan")
+    return std::numeric_limits<double>::quiet_NaN();
+  std::string_view digits = text;
+  if (!digits.empty() && digits.front() == '+')
+    digits.remove_prefix(1);
+  double value = 0;
+  const char* end = digits.data() + digits.size();
+  const auto [stop, error] = std::from_chars(digits.data(), end, value);
+  if (!digits.empty() && stop == end && error == std::errc{})
+    return value;
+  // Hexadecimal and octal integers are numbers too.
+  const parsed_integer integer = parse_integer(text);
+  if (integer.status == number_status::ok) {
+    const auto magnitude = static_cast<double>(integer.magnitude);
+    return integer.negative ? -magnitude : magnitude;
+  }
+  return std::nullopt;
+}
+
+std::optional<bool> parse_bool(std::string_view text) {
+  if (text == "true" || text == "True" || text == "TRUE")
+    return true;
+  if (text == "false" || text == "False" || text == "FALSE")
+    return false;
+  return std::nullopt;
+}
+
+// What a field accepts, for "expected ..." in messages.
+std::string expectation(const pb::FieldDescriptor& field, bool element) {
+  if (!element && field.is_map())
+    return "a map";
+  if (!element && field.is_repeated())
+    return "a sequence";
+  switch (field.cpp_type()) {
+  case pb::FieldDescriptor::CPPTYPE_INT32:
+  case pb::FieldDescriptor::CPPTYPE_INT64:
+    return "an integer";
+  case pb::FieldDescriptor::CPPTYPE_UINT32:
+  case pb::FieldDescriptor::CPPTYPE_UINT64:
+    return "an unsigned integer";
+  case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+  case pb::FieldDescriptor::CPPTYPE_FLOAT:
+    return "a number";
+  case pb::FieldDescriptor::CPPTYPE_BOOL:
+    return "true or false";
+  case pb::FieldDescriptor::CPPTYPE_STRING:
+    return "a string";
+  case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+    return "a map";
+  case pb::FieldDescriptor::CPPTYPE_ENUM: {
+    std::string names = "one of";
+    const pb::EnumDescriptor& type = *field.enum_type();
+    for (int i = 0; i < type.value_count(); ++i) {
+      names += i == 0 ? " " : ", ";
+      names += type.value(i)->name();
+    }
+    return names;
+  }
+  }
+  return "a value";
+}
+
+std::optional<std::string> suggest_enum_value(const pb::EnumDescriptor& type,
+                                              std::string_view text) {
+  const std::string upper = to_upper(text);
+  for (int i = 0; i < type.value_count(); ++i) {
+    const std::string& name = type.value(i)->name();
+    // "info" for LOG_LEVEL_INFO: the value without its enum prefix, in any case.
+    if (name == upper || (name.size() > upper.size() &&
+                          name.compare(name.size() - upper.size(), upper.size(), upper) == 0 &&
+                          name[name.size() - upper.size() - 1] == '_'))
+      return name;
+  }
+  for (int i = 0; i < type.value_count(); ++i) {
+    const std::string& name = type.value(i)->name();
+    if (edit_distance(upper, name) <= max_suggestion_distance)
+      return name;
+  }
+  return std::nullopt;
+}
+
+// ------------------------------------------------------------------------------------------
+// Step 1: decoding.
+
+class yaml_decoder {
+public:
+  explicit yaml_decoder(std::string_view source_name) : source_(source_name) {}
+
+  // Decodes `yaml_text` into `message`, which must be empty.
+  void decode(std::string_view yaml_text, pb::Message& message) {
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml_text));
+    if (documents.empty())
+      return; // empty, or only comments
+    if (documents.size() > 1)
+      fail(line_of(documents[1].Mark()), "",
+           "the file holds more than one YAML document (\"---\"); only one is allowed");
+    const YAML::Node& root = documents.front();
+    if (root.IsNull())
+      return;
+    if (!root.IsMap())
+      fail(line_of(root.Mark()), "",
+           "expected a map of settings at the top level, got " + describe(root));
+    decode_message(root, message, "");
+  }
+
+  const key_lines& present() const { return present_; }
+
+private:
+  [[noreturn]] void fail(int line, std::string_view path, std::string_view problem) const {
+    throw config_error(format_error(source_, line, path, problem));
+  }
+
+  [[noreturn]] void fail_type(int line, std::string_view path, const pb::FieldDescriptor& field,
+                              bool element, const YAML::Node& value) const {
+    std::string problem = "expected " + expectation(field, element) + ", got " + describe(value);
+    if (value.IsNull() && field.cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING)
+      problem += " (write \"\" for an empty string)";
+    fail(line, path, problem);
+  }
+
+  // `node` is a map or null (an empty section such as "limits:" with every key commented out).
+  void decode_message(const YAML::Node& node, pb::Message& message, const std::string& prefix) {
+    if (node.IsNull())
+      return;
+    const pb::Descriptor& type = *message.GetDescriptor();
+    key_lines seen; // key -> line within this map, for duplicates and oneofs
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      // Copies, not references: yaml-cpp's iterator hands out a temporary pair (Node is a
+      // cheap handle).
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
+      const int line = line_of(key.Mark());
+      if (!key.IsScalar())
+        fail(line, prefix, "keys must be plain names, got " + describe(key) + " as a key");
+      const std::string& name = key.Scalar();
+      const std::string path = join_path(prefix, name);
+      if (const auto [first, inserted] = seen.emplace(name, line); !inserted)
+        fail(line, path, "duplicate key (first set on line " + std::to_string(first->second) + ")");
+      const pb::FieldDescriptor* field = type.FindFieldByName(name);
+      if (field == nullptr)
+        fail(line, path, unknown_key_problem(type, name));
+      if (const pb::OneofDescriptor* oneof = field->real_containing_oneof())
+        check_oneof(*oneof, *field, seen, line, path);
+      present_.emplace(path, line);
+      decode_field(value, message, *field, path, line);
+    }
+  }
+
+  void check_oneof(const pb::OneofDescriptor& oneof, const pb::FieldDescriptor& field,
+                   const key_lines& seen, int line, const std::string& path) const {
+    for (int i = 0; i < oneof.field_count(); ++i) {
+      const pb::FieldDescriptor& other = *oneof.field(i);
+      if (&other == &field)
+        continue;
+      if (auto found = seen.find(other.name()); found != seen.end())
+        fail(line, path,
+             "only one of the keys of '" + oneof.name() + "' may be set, and '" + other.name() +
+                 "' is set on line " + std::to_string(found->second));
+    }
+  }
+
+  void decode_field(const YAML::Node& value, pb::Message& message, const pb::FieldDescriptor& field,
+                    const std::string& path, int line) {
+    const pb::Reflection& reflection = *message.GetReflection();
+    if (field.is_map()) {
+      decode_map(value, message, field, path, line);
+    } else if (field.is_repeated()) {
+      decode_sequence(value, message, field, path, line);
+    } else if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (!value.IsMap() && !value.IsNull())
+        fail_type(line, path, field, false, value);
+      // Mutable even for an empty section: the key was there, so the message is "set".
+      decode_message(value, *reflection.MutableMessage(&message, &field), path);
+    } else {
+      store_scalar(value, message, field, path, line);
+    }
+  }
+
+  // A null value ("peers:" with nothing after it) is an empty sequence.
+  void decode_sequence(const YAML::Node& value, pb::Message& message,
+                       const pb::FieldDescriptor& field, const std::string& path, int line) {
+    if (value.IsNull())
+      return;
+    if (!value.IsSequence())
+      fail_type(line, path, field, false, value);
+    const pb::Reflection& reflection = *message.GetReflection();
+    std::size_t index = 0;
+    for (const YAML::Node& element : value) {
+      const std::string element_path = path + "[" + std::to_string(index++) + "]";
+      const int element_line = line_of(element.Mark()) > 0 ? line_of(element.Mark()) : line;
+      if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+        if (!element.IsMap() && !element.IsNull())
+          fail_type(element_line, element_path, field, true, element);
+        decode_message(element, *reflection.AddMessage(&message, &field), element_path);
+      } else {
+        store_scalar(element, message, field, element_path, element_line);
+      }
+    }
+  }
+
+  // A protobuf map is a repeated entry message {key = 1, value = 2}; a null value is empty.
+  void decode_map(const YAML::Node& value, pb::Message& message, const pb::FieldDescriptor& field,
+                  const std::string& path, int line) {
+    if (value.IsNull())
+      return;
+    if (!value.IsMap())
+      fail_type(line, path, field, false, value);
+    const pb::Reflection& reflection = *message.GetReflection();
+    const pb::FieldDescriptor& key_field = *field.message_type()->map_key();
+    const pb::FieldDescriptor& value_field = *field.message_type()->map_value();
+    key_lines seen;
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      const YAML::Node key = it->first; // a copy, as in decode_message
+      const YAML::Node entry_value = it->second;
+      const int entry_line = line_of(key.Mark()) > 0 ? line_of(key.Mark()) : line;
+      if (!key.IsScalar())
+        fail(entry_line, path, "map keys must be scalars, got " + describe(key) + " as a key");
+      const std::string entry_path = path + "[" + quote(key.Scalar()) + "]";
+      if (const auto [first, inserted] = seen.emplace(key.Scalar(), entry_line); !inserted)
+        fail(entry_line, entry_path,
+             "duplicate key (first set on line " + std::to_string(first->second) + ")");
+      pb::Message& entry = *reflection.AddMessage(&message, &field);
+      store_scalar(key, entry, key_field, entry_path, entry_line);
+      decode_field(entry_value, entry, value_field, entry_path, entry_line);
+    }
+  }
+
+  // Sets a singular scalar field, or appends to a repeated one.
+  void store_scalar(const YAML::Node& value, pb::Message& message, const pb::FieldDescriptor& field,
+                    const std::string& path, int line) {
+    if (!value.IsScalar())
+      fail_type(line, path, field, true, value);
+    const pb::Reflection& reflection = *message.GetReflection();
+    const std::string& text = value.Scalar();
+    const auto put = [&](auto set, auto add, auto converted) {
+      if (field.is_repeated()) {
+        (reflection.*add)(&message, &field, std::move(converted));
+      } else {
+        (reflection.*set)(&message, &field, std::move(converted));
+      }
+    };
+    switch (field.cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      put(&pb::Reflection::SetInt32, &pb::Reflection::AddInt32,
+          to_integer<std::int32_t>(text, path, line));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      put(&pb::Reflection::SetInt64, &pb::Reflection::AddInt64,
+          to_integer<std::int64_t>(text, path, line));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      put(&pb::Reflection::SetUInt32, &pb::Reflection::AddUInt32,
+          to_integer<std::uint32_t>(text, path, line));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      put(&pb::Reflection::SetUInt64, &pb::Reflection::AddUInt64,
+          to_integer<std::uint64_t>(text, path, line));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      put(&pb::Reflection::SetDouble, &pb::Reflection::AddDouble, to_double(text, path, line));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      put(&pb::Reflection::SetFloat, &pb::Reflection::AddFloat, to_float(text, path, line));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_BOOL: {
+      const std::optional<bool> parsed = parse_bool(text);
+      if (!parsed)
+        fail(line, path, "expected true or false, got " + quote(text));
+      put(&pb::Reflection::SetBool, &pb::Reflection::AddBool, *parsed);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      // Bytes fields take the text as is, too: config values are text.
+      put(&pb::Reflection::SetString, &pb::Reflection::AddString, text);
+      break;
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const pb::EnumDescriptor& type = *field.enum_type();
+      const pb::EnumValueDescriptor* enum_value = type.FindValueByName(text);
+      if (enum_value == nullptr) {
+        std::string problem = "expected " + expectation(field, true) + ", got " + quote(text);
+        if (auto suggestion = suggest_enum_value(type, text))
+          problem += "; did you mean '" + *suggestion + "'?";
+        fail(line, path, problem);
+      }
+      put(&pb::Reflection::SetEnum, &pb::Reflection::AddEnum, enum_value);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      // Message fields never reach here (decode_field and decode_sequence route them).
+      fail_type(line, path, field, true, value);
+    }
+  }
+
+  template <class T> T to_integer(const std::string& text, const std::string& path, int line) {
+    const parsed_integer parsed = parse_integer(text);
+    if (parsed.status == number_status::invalid)
+      fail(line, path, "expected " + integer_kind<T>() + ", got " + quote(text));
+    const std::optional<T> narrowed = narrow_integer<T>(parsed);
+    if (!narrowed)
+      fail(line, path, "expected " + integer_range<T>() + ", got " + quote(text));
+    return *narrowed;
+  }
+
+  double to_double(const std::string& text, const std::string& path, int line) {
+    const std::optional<double> parsed = parse_double(text);
+    if (!parsed)
+      fail(line, path, "expected a number, got " + quote(text));
+    return *parsed;
+  }
+
+  float to_float(const std::string& text, const std::string& path, int line) {
+    const double parsed = to_double(text, path, line);
+    if (std::isfinite(parsed) && std::fabs(parsed) > std::numeric_limits<float>::max())
+      fail(line, path, "expected a number within the range of a float, got " + quote(text));
+    return static_cast<float>(parsed);
+  }
+
+  std::string source_;
+  key_lines present_;
+};
+
+// ------------------------------------------------------------------------------------------
+// Step 2: defaults.
+
+// Clears in `defaults` every field whose key the file set, so that merging the file on top
+// keeps the file's value even when it is zero (which MergeFrom would otherwise skip).
+// Sections the file set are descended into: a file setting only listen.port keeps the
+// default listen.host.
+void clear_fields_set_in_file(pb::Message& defaults, const std::string& prefix,
+                              const key_lines& present) {
+  const pb::Descriptor& type = *defaults.GetDescriptor();
+  const pb::Reflection& reflection = *defaults.GetReflection();
+  for (int i = 0; i < type.field_count(); ++i) {
+    const pb::FieldDescriptor& field = *type.field(i);
+    const std::string path = join_path(prefix, field.name());
+    if (present.find(path) == present.end())
+      continue;
+    if (const pb::OneofDescriptor* oneof = field.real_containing_oneof();
+        oneof != nullptr && reflection.GetOneofFieldDescriptor(defaults, oneof) != &field) {
+      // The file chose another member of the oneof than the defaults did.
+      reflection.ClearOneof(&defaults, oneof);
+      continue;
+    }
+    if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !field.is_repeated()) {
+      if (reflection.HasField(defaults, &field))
+        clear_fields_set_in_file(*reflection.MutableMessage(&defaults, &field), path, present);
+    } else {
+      reflection.ClearField(&defaults, &field);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Step 3: validation.
+
+struct file_closer {
+  void operator()(std::FILE* file) const { std::fclose(file); }
+};
+
+// Reads up to `max_bytes` of the file at `path` into `contents`. On failure returns the
+// system's reason (errno text).
+std::optional<std::string> read_file(const std::string& path, std::string& contents,
+                                     std::size_t max_bytes) {
+  errno = 0;
+  const std::unique_ptr<std::FILE, file_closer> file(std::fopen(path.c_str(), "rb"));
+  if (!file)
+    return std::error_code(errno, std::generic_category()).message();
+  contents.clear();
+  char buffer[64 * 1024];
+  while (contents.size() < max_bytes) {
+    const std::size_t wanted = std::min(sizeof buffer, max_bytes - contents.size());
+    const std::size_t got = std::fread(buffer, 1, wanted, file.get());
+    contents.append(buffer, got);
+    if (got < wanted)
+      break;
+  }
+  // A directory opens fine on Linux and fails on the first read with EISDIR.
+  if (std::ferror(file.get()))
+    return std::error_code(errno, std::generic_category()).message();
+  return std::nullopt;
+}
+
+class validator {
+public:
+  validator(std::string_view source_name, const key_lines& present)
+      : source_(source_name), present_(present) {}
+
+  [[noreturn]] void fail(std::string_view path, std::string_view problem) const {
+    const auto found = present_.find(path);
+    const int line = found == present_.end() ? 0 : found->second;
+    throw config_error(format_error(source_, line, path, problem));
+  }
+
+  void check_range(std::string_view path, std::uint64_t value, std::uint64_t low,
+                   std::uint64_t high) const {
+    if (value >= low && value <= high)
+      return;
+    std::string problem;
+    if (high == std::numeric_limits<std::uint64_t>::max()) {
+      problem = "must be at least " + std::to_string(low);
+    } else if (low == 0) {
+      problem = "must be at most " + std::to_string(high);
+    } else {
+      problem = "must be between " + std::to_string(low) + " and " + std::to_string(high);
+    }
+    fail(path, problem + ", got " + std::to_string(value));
+  }
+
+  void check_one_of(std::string_view path, const std::string& value, const auto& allowed) const {
+    if (std::find(std::begin(allowed), std::end(allowed), value) != std::end(allowed))
+      return;
+    std::string problem = "must be one of";
+    bool first = true;
+    for (std::string_view choice : allowed) {
+      problem += first ? " " : ", ";
+      problem += choice;
+      first = false;
+    }
+    problem += ", got " + quote(value);
+    const std::string lowered = to_lower(value);
+    for (std::string_view choice : allowed) {
+      if (edit_distance(lowered, choice) <= max_suggestion_distance) {
+        problem += "; did you mean '" + std::string(choice) + "'?";
+        break;
+      }
+    }
+    fail(path, problem);
+  }
+
+  void check_readable_file(std::string_view path, const std::string& file_name) const {
+    std::string head;
+    if (auto reason = read_file(file_name, head, 1))
+      fail(path, "cannot read " + quote(file_name) + ": " + *reason);
+    if (head.empty())
+      fail(path, quote(file_name) + " is empty");
+  }
+
+private:
+  std::string_view source_;
+  const key_lines& present_;
+};
+
+constexpr std::uint64_t no_limit = std::numeric_limits<std::uint64_t>::max();
+
+void validate(const OrchestratorConfig& config, const validator& check) {
+  const auto& listen = config.listen();
+  if (listen.host().empty())
+    check.fail("listen.host",
+               "must not be empty; use 127.0.0.1 for this machine only, 0.0.0.0 or :: for every "
+               "interface");
+  // 0 is allowed: an ephemeral port, which the daemon logs once bound.
+  check.check_range("listen.port", listen.port(), 0, max_port);
+  const bool has_cert = !listen.cert_file().empty();
+  const bool has_key = !listen.key_file().empty();
+  if (has_cert != has_key) {
+    const std::string_view set = has_cert ? "listen.cert_file" : "listen.key_file";
+    const std::string_view unset = has_cert ? "listen.key_file" : "listen.cert_file";
+    check.fail(set, "is set but " + std::string(unset) +
+                        " is not; set both to serve TLS, or neither to serve h2c");
+  }
+  if (has_cert) {
+    check.check_readable_file("listen.cert_file", listen.cert_file());
+    check.check_readable_file("listen.key_file", listen.key_file());
+  }
+
+  const auto& limits = config.limits();
+  check.check_range("limits.max_message_bytes", limits.max_message_bytes(), min_message_bytes,
+                    max_message_bytes);
+  check.check_range("limits.max_concurrent_streams", limits.max_concurrent_streams(), 1,
+                    max_concurrent_streams);
+  check.check_range("limits.max_header_list_bytes", limits.max_header_list_bytes(),
+                    min_header_list_bytes, max_header_list_bytes);
+  check.check_range("limits.max_connections", limits.max_connections(), 1, no_limit);
+  check.check_range("limits.idle_timeout_ms", limits.idle_timeout_ms(), min_timer_ms, no_limit);
+  check.check_range("limits.keepalive_interval_ms", limits.keepalive_interval_ms(), min_timer_ms,
+                    no_limit);
+  check.check_range("limits.keepalive_timeout_ms", limits.keepalive_timeout_ms(), min_timer_ms,
+                    no_limit);
+  check.check_range("limits.max_pending_output_bytes", limits.max_pending_output_bytes(),
+                    min_pending_output_bytes, no_limit);
+
+  check.check_one_of("log.level", config.log().level(), log_levels);
+  check.check_one_of("log.format", config.log().format(), log_formats);
+
+  check.check_range("shutdown_grace_ms", config.shutdown_grace_ms(), 0, max_shutdown_grace_ms);
+  check.check_range("worker_threads", config.worker_threads(), 1, max_worker_threads);
+}
+
+// Runs `body`, turning every exception into a config_error about `source`, so that callers
+// need to handle one exception type only.
+template <class Body> auto only_config_errors(std::string_view source, Body&& body) {
+  try {
+    return body();
+  } catch (const config_error&) {
+    throw;
+  } catch (const YAML::DeepRecursion& error) {
+    // yaml-cpp gives this one a meaningless message ("bad file").
+    throw config_error(format_error(source, line_of(error.mark), "",
+                                    "invalid YAML: nested more than " +
+                                        std::to_string(error.depth() - 1) + " levels deep"));
+  } catch (const YAML::Exception& error) {
+    const int line = line_of(error.mark);
+    std::string problem = "invalid YAML";
+    if (line > 0)
+      problem += " at column " + std::to_string(error.mark.column + 1);
+    throw config_error(format_error(source, line, "", problem + ": " + error.msg));
+  } catch (const std::exception& error) {
+    throw config_error(
+        format_error(source, 0, "", std::string("cannot load the configuration: ") + error.what()));
+  } catch (...) {
+    throw config_error(format_error(source, 0, "", "cannot load the configuration"));
+  }
+}
+
+} // namespace
+
+OrchestratorConfig default_config() {
+  return make_default_config();
+}
+
+void decode_yaml(std::string_view yaml_text, std::string_view source_name,
+                 google::protobuf::Message& message) {
+  only_config_errors(source_name, [&] {
+    message.Clear();
+    yaml_decoder(source_name).decode(yaml_text, message);
+  });
+}
+
+OrchestratorConfig parse_config(std::string_view yaml_text, std::string_view source_name) {
+  return only_config_errors(source_name, [&] {
+    yaml_decoder decoder(source_name);
+    OrchestratorConfig from_file;
+    decoder.decode(yaml_text, from_file);
+    OrchestratorConfig config = make_default_config();
+    clear_fields_set_in_file(config, "", decoder.present());
+    config.MergeFrom(from_file);
+    validate(config, validator(source_name, decoder.present()));
+    return config;
+  });
+}
+
+OrchestratorConfig load_config_file(const std::string& path) {
+  return only_config_errors(path, [&] {
+    std::string text;
+    if (auto reason = read_file(path, text, std::numeric_limits<std::size_t>::max()))
+      throw config_error(format_error(path, 0, "", "cannot read the config file: " + *reason));
+    return parse_config(text, path);
+  });
+}
+
+} // namespace chroom::daemon

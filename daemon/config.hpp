@@ -1,0 +1,58 @@
+// Loading the peer's configuration: a YAML file whose keys are the field names of the proto
+// message chroom.config.v1.OrchestratorConfig (messages/chroom/config/v1/config.proto).
+//
+// The loader walks the YAML with protobuf reflection, so a field added to the proto is
+// accepted from the file with no change here; only the defaults and the validation rules
+// in config.cpp name fields. docs/configuration.md is the operator's reference.
+#pragma once
+
+#include "chroom/config/v1/config.pb.h"
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace chroom::daemon {
+
+// Thrown for any configuration problem. what() is a complete message for a human, in the
+// form "<source>:<line>: <dotted.key.path>: <problem>", e.g.
+//   orchestrator.yaml:12: limits.max_message_bytes: expected an unsigned integer, got "abc"
+// The line (1-based) is left out when the value did not come from the file (a default),
+// and the key path when the problem concerns the whole file (unreadable, bad YAML syntax).
+class config_error : public std::runtime_error {
+public:
+  using runtime_error::runtime_error;
+};
+
+// The embedded defaults: what the peer runs on with no config file (a single peer serving
+// h2c on 127.0.0.1:7443). Every field that has a default is filled in; worker_threads is
+// the number of cores, clamped to the valid range 1..256.
+chroom::config::v1::OrchestratorConfig default_config();
+
+// Parses a configuration from YAML text.
+//   yaml_text    the whole file. Empty text, or text holding only comments, is valid and
+//                yields default_config().
+//   source_name  how to name the text in error messages, normally its file name.
+// A default is applied to every field whose key is absent from the text; a key that is
+// present keeps its value even when that is zero (an explicit `port: 0` asks for an
+// ephemeral port). The result is then validated. Relative cert_file/key_file paths are
+// resolved against the working directory. Throws config_error and nothing else.
+chroom::config::v1::OrchestratorConfig parse_config(std::string_view yaml_text,
+                                                    std::string_view source_name);
+
+// Reads the file at `path` and parses it as parse_config(text, path) does. A file that
+// cannot be read is a config_error naming the path and the system's reason (errno text).
+// Throws config_error and nothing else.
+chroom::config::v1::OrchestratorConfig load_config_file(const std::string& path);
+
+// The reflection walker behind parse_config, for any protobuf message: decodes one YAML
+// document into `message` (which is cleared first) with the same key, type and duplicate
+// checks, but applies no defaults and no validation. Nested messages are YAML maps,
+// repeated fields YAML sequences, map fields YAML maps, enums their value names (e.g.
+// LOG_LEVEL_INFO), bytes fields the scalar's text as is. Throws config_error and nothing
+// else. parse_config is what the daemon uses; this exists so tools and tests can reuse the
+// walker on other messages.
+void decode_yaml(std::string_view yaml_text, std::string_view source_name,
+                 google::protobuf::Message& message);
+
+} // namespace chroom::daemon

@@ -1,0 +1,566 @@
+// Tests of the configuration loader (daemon/config.hpp): defaults, the reflection walker on
+// every field kind, error messages (path, line, suggestion), validation, and the shipped
+// example file.
+#include "daemon/config.hpp"
+
+#include <algorithm>
+#include <doctest/doctest.h>
+#include <filesystem>
+#include <fstream>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/dynamic_message.h>
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+namespace pb = google::protobuf;
+using chroom::config::v1::OrchestratorConfig;
+using chroom::daemon::config_error;
+using chroom::daemon::decode_yaml;
+using chroom::daemon::default_config;
+using chroom::daemon::load_config_file;
+using chroom::daemon::parse_config;
+
+// The message parse_config throws for `yaml`, or "<no error>".
+std::string error_of(std::string_view yaml) {
+  try {
+    parse_config(yaml, "cfg.yaml");
+  } catch (const config_error& error) {
+    return error.what();
+  }
+  return "<no error>";
+}
+
+std::string differences(const pb::Message& a, const pb::Message& b) {
+  std::string report;
+  pb::util::MessageDifferencer differencer;
+  differencer.ReportDifferencesToString(&report);
+  differencer.Compare(a, b);
+  return report;
+}
+
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+// A file in the temp directory, removed at scope exit.
+class temp_file {
+public:
+  temp_file(std::string_view stem, std::string_view contents)
+      : path_(std::filesystem::temp_directory_path() /
+              ("chroom-config-test-" + std::to_string(::getpid()) + "-" + std::string(stem))) {
+    std::ofstream(path_, std::ios::binary) << contents;
+  }
+  ~temp_file() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+
+  std::string path() const { return path_.string(); }
+
+private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path source_root() {
+#ifdef CHROOM_SOURCE_DIR
+  return CHROOM_SOURCE_DIR;
+#else
+  // tests/unit/config_test.cpp -> the repository root.
+  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+#endif
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Dotted paths of every non-message field of `type`, e.g. "listen.port".
+void leaf_paths(const pb::Descriptor& type, const std::string& prefix,
+                std::vector<std::string>& out) {
+  for (int i = 0; i < type.field_count(); ++i) {
+    const pb::FieldDescriptor& field = *type.field(i);
+    const std::string path = prefix.empty() ? field.name() : prefix + "." + field.name();
+    if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !field.is_repeated()) {
+      leaf_paths(*field.message_type(), path, out);
+    } else {
+      out.push_back(path);
+    }
+  }
+}
+
+std::vector<std::string> config_leaf_paths() {
+  std::vector<std::string> paths;
+  leaf_paths(*OrchestratorConfig::descriptor(), "", paths);
+  return paths;
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("config");
+
+TEST_CASE("default_config fills in every default") {
+  const OrchestratorConfig config = default_config();
+  CHECK(config.listen().host() == "127.0.0.1");
+  CHECK(config.listen().port() == 7443);
+  CHECK(config.listen().cert_file().empty());
+  CHECK(config.listen().key_file().empty());
+  CHECK(config.limits().max_message_bytes() == 4194304);
+  CHECK(config.limits().max_concurrent_streams() == 100);
+  CHECK(config.limits().max_header_list_bytes() == 16384);
+  CHECK(config.limits().max_connections() == 10000);
+  CHECK(config.limits().idle_timeout_ms() == 300000);
+  CHECK(config.limits().keepalive_interval_ms() == 30000);
+  CHECK(config.limits().keepalive_timeout_ms() == 10000);
+  CHECK(config.limits().max_pending_output_bytes() == 1048576);
+  CHECK(config.log().level() == "info");
+  CHECK(config.log().format() == "text");
+  CHECK(config.shutdown_grace_ms() == 5000);
+  const unsigned cores = std::thread::hardware_concurrency();
+  CHECK(config.worker_threads() == std::clamp(cores, 1u, 256u));
+}
+
+TEST_CASE("empty text, comments only, or a null document give the defaults") {
+  for (const char* text : {"", "\n\n", "# nothing here\n   # still nothing\n", "~\n", "---\n"}) {
+    CAPTURE(text);
+    const OrchestratorConfig config = parse_config(text, "cfg.yaml");
+    CHECK(differences(config, default_config()) == "");
+  }
+}
+
+TEST_CASE("a full file sets every field") {
+  const temp_file cert("cert.pem", "-----BEGIN CERTIFICATE-----\n");
+  const temp_file key("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+  const std::string yaml = "listen:\n"
+                           "  host: 0.0.0.0\n"
+                           "  port: 9443\n"
+                           "  cert_file: " +
+                           cert.path() +
+                           "\n"
+                           "  key_file: " +
+                           key.path() +
+                           "\n"
+                           "limits:\n"
+                           "  max_message_bytes: 1048576\n"
+                           "  max_concurrent_streams: 250\n"
+                           "  max_header_list_bytes: 8192\n"
+                           "  max_connections: 500\n"
+                           "  idle_timeout_ms: 60000\n"
+                           "  keepalive_interval_ms: 15000\n"
+                           "  keepalive_timeout_ms: 5000\n"
+                           "  max_pending_output_bytes: 2097152\n"
+                           "log:\n"
+                           "  level: debug\n"
+                           "  format: json\n"
+                           "shutdown_grace_ms: 20000\n"
+                           "worker_threads: 3\n";
+  const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
+  CHECK(config.listen().host() == "0.0.0.0");
+  CHECK(config.listen().port() == 9443);
+  CHECK(config.listen().cert_file() == cert.path());
+  CHECK(config.listen().key_file() == key.path());
+  CHECK(config.limits().max_message_bytes() == 1048576);
+  CHECK(config.limits().max_concurrent_streams() == 250);
+  CHECK(config.limits().max_header_list_bytes() == 8192);
+  CHECK(config.limits().max_connections() == 500);
+  CHECK(config.limits().idle_timeout_ms() == 60000);
+  CHECK(config.limits().keepalive_interval_ms() == 15000);
+  CHECK(config.limits().keepalive_timeout_ms() == 5000);
+  CHECK(config.limits().max_pending_output_bytes() == 2097152);
+  CHECK(config.log().level() == "debug");
+  CHECK(config.log().format() == "json");
+  CHECK(config.shutdown_grace_ms() == 20000);
+  CHECK(config.worker_threads() == 3);
+
+  // Every field of the schema must differ from its default above: when a field is added to
+  // the proto, this names it until the test (and the example file and docs) cover it.
+  const std::string changed = differences(config, default_config());
+  for (const std::string& path : config_leaf_paths()) {
+    CAPTURE(path);
+    CHECK(contains(changed, " " + path + ":"));
+  }
+}
+
+TEST_CASE("keys left out keep their defaults; keys present win, even when zero") {
+  SUBCASE("explicit port 0 stays 0 (ephemeral), the rest of listen keeps its defaults") {
+    const OrchestratorConfig config = parse_config("listen:\n  port: 0\n", "cfg.yaml");
+    CHECK(config.listen().port() == 0);
+    CHECK(config.listen().host() == "127.0.0.1");
+  }
+  SUBCASE("absent port gets 7443") {
+    const OrchestratorConfig config = parse_config("listen:\n  host: ::1\n", "cfg.yaml");
+    CHECK(config.listen().port() == 7443);
+    CHECK(config.listen().host() == "::1");
+  }
+  SUBCASE("an empty section is the same as none") {
+    const OrchestratorConfig config = parse_config("listen:\nlimits: {}\n", "cfg.yaml");
+    CHECK(differences(config, default_config()) == "");
+  }
+  SUBCASE("an explicit zero limit is an error, not the default") {
+    CHECK(error_of("limits:\n  max_connections: 0\n") ==
+          "cfg.yaml:2: limits.max_connections: must be at least 1, got 0");
+  }
+  SUBCASE("numbers in other spellings") {
+    const OrchestratorConfig config =
+        parse_config("listen:\n  port: \"0x1F90\"\nshutdown_grace_ms: +0o17\n", "cfg.yaml");
+    CHECK(config.listen().port() == 8080);
+    CHECK(config.shutdown_grace_ms() == 15);
+  }
+}
+
+TEST_CASE("unknown keys name the path and line, and suggest a near key") {
+  CHECK(error_of("lsiten:\n  port: 1\n") ==
+        "cfg.yaml:1: lsiten: unknown key; did you mean 'listen'?");
+  CHECK(error_of("# comment\nlimits:\n  max_connections: 5\n  max_mesage_bytes: 2048\n") ==
+        "cfg.yaml:4: limits.max_mesage_bytes: unknown key; did you mean 'max_message_bytes'?");
+  SUBCASE("transposed letters and wrong case are near") {
+    CHECK(error_of("listen:\n  prot: 1\n") ==
+          "cfg.yaml:2: listen.prot: unknown key; did you mean 'port'?");
+    CHECK(error_of("Log:\n  level: info\n") == "cfg.yaml:1: Log: unknown key; did you mean 'log'?");
+  }
+  SUBCASE("camelCase is pointed to the proto name") {
+    CHECK(error_of("shutdownGraceMs: 1\n") ==
+          "cfg.yaml:1: shutdownGraceMs: unknown key; did you mean 'shutdown_grace_ms'?");
+  }
+  SUBCASE("a key one level too high") {
+    CHECK(error_of("port: 8080\n") == "cfg.yaml:1: port: unknown key; did you mean 'listen.port'?");
+  }
+  SUBCASE("nothing near: the known keys are listed") {
+    CHECK(error_of("listen:\n  zzzzzzzz: 1\n") ==
+          "cfg.yaml:2: listen.zzzzzzzz: unknown key (known keys: host, port, cert_file, key_file)");
+  }
+}
+
+TEST_CASE("wrong types name the path, line, what was expected and what was found") {
+  CHECK(error_of("limits:\n  max_message_bytes: abc\n") ==
+        "cfg.yaml:2: limits.max_message_bytes: expected an unsigned integer, got \"abc\"");
+  CHECK(error_of("listen:\n  port:\n    a: 1\n") ==
+        "cfg.yaml:2: listen.port: expected an unsigned integer, got a map");
+  CHECK(error_of("listen:\n  port: [1, 2]\n") ==
+        "cfg.yaml:2: listen.port: expected an unsigned integer, got a sequence");
+  CHECK(error_of("listen:\n  port:\n") ==
+        "cfg.yaml:2: listen.port: expected an unsigned integer, got an empty value");
+  CHECK(error_of("listen: 7443\n") == "cfg.yaml:1: listen: expected a map, got \"7443\"");
+  CHECK(error_of("log:\n  - info\n") == "cfg.yaml:1: log: expected a map, got a sequence");
+  CHECK(error_of("log:\n  level: [info]\n") ==
+        "cfg.yaml:2: log.level: expected a string, got a sequence");
+  CHECK(error_of("log:\n  level:\n") ==
+        "cfg.yaml:2: log.level: expected a string, got an empty value (write \"\" for an empty "
+        "string)");
+  CHECK(error_of("worker_threads: 2.5\n") ==
+        "cfg.yaml:1: worker_threads: expected an unsigned integer, got \"2.5\"");
+  CHECK(error_of("- listen\n") ==
+        "cfg.yaml:1: expected a map of settings at the top level, got a sequence");
+  CHECK(error_of("just words\n") ==
+        "cfg.yaml:1: expected a map of settings at the top level, got \"just words\"");
+}
+
+TEST_CASE("unsigned integers out of range") {
+  CHECK(error_of("listen:\n  port: -1\n") ==
+        "cfg.yaml:2: listen.port: expected an unsigned integer from 0 to 4294967295, got \"-1\"");
+  CHECK(error_of("shutdown_grace_ms: 5000000000\n") ==
+        "cfg.yaml:1: shutdown_grace_ms: expected an unsigned integer from 0 to 4294967295, got "
+        "\"5000000000\"");
+  CHECK(error_of("shutdown_grace_ms: 99999999999999999999999\n") ==
+        "cfg.yaml:1: shutdown_grace_ms: expected an unsigned integer from 0 to 4294967295, got "
+        "\"99999999999999999999999\"");
+}
+
+TEST_CASE("duplicate keys are errors") {
+  CHECK(error_of("log:\n  level: info\n  format: text\n  level: debug\n") ==
+        "cfg.yaml:4: log.level: duplicate key (first set on line 2)");
+  CHECK(error_of("worker_threads: 2\nlog: {}\nworker_threads: 2\n") ==
+        "cfg.yaml:3: worker_threads: duplicate key (first set on line 1)");
+}
+
+TEST_CASE("YAML syntax errors report the line") {
+  CHECK(error_of("listen:\n  port: 1\n\thost: x\n") ==
+        "cfg.yaml:3: invalid YAML at column 1: illegal tab when looking for indentation");
+  const std::string unclosed = error_of("log:\n  level: info\nlimits: [1, 2\n");
+  CHECK(contains(unclosed, "cfg.yaml:"));
+  CHECK(contains(unclosed, "invalid YAML"));
+  CHECK(error_of("a: 1\n b: 2\n") == "cfg.yaml:2: invalid YAML at column 3: illegal map value");
+  CHECK(error_of("log: {}\n---\nlog: {}\n") ==
+        "cfg.yaml:3: the file holds more than one YAML document (\"---\"); only one is allowed");
+}
+
+TEST_CASE("nothing but config_error escapes, whatever the input") {
+  const std::string deep(20000, '[');
+  for (const std::string& text :
+       {std::string("{"), std::string("a: *nowhere\n"), std::string("\"unterminated\n"),
+        std::string("? [1, 2]\n: 3\n"), std::string("\x01\x02\xff\xfe", 4), deep,
+        std::string("listen: &a\n  port: 1\nlog: *a\n")}) {
+    CAPTURE(text.substr(0, 20));
+    CHECK_THROWS_AS(parse_config(text, "cfg.yaml"), config_error);
+  }
+  // The depth limit is yaml-cpp's (a build-time constant), so only the wording is checked.
+  CHECK(contains(error_of(deep), "cfg.yaml:1: invalid YAML: nested more than "));
+}
+
+TEST_CASE("validation after defaults") {
+  SUBCASE("cert without key, key without cert") {
+    CHECK(error_of("listen:\n  cert_file: /etc/ssl/cert.pem\n") ==
+          "cfg.yaml:2: listen.cert_file: is set but listen.key_file is not; set both to serve "
+          "TLS, or neither to serve h2c");
+    CHECK(error_of("listen:\n  host: 0.0.0.0\n  key_file: k.pem\n") ==
+          "cfg.yaml:3: listen.key_file: is set but listen.cert_file is not; set both to serve "
+          "TLS, or neither to serve h2c");
+  }
+  SUBCASE("cert and key must be readable, non-empty files") {
+    const temp_file key("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+    const temp_file empty("empty.pem", "");
+    CHECK(error_of("listen:\n  cert_file: /nonexistent/cert.pem\n  key_file: " + key.path() +
+                   "\n") == "cfg.yaml:2: listen.cert_file: cannot read \"/nonexistent/cert.pem\": "
+                            "No such file or directory");
+    CHECK(error_of("listen:\n  cert_file: " + key.path() + "\n  key_file: /tmp\n") ==
+          "cfg.yaml:3: listen.key_file: cannot read \"/tmp\": Is a directory");
+    CHECK(error_of("listen:\n  cert_file: " + empty.path() + "\n  key_file: " + key.path() +
+                   "\n") == "cfg.yaml:2: listen.cert_file: \"" + empty.path() + "\" is empty");
+  }
+  SUBCASE("listen") {
+    CHECK(error_of("listen:\n  port: 70000\n") ==
+          "cfg.yaml:2: listen.port: must be at most 65535, got 70000");
+    CHECK(contains(error_of("listen:\n  host: \"\"\n"),
+                   "cfg.yaml:2: listen.host: must not be empty"));
+  }
+  SUBCASE("log") {
+    CHECK(error_of("log:\n  level: verbose\n") ==
+          "cfg.yaml:2: log.level: must be one of trace, debug, info, warn, error, critical, off, "
+          "got \"verbose\"");
+    CHECK(error_of("log:\n  format: xml\n") ==
+          "cfg.yaml:2: log.format: must be one of text, json, got \"xml\"");
+    CHECK(error_of("log:\n  level: INFO\n") ==
+          "cfg.yaml:2: log.level: must be one of trace, debug, info, warn, error, critical, off, "
+          "got \"INFO\"; did you mean 'info'?");
+    // "off" is a YAML 1.1 boolean; here it must stay the log level "off".
+    CHECK(parse_config("log:\n  level: off\n", "cfg.yaml").log().level() == "off");
+  }
+  SUBCASE("limits out of range") {
+    CHECK(error_of("limits:\n  max_message_bytes: 1023\n") ==
+          "cfg.yaml:2: limits.max_message_bytes: must be between 1024 and 67108864, got 1023");
+    CHECK(error_of("limits:\n  max_message_bytes: 67108865\n") ==
+          "cfg.yaml:2: limits.max_message_bytes: must be between 1024 and 67108864, got 67108865");
+    CHECK(error_of("limits:\n  max_concurrent_streams: 0\n") ==
+          "cfg.yaml:2: limits.max_concurrent_streams: must be between 1 and 100000, got 0");
+    CHECK(error_of("limits:\n  max_concurrent_streams: 100001\n") ==
+          "cfg.yaml:2: limits.max_concurrent_streams: must be between 1 and 100000, got 100001");
+    CHECK(error_of("limits:\n  max_header_list_bytes: 512\n") ==
+          "cfg.yaml:2: limits.max_header_list_bytes: must be between 1024 and 1048576, got 512");
+    CHECK(error_of("limits:\n  keepalive_interval_ms: 99\n") ==
+          "cfg.yaml:2: limits.keepalive_interval_ms: must be at least 100, got 99");
+    CHECK(error_of("limits:\n  keepalive_timeout_ms: 0\n") ==
+          "cfg.yaml:2: limits.keepalive_timeout_ms: must be at least 100, got 0");
+    CHECK(error_of("limits:\n  idle_timeout_ms: 10\n") ==
+          "cfg.yaml:2: limits.idle_timeout_ms: must be at least 100, got 10");
+    CHECK(error_of("limits:\n  max_pending_output_bytes: 65535\n") ==
+          "cfg.yaml:2: limits.max_pending_output_bytes: must be at least 65536, got 65535");
+  }
+  SUBCASE("top-level values") {
+    CHECK(error_of("worker_threads: 0\n") ==
+          "cfg.yaml:1: worker_threads: must be between 1 and 256, got 0");
+    CHECK(error_of("worker_threads: 257\n") ==
+          "cfg.yaml:1: worker_threads: must be between 1 and 256, got 257");
+    CHECK(error_of("shutdown_grace_ms: 600001\n") ==
+          "cfg.yaml:1: shutdown_grace_ms: must be at most 600000, got 600001");
+    CHECK(parse_config("shutdown_grace_ms: 0\n", "cfg.yaml").shutdown_grace_ms() == 0);
+  }
+}
+
+TEST_CASE("load_config_file") {
+  SUBCASE("a missing file names the path and the reason") {
+    CHECK_THROWS_WITH_AS(load_config_file("/nonexistent/chroom/orchestrator.yaml"),
+                         "/nonexistent/chroom/orchestrator.yaml: cannot read the config file: No "
+                         "such file or directory",
+                         config_error);
+  }
+  SUBCASE("a directory is not a config file") {
+    CHECK_THROWS_WITH_AS(load_config_file("/tmp"),
+                         "/tmp: cannot read the config file: Is a directory", config_error);
+  }
+  SUBCASE("errors in the file are prefixed with its path") {
+    const temp_file file("bad.yaml", "log:\n  level: loud\n");
+    CHECK_THROWS_WITH_AS(load_config_file(file.path()),
+                         (file.path() + ":2: log.level: must be one of trace, debug, info, warn, "
+                                        "error, critical, off, got \"loud\"")
+                             .c_str(),
+                         config_error);
+  }
+  SUBCASE("a good file loads") {
+    const temp_file file("good.yaml", "listen:\n  port: 8443\n");
+    CHECK(load_config_file(file.path()).listen().port() == 8443);
+  }
+}
+
+TEST_CASE("the shipped example file loads, holds the defaults and mentions every key") {
+  const std::filesystem::path example =
+      source_root() / "deploy" / "config" / "orchestrator.example.yaml";
+  const OrchestratorConfig config = load_config_file(example.string());
+  CHECK(differences(config, default_config()) == "");
+
+  const std::string text = read_text(example);
+  const std::string docs = read_text(source_root() / "docs" / "configuration.md");
+  REQUIRE(!docs.empty());
+  for (const std::string& path : config_leaf_paths()) {
+    CAPTURE(path);
+    CHECK(contains(text, path.substr(path.rfind('.') + 1) + ":"));
+    CHECK(contains(docs, "`" + path + "`"));
+  }
+}
+
+// The walker is generic: a schema with every kind of field, built at run time, decodes with
+// no change to the loader.
+TEST_CASE("decode_yaml handles every field kind by reflection") {
+  constexpr const char* schema = R"pb(
+  name: "chroom_config_test.proto"
+  package: "chroom.test"
+  syntax: "proto3"
+  enum_type {
+    name: "Mode"
+    value { name: "MODE_UNSPECIFIED" number: 0 }
+    value { name: "MODE_FAST" number: 1 }
+    value { name: "MODE_SAFE" number: 2 }
+  }
+  message_type {
+    name: "Inner"
+    field { name: "label" number: 1 type: TYPE_STRING }
+    field { name: "weight" number: 2 type: TYPE_UINT32 }
+  }
+  message_type {
+    name: "All"
+    field { name: "i32" number: 1 type: TYPE_INT32 }
+    field { name: "i64" number: 2 type: TYPE_INT64 }
+    field { name: "u64" number: 3 type: TYPE_UINT64 }
+    field { name: "s32" number: 4 type: TYPE_SINT32 }
+    field { name: "sf64" number: 5 type: TYPE_SFIXED64 }
+    field { name: "f64" number: 6 type: TYPE_DOUBLE }
+    field { name: "f32" number: 7 type: TYPE_FLOAT }
+    field { name: "flag" number: 8 type: TYPE_BOOL }
+    field { name: "mode" number: 9 type: TYPE_ENUM type_name: ".chroom.test.Mode" }
+    field { name: "blob" number: 10 type: TYPE_BYTES }
+    field { name: "tags" number: 11 type: TYPE_STRING label: LABEL_REPEATED }
+    field { name: "ports" number: 12 type: TYPE_UINT32 label: LABEL_REPEATED }
+    field { name: "modes" number: 13 type: TYPE_ENUM label: LABEL_REPEATED
+            type_name: ".chroom.test.Mode" }
+    field { name: "inners" number: 14 type: TYPE_MESSAGE label: LABEL_REPEATED
+            type_name: ".chroom.test.Inner" }
+    field { name: "labels" number: 15 type: TYPE_MESSAGE label: LABEL_REPEATED
+            type_name: ".chroom.test.All.LabelsEntry" }
+    field { name: "by_id" number: 16 type: TYPE_MESSAGE label: LABEL_REPEATED
+            type_name: ".chroom.test.All.ByIdEntry" }
+    field { name: "inner" number: 17 type: TYPE_MESSAGE type_name: ".chroom.test.Inner" }
+    field { name: "by_name" number: 18 type: TYPE_STRING oneof_index: 0 }
+    field { name: "by_number" number: 19 type: TYPE_UINT32 oneof_index: 0 }
+    nested_type {
+      name: "LabelsEntry"
+      field { name: "key" number: 1 type: TYPE_STRING }
+      field { name: "value" number: 2 type: TYPE_STRING }
+      options { map_entry: true }
+    }
+    nested_type {
+      name: "ByIdEntry"
+      field { name: "key" number: 1 type: TYPE_INT32 }
+      field { name: "value" number: 2 type: TYPE_MESSAGE type_name: ".chroom.test.Inner" }
+      options { map_entry: true }
+    }
+    oneof_decl { name: "target" }
+  }
+)pb";
+  pb::FileDescriptorProto file;
+  REQUIRE(pb::TextFormat::ParseFromString(schema, &file));
+  pb::DescriptorPool pool;
+  const pb::FileDescriptor* built = pool.BuildFile(file);
+  REQUIRE(built != nullptr);
+  const pb::Descriptor* all = pool.FindMessageTypeByName("chroom.test.All");
+  REQUIRE(all != nullptr);
+  pb::DynamicMessageFactory factory(&pool);
+  const std::unique_ptr<pb::Message> message(factory.GetPrototype(all)->New());
+  const auto decode_error = [&](std::string_view yaml) -> std::string {
+    try {
+      decode_yaml(yaml, "t.yaml", *message);
+    } catch (const config_error& error) {
+      return error.what();
+    }
+    return "<no error>";
+  };
+
+  SUBCASE("every kind decodes") {
+    decode_yaml("i32: -2147483648\n"
+                "i64: -9223372036854775808\n"
+                "u64: 18446744073709551615\n"
+                "s32: -7\n"
+                "sf64: 0x7fffffffffffffff\n"
+                "f64: 2.5e-3\n"
+                "f32: -.inf\n"
+                "flag: true\n"
+                "mode: MODE_SAFE\n"
+                "blob: raw bytes\n"
+                "tags: [a, b]\n"
+                "ports:\n  - 80\n  - 443\n"
+                "modes: [MODE_FAST, MODE_SAFE]\n"
+                "inners:\n  - label: x\n    weight: 1\n  - {label: y}\n"
+                "labels:\n  region: eu\n  tier: gold\n"
+                "by_id:\n  7: {label: seven, weight: 7}\n  -1: {}\n"
+                "inner:\n  weight: 3\n"
+                "by_number: 0\n",
+                "t.yaml", *message);
+    const std::unique_ptr<pb::Message> expected(message->New());
+    REQUIRE(pb::TextFormat::ParseFromString(
+        R"pb(i32: -2147483648 i64: -9223372036854775808 u64: 18446744073709551615 s32: -7
+           sf64: 9223372036854775807 f64: 0.0025 f32: -inf flag: true mode: MODE_SAFE
+           blob: "raw bytes" tags: ["a", "b"] ports: [80, 443] modes: [MODE_FAST, MODE_SAFE]
+           inners { label: "x" weight: 1 } inners { label: "y" }
+           labels { key: "region" value: "eu" } labels { key: "tier" value: "gold" }
+           by_id { key: 7 value { label: "seven" weight: 7 } } by_id { key: -1 value {} }
+           inner { weight: 3 } by_number: 0)pb",
+        expected.get()));
+    CHECK(differences(*message, *expected) == "");
+    // A oneof member set to zero is still the chosen member.
+    CHECK(message->GetReflection()->GetOneofFieldDescriptor(*message, all->oneof_decl(0)) ==
+          all->FindFieldByName("by_number"));
+  }
+  SUBCASE("type errors of every kind") {
+    CHECK(decode_error("flag: maybe\n") == "t.yaml:1: flag: expected true or false, got \"maybe\"");
+    CHECK(decode_error("i32: 2147483648\n") ==
+          "t.yaml:1: i32: expected an integer from -2147483648 to 2147483647, got \"2147483648\"");
+    CHECK(decode_error("u64: -5\n") ==
+          "t.yaml:1: u64: expected an unsigned integer from 0 to 18446744073709551615, got \"-5\"");
+    CHECK(decode_error("f64: fast\n") == "t.yaml:1: f64: expected a number, got \"fast\"");
+    CHECK(decode_error("f32: 1e39\n") ==
+          "t.yaml:1: f32: expected a number within the range of a float, got \"1e39\"");
+    CHECK(decode_error("mode: safe\n") ==
+          "t.yaml:1: mode: expected one of MODE_UNSPECIFIED, MODE_FAST, MODE_SAFE, got \"safe\"; "
+          "did you mean 'MODE_SAFE'?");
+    CHECK(decode_error("tags: a\n") == "t.yaml:1: tags: expected a sequence, got \"a\"");
+    CHECK(decode_error("ports:\n  - 1\n  - x\n") ==
+          "t.yaml:3: ports[1]: expected an unsigned integer, got \"x\"");
+    CHECK(decode_error("inners:\n  - label: a\n  - lable: b\n") ==
+          "t.yaml:3: inners[1].lable: unknown key; did you mean 'label'?");
+    CHECK(decode_error("inners: [1]\n") == "t.yaml:1: inners[0]: expected a map, got \"1\"");
+    CHECK(decode_error("labels: [a]\n") == "t.yaml:1: labels: expected a map, got a sequence");
+    CHECK(decode_error("labels:\n  a: [x]\n") ==
+          "t.yaml:2: labels[\"a\"]: expected a string, got a sequence");
+    CHECK(decode_error("labels:\n  a: x\n  a: y\n") ==
+          "t.yaml:3: labels[\"a\"]: duplicate key (first set on line 2)");
+    CHECK(decode_error("by_id:\n  seven: {}\n") ==
+          "t.yaml:2: by_id[\"seven\"]: expected an integer, got \"seven\"");
+    CHECK(decode_error("by_id:\n  7: {weigth: 1}\n") ==
+          "t.yaml:2: by_id[\"7\"].weigth: unknown key; did you mean 'weight'?");
+    CHECK(decode_error("by_name: x\nby_number: 1\n") ==
+          "t.yaml:2: by_number: only one of the keys of 'target' may be set, and 'by_name' is "
+          "set on line 1");
+  }
+}
+
+TEST_SUITE_END();
