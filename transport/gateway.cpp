@@ -222,7 +222,8 @@ struct gateway_state : grpc_connection_listener {
     call.handler = call.method->target;
     call.dispatched = true;
     watch(call.handler);
-    self->send(call.handler, call_unary_atom::value, call.context, std::move(call.unary_request));
+    self->send(call.handler, call_unary_atom::value, std::move(call.context),
+               std::move(call.unary_request));
   }
 
   /// Ends a call from the gateway's side: status to the client, cancel to the handler.
@@ -266,7 +267,7 @@ struct gateway_state : grpc_connection_listener {
     if (!to_wire(stream_id, *call, message))
       return;
     call->handler_ended = true;
-    if (connection->send_message(stream_id, message))
+    if (connection->send_message(stream_id, std::move(message)))
       connection->finish(stream_id, status);
     schedule_flush();
   }
@@ -277,7 +278,7 @@ struct gateway_state : grpc_connection_listener {
       return;
     if (!to_wire(stream_id, *call, message))
       return;
-    if (!connection->send_message(stream_id, message))
+    if (!connection->send_message(stream_id, std::move(message)))
       call->handler_ended = true; // the connection failed the call (message too large)
     schedule_flush();
   }
@@ -319,8 +320,15 @@ struct gateway_state : grpc_connection_listener {
     if (tls) {
       plain_in.clear();
       ok = tls->receive(std::as_bytes(bytes), plain_in);
-      if (!ok)
+      if (!ok) {
+        // Send the alert, if any, then close: nothing more can be read on this connection.
         spdlog::debug("gateway: TLS error from {}: {}", peer, tls->error());
+        auto& buf = self->wr_buf(hdl);
+        tls->take_output(buf);
+        self->flush(hdl);
+        close();
+        return;
+      }
       if (ok && !plain_in.empty())
         ok = connection->receive(
           {reinterpret_cast<const uint8_t*>(plain_in.data()), plain_in.size()});

@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
-#include <unordered_map>
 
 namespace chroom::transport {
 
@@ -49,16 +47,84 @@ bool starts_like_http1(std::span<const uint8_t> bytes) {
 
 } // namespace
 
-/// Per-stream state, attached to the nghttp2 stream as user data.
+/// A FIFO on a vector: unlike std::deque it allocates nothing until first used, which
+/// matters at one stream per call.
+template <class T>
+class vector_fifo {
+public:
+  bool empty() const { return head_ == items_.size(); }
+  T& front() { return items_[head_]; }
+  void push_back(T value) { items_.push_back(std::move(value)); }
+  void pop_front() {
+    if (++head_ == items_.size()) {
+      items_.clear();
+      head_ = 0;
+    }
+  }
+  void clear() {
+    items_.clear();
+    head_ = 0;
+  }
+  auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
+  auto end() const { return items_.end(); }
+
+private:
+  std::vector<T> items_;
+  size_t head_ = 0;
+};
+
+/// One response message waiting for HTTP/2: the gRPC prefix is kept beside the body so
+/// the body is never copied to frame it.
+struct outbound_message {
+  std::string body;
+  uint8_t prefix[grpc_prefix_bytes]{};
+  size_t prefix_bytes = 0; // 0 for JSON bodies, which have no prefix
+
+  size_t size() const { return prefix_bytes + body.size(); }
+};
+
+/// What a request's content-type announces.
+enum class content_kind { missing, grpc, json, other };
+
+content_kind classify_content_type(std::string_view value) {
+  if (value == "application/grpc" || value.starts_with("application/grpc+") ||
+      value.starts_with("application/grpc;"))
+    return content_kind::grpc;
+  if (value.starts_with("application/json"))
+    return content_kind::json;
+  return content_kind::other;
+}
+
+/// Per-stream state, attached to the nghttp2 stream as user data. Recycled through a
+/// per-connection pool, so a call allocates no stream state of its own.
 struct stream_state {
-  explicit stream_state(int32_t id, size_t max_message_bytes)
-    : id(id), decoder(max_message_bytes) {}
+  stream_state(int32_t id, size_t max_message_bytes) : id(id), decoder(max_message_bytes) {}
+
+  /// Prepares a used state for a new stream: everything reset, buffer capacity kept.
+  void recycle(int32_t new_id, size_t max_message_bytes) {
+    auto metadata_buffer = std::move(request_metadata);
+    auto decoded_buffer = std::move(decoded);
+    auto unconsumed_buffer = std::move(unconsumed_sizes);
+    auto outbound_buffer = std::move(outbound);
+    *this = stream_state{new_id, max_message_bytes};
+    metadata_buffer.clear();
+    decoded_buffer.clear();
+    unconsumed_buffer.clear();
+    outbound_buffer.clear();
+    request_metadata = std::move(metadata_buffer);
+    decoded = std::move(decoded_buffer);
+    unconsumed_sizes = std::move(unconsumed_buffer);
+    outbound = std::move(outbound_buffer);
+  }
 
   int32_t id;
+  size_t open_index = 0; // position in impl::open_streams
   // Request head, filled by on_header.
   std::string method;
   std::string path;
-  std::string content_type;
+  content_kind content = content_kind::missing;
+  std::string unsupported_content_type; // kept only to name it in the error
+  bool has_timeout = false;
   std::string grpc_timeout;
   std::string grpc_encoding;
   metadata request_metadata;
@@ -71,19 +137,19 @@ struct stream_state {
   std::string json_body;
   call_encoding encoding = call_encoding::grpc;
   /// Sizes on the wire of messages delivered but not consumed by the handler yet.
-  std::deque<size_t> unconsumed_sizes;
+  vector_fifo<size_t> unconsumed_sizes;
   /// Bytes received for the message in progress (counted when it completes).
   size_t pending_wire_bytes = 0;
   // Lifecycle.
-  bool started = false;      // on_call_start was called
-  bool rejected = false;     // answered by the connection itself; ignore further input
+  bool started = false;  // on_call_start was called
+  bool rejected = false; // answered by the connection itself; ignore further input
   bool response_submitted = false;
-  bool finished = false;     // final status queued
+  bool finished = false; // final status queued
   bool remote_closed = false;
   // Response body.
-  std::deque<std::string> outbound; // framed messages (or JSON text)
-  size_t outbound_offset = 0;       // bytes of outbound.front() already handed to nghttp2
-  size_t sent_messages = 0;         // not yet reported by take_sent_messages
+  vector_fifo<outbound_message> outbound;
+  size_t outbound_offset = 0; // bytes of outbound.front() already handed to nghttp2
+  size_t sent_messages = 0;   // not yet reported by take_sent_messages
   std::optional<grpc_status> trailers;
   bool data_deferred = false;
 };
@@ -96,16 +162,20 @@ struct grpc_connection::impl {
   grpc_connection_listener& listener;
   connection_limits limits;
   nghttp2_session* session = nullptr;
-  std::unordered_map<int32_t, std::unique_ptr<stream_state>> streams;
+  /// Streams open now (owned), and used states kept for reuse.
+  std::vector<std::unique_ptr<stream_state>> open_streams;
+  std::vector<std::unique_ptr<stream_state>> spare_streams;
   /// Bytes to send outside nghttp2 (the HTTP/1.1 rejection).
   std::string raw_output;
   size_t preface_checked = 0; // how many bytes of the client preface were verified
   bool broken = false;
   bool http1_rejected = false;
+  // Header scratch space reused by every response (nghttp2 copies what it is given).
+  std::vector<nghttp2_nv> nv_scratch;
+  std::vector<std::string> encoded_scratch;
 
   stream_state* find(int32_t id) {
-    auto it = streams.find(id);
-    return it == streams.end() ? nullptr : it->second.get();
+    return static_cast<stream_state*>(nghttp2_session_get_stream_user_data(session, id));
   }
 
   // nghttp2 event handlers (called through the captureless callbacks below).
@@ -238,9 +308,17 @@ int grpc_connection::impl::on_begin_headers(const nghttp2_frame* frame) {
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
   auto id = frame->hd.stream_id;
-  auto state = std::make_unique<stream_state>(id, limits.max_message_bytes);
+  std::unique_ptr<stream_state> state;
+  if (spare_streams.empty()) {
+    state = std::make_unique<stream_state>(id, limits.max_message_bytes);
+  } else {
+    state = std::move(spare_streams.back());
+    spare_streams.pop_back();
+    state->recycle(id, limits.max_message_bytes);
+  }
+  state->open_index = open_streams.size();
   nghttp2_session_set_stream_user_data(session, id, state.get());
-  streams.emplace(id, std::move(state));
+  open_streams.push_back(std::move(state));
   return 0;
 }
 
@@ -261,10 +339,14 @@ int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_vie
     s->path = value;
   else if (name == ":method")
     s->method = value;
-  else if (name == "content-type")
-    s->content_type = value;
-  else if (name == "grpc-timeout")
+  else if (name == "content-type") {
+    s->content = classify_content_type(value);
+    if (s->content == content_kind::other)
+      s->unsupported_content_type = value;
+  } else if (name == "grpc-timeout") {
+    s->has_timeout = true;
     s->grpc_timeout = value;
+  }
   else if (name == "grpc-encoding")
     s->grpc_encoding = value;
   else if (!is_transport_header(name)) {
@@ -319,20 +401,16 @@ void grpc_connection::impl::start_call(stream_state& s) {
                          std::to_string(limits.max_header_list_bytes) + " bytes"));
     return;
   }
-  bool json = s.content_type.starts_with("application/json");
-  bool grpc = s.content_type == "application/grpc" ||
-              s.content_type.starts_with("application/grpc+") ||
-              s.content_type.starts_with("application/grpc;");
-  if (!json && !grpc) {
+  if (s.content != content_kind::grpc && s.content != content_kind::json) {
     reject(s, 415,
            make_status(grpc_code::invalid_argument,
-                       s.content_type.empty()
+                       s.content == content_kind::missing
                          ? "missing content-type: use application/grpc or application/json"
-                         : "unsupported content-type '" + s.content_type +
+                         : "unsupported content-type '" + s.unsupported_content_type +
                              "': use application/grpc or application/json"));
     return;
   }
-  s.encoding = json ? call_encoding::json : call_encoding::grpc;
+  s.encoding = s.content == content_kind::json ? call_encoding::json : call_encoding::grpc;
   if (s.method != "POST") {
     reject(s, 405, make_status(grpc_code::unimplemented, "method " + s.method +
                                                            " not allowed: gRPC calls use POST"));
@@ -343,7 +421,7 @@ void grpc_connection::impl::start_call(stream_state& s) {
     return;
   }
   call_head head;
-  if (!s.grpc_timeout.empty()) {
+  if (s.has_timeout) {
     head.timeout = parse_grpc_timeout(s.grpc_timeout);
     if (!head.timeout) {
       reject(s, 400, make_status(grpc_code::internal,
@@ -437,28 +515,43 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
 }
 
 int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
-  auto it = streams.find(stream_id);
-  if (it == streams.end())
+  auto* s = find(stream_id);
+  if (s == nullptr)
     return 0;
   // Window held for messages the handler never consumed goes back to the connection.
-  size_t held = it->second->pending_wire_bytes;
-  for (auto size : it->second->unconsumed_sizes)
+  size_t held = s->pending_wire_bytes;
+  for (auto size : s->unconsumed_sizes)
     held += size;
   if (held > 0)
     nghttp2_session_consume_connection(session, held);
-  bool started = it->second->started;
-  streams.erase(it);
+  bool started = s->started;
+  nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+  // Swap-remove from the open list; the state goes to the spares (a few suffice: the
+  // pool only has to cover the streams that are open at once).
+  auto index = s->open_index;
+  auto owned = std::move(open_streams[index]);
+  if (index + 1 != open_streams.size()) {
+    open_streams[index] = std::move(open_streams.back());
+    open_streams[index]->open_index = index;
+  }
+  open_streams.pop_back();
+  if (spare_streams.size() < limits.max_concurrent_streams)
+    spare_streams.push_back(std::move(owned));
   if (started)
     listener.on_call_closed(stream_id);
   return 0;
 }
 
 int grpc_connection::impl::on_frame_send(const nghttp2_frame* frame) {
-  // Once our response is complete, stop a client that keeps sending (RFC 9113 §8.1).
+  // Once our response is complete, stop a gRPC client that keeps sending (RFC 9113
+  // §8.1.1 allows RST_STREAM NO_ERROR). Not other clients: curl 7.88 reports such a reset
+  // as a framing error even after a complete response, so their remaining request bytes
+  // are read and dropped instead.
   bool ends_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (!ends_stream || (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
     return 0;
-  if (auto* s = find(frame->hd.stream_id); s != nullptr && !s->remote_closed)
+  if (auto* s = find(frame->hd.stream_id);
+      s != nullptr && !s->remote_closed && s->content == content_kind::grpc)
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
   return 0;
 }
@@ -474,10 +567,11 @@ void grpc_connection::impl::submit_response_head(stream_state& s, const metadata
   if (s.response_submitted)
     return;
   s.response_submitted = true;
-  std::vector<nghttp2_nv> nva;
-  std::vector<std::string> encoded; // keeps base64 values alive until submission copies them
-  nva.reserve(headers.size() + 3);
-  encoded.reserve(headers.size());
+  auto& nva = nv_scratch;
+  auto& encoded = encoded_scratch; // keeps base64 values alive until nghttp2 copies them
+  nva.clear();
+  encoded.clear();
+  encoded.reserve(headers.size()); // no reallocation: nva points into it
   nva.push_back(make_nv(":status", "200"));
   nva.push_back(make_nv("content-type", s.encoding == call_encoding::json ? "application/json"
                                                                           : "application/grpc"));
@@ -510,10 +604,19 @@ ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t
   size_t written = 0;
   while (written < length && !s->outbound.empty()) {
     auto& front = s->outbound.front();
-    auto take = std::min(length - written, front.size() - s->outbound_offset);
-    std::memcpy(buf + written, front.data() + s->outbound_offset, take);
-    written += take;
-    s->outbound_offset += take;
+    if (s->outbound_offset < front.prefix_bytes) {
+      auto take = std::min(length - written, front.prefix_bytes - s->outbound_offset);
+      std::memcpy(buf + written, front.prefix + s->outbound_offset, take);
+      written += take;
+      s->outbound_offset += take;
+    }
+    auto body_offset = s->outbound_offset - std::min(s->outbound_offset, front.prefix_bytes);
+    if (s->outbound_offset >= front.prefix_bytes) {
+      auto take = std::min(length - written, front.body.size() - body_offset);
+      std::memcpy(buf + written, front.body.data() + body_offset, take);
+      written += take;
+      s->outbound_offset += take;
+    }
     if (s->outbound_offset == front.size()) {
       s->outbound.pop_front();
       s->outbound_offset = 0;
@@ -539,9 +642,11 @@ void grpc_connection::impl::submit_trailers(stream_state& s) {
   auto& status = *s.trailers;
   std::string code = std::to_string(static_cast<int>(status.code));
   std::string message = percent_encode(status.message);
-  std::vector<std::string> encoded;
+  auto& nva = nv_scratch;
+  auto& encoded = encoded_scratch;
+  nva.clear();
+  encoded.clear();
   encoded.reserve(status.trailers.size());
-  std::vector<nghttp2_nv> nva;
   nva.push_back(make_nv("grpc-status", code));
   if (!message.empty())
     nva.push_back(make_nv("grpc-message", message));
@@ -601,7 +706,7 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
       body.push_back(c);
     }
     body += "\"}";
-    s.outbound.push_back(std::move(body));
+    s.outbound.push_back(outbound_message{std::move(body)});
     nghttp2_data_provider provider{};
     provider.read_callback = read_body_callback;
     nghttp2_submit_response(session, s.id, nva, std::size(nva), &provider);
@@ -693,7 +798,7 @@ void grpc_connection::send_headers(int32_t stream_id, const metadata& headers) {
   impl_->submit_response_head(*s, headers);
 }
 
-bool grpc_connection::send_message(int32_t stream_id, std::string_view message) {
+bool grpc_connection::send_message(int32_t stream_id, std::string&& message) {
   auto& d = *impl_;
   auto* s = d.find(stream_id);
   if (s == nullptr || s->rejected || s->finished)
@@ -707,14 +812,16 @@ bool grpc_connection::send_message(int32_t stream_id, std::string_view message) 
     return false;
   }
   d.submit_response_head(*s, {});
-  if (s->encoding == call_encoding::json) {
-    s->outbound.emplace_back(message);
-  } else {
-    std::string framed;
-    framed.reserve(grpc_prefix_bytes + message.size());
-    append_grpc_frame(framed, message);
-    s->outbound.push_back(std::move(framed));
+  outbound_message out{std::move(message)};
+  if (s->encoding == call_encoding::grpc) {
+    auto size = static_cast<uint32_t>(out.body.size());
+    out.prefix[1] = static_cast<uint8_t>(size >> 24);
+    out.prefix[2] = static_cast<uint8_t>(size >> 16);
+    out.prefix[3] = static_cast<uint8_t>(size >> 8);
+    out.prefix[4] = static_cast<uint8_t>(size);
+    out.prefix_bytes = grpc_prefix_bytes;
   }
+  s->outbound.push_back(std::move(out));
   d.resume(*s);
   return true;
 }
@@ -787,14 +894,14 @@ void grpc_connection::terminate(h2_error code, std::string_view debug) {
 }
 
 size_t grpc_connection::open_streams() const {
-  return impl_->streams.size();
+  return impl_->open_streams.size();
 }
 
 std::vector<int32_t> grpc_connection::open_calls() const {
   std::vector<int32_t> ids;
-  for (const auto& [id, s] : impl_->streams)
+  for (const auto& s : impl_->open_streams)
     if (s->started)
-      ids.push_back(id);
+      ids.push_back(s->id);
   return ids;
 }
 

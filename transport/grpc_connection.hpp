@@ -100,7 +100,7 @@ public:
   /// Queues one response message (binary protobuf; for JSON calls, JSON text).
   /// Returns false if the stream is gone or the message is over the limit (the call is
   /// then failed with RESOURCE_EXHAUSTED).
-  bool send_message(int32_t stream_id, std::string_view message);
+  bool send_message(int32_t stream_id, std::string&& message);
   /// Ends the call with a status (trailers, or a trailers-only response).
   void finish(int32_t stream_id, const grpc_status& status);
   /// Resets the stream (CANCEL), e.g. when its handler died.

@@ -1,0 +1,699 @@
+"""Integration test harness: starts the real chroom-orchestrator on loopback and talks
+to it with stock clients (grpcio, a raw HTTP/2 client built on the `h2` library, sockets).
+
+Everything here is bounded in time: every wait has a deadline, every loop a count.
+Only 127.0.0.1 is ever contacted.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+
+HERE = Path(__file__).resolve().parent
+SOURCE_DIR = Path(os.environ.get("CHROOM_SOURCE_DIR", HERE.parent.parent)).resolve()
+BIN_DIR = Path(os.environ.get("CHROOM_BIN_DIR", SOURCE_DIR / "build" / "debug" / "bin")).resolve()
+ORCHESTRATOR = BIN_DIR / "chroom-orchestrator"
+GRPCPP_CLIENT_TESTS = BIN_DIR / "chroom-grpcpp-client-tests"
+
+LOOPBACK = "127.0.0.1"
+DIAG = "/chroom.diag.v1.Diagnostics/"
+HEALTH = "/grpc.health.v1.Health/"
+
+# How long a started server may take to answer a health Check with SERVING.
+STARTUP_TIMEOUT_S = 10.0
+# How long a SIGTERMed server may take to exit in teardown.
+STOP_TIMEOUT_S = 10.0
+# The harness's default shutdown grace, so that a teardown never waits for the 5 s default.
+DEFAULT_SHUTDOWN_GRACE_MS = 2000
+
+# gRPC status codes by number (the raw HTTP/2 tests see numbers, not enums).
+OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND = 0, 1, 2, 3, 4, 5
+RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
+
+# HTTP/2 error codes.
+H2_NO_ERROR, H2_PROTOCOL_ERROR, H2_INTERNAL_ERROR, H2_FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
+H2_REFUSED_STREAM, H2_CANCEL, H2_ENHANCE_YOUR_CALM = 0x7, 0x8, 0xB
+
+
+# --------------------------------------------------------------------------- stubs
+
+class _Stubs:
+    """Python modules generated once per session from the repo's .proto files."""
+
+    def __init__(self) -> None:
+        self._dir: Optional[Path] = None
+        self.diag_pb2 = self.diag_grpc = self.health_pb2 = self.health_grpc = None
+
+    def load(self) -> "_Stubs":
+        if self._dir is not None:
+            return self
+        from grpc_tools import protoc  # imported lazily: only needed once
+
+        out = Path(tempfile.mkdtemp(prefix="chroom-stubs-"))
+        atexit.register(shutil.rmtree, out, True)
+        # The protos are copied flat: generating grpc/health/v1/health_pb2.py in place would
+        # make a `grpc` package that clashes with grpcio's. The proto packages (and so the
+        # method paths) are unchanged; neither file imports another .proto.
+        messages = SOURCE_DIR / "messages"
+        sources = {
+            "chroom_diagnostics.proto": messages / "chroom/diag/v1/diagnostics.proto",
+            "chroom_health.proto": messages / "grpc/health/v1/health.proto",
+        }
+        for name, src in sources.items():
+            shutil.copyfile(src, out / name)
+        rc = protoc.main(["protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}",
+                          *[str(out / n) for n in sources]])
+        if rc != 0:
+            raise RuntimeError(f"grpc_tools.protoc failed with {rc} on {list(sources.values())}")
+        sys.path.insert(0, str(out))
+        import chroom_diagnostics_pb2
+        import chroom_diagnostics_pb2_grpc
+        import chroom_health_pb2
+        import chroom_health_pb2_grpc
+
+        self.diag_pb2, self.diag_grpc = chroom_diagnostics_pb2, chroom_diagnostics_pb2_grpc
+        self.health_pb2, self.health_grpc = chroom_health_pb2, chroom_health_pb2_grpc
+        self._dir = out
+        return self
+
+
+STUBS = _Stubs()
+
+
+def stubs() -> _Stubs:
+    return STUBS.load()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Polls pred until it returns something truthy or timeout passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    value = pred()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = pred()
+    return value
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """A tiny YAML emitter for nested dicts of scalars (JSON strings are valid YAML)."""
+    lines = []
+    pad = "  " * indent
+    for key, item in value.items():
+        if isinstance(item, dict):
+            lines.append(f"{pad}{key}:")
+            lines.append(to_yaml(item, indent + 1))
+        elif isinstance(item, bool):
+            lines.append(f"{pad}{key}: {'true' if item else 'false'}")
+        elif isinstance(item, (int, float)):
+            lines.append(f"{pad}{key}: {item}")
+        else:
+            lines.append(f"{pad}{key}: {json.dumps(str(item))}")
+    return "\n".join(lines)
+
+
+def grpc_frame(message: bytes, compressed: bool = False) -> bytes:
+    """One gRPC length-prefixed message."""
+    return struct.pack(">BI", 1 if compressed else 0, len(message)) + message
+
+
+def parse_grpc_frames(data: bytes) -> list[bytes]:
+    """Splits a response body into messages; a trailing partial message is an error."""
+    out, pos = [], 0
+    while pos < len(data):
+        assert len(data) - pos >= 5, f"truncated gRPC prefix in response body: {data[pos:]!r}"
+        flag, length = struct.unpack(">BI", data[pos:pos + 5])
+        assert flag == 0, f"response message has compressed flag {flag}"
+        assert len(data) - pos - 5 >= length, "truncated gRPC message in response body"
+        out.append(bytes(data[pos + 5:pos + 5 + length]))
+        pos += 5 + length
+    return out
+
+
+def decode_grpc_message(raw: Optional[bytes]) -> Optional[str]:
+    if raw is None:
+        return None
+    return urllib.parse.unquote_to_bytes(raw).decode("utf-8", errors="replace")
+
+
+def sock_closed_within(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
+    """Reads (and keeps) everything until EOF/reset or timeout. Returns (closed, bytes)."""
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, bytes(received)
+        sock.settimeout(min(left, 0.25))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+            return True, bytes(received)
+        except ssl.SSLError:
+            return True, bytes(received)
+        if not chunk:
+            return True, bytes(received)
+        received += chunk
+        if len(received) > 16 * 1024 * 1024:
+            return False, bytes(received)
+
+
+def abort_socket(sock: socket.socket) -> None:
+    """Closes with RST (SO_LINGER 0): the peer vanishes without GOAWAY or FIN handshake."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def read_vm_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS line")
+
+
+# --------------------------------------------------------------------------- server
+
+class ServerFailure(AssertionError):
+    pass
+
+
+class Server:
+    """One chroom-orchestrator process with its own config file and logs."""
+
+    def __init__(self, workdir: Path, overrides: Optional[dict] = None, name: str = "server"):
+        self.workdir = workdir
+        self.name = name
+        self.port = free_port()
+        base = {
+            "listen": {"host": LOOPBACK, "port": self.port},
+            "shutdown_grace_ms": DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+        self.config = deep_merge(base, overrides or {})
+        self.port = int(self.config["listen"]["port"])
+        self.tls = bool(self.config["listen"].get("cert_file"))
+        self.root_cert = Path(self.config["listen"]["cert_file"]).read_bytes() if self.tls else None
+        self.config_path = workdir / f"{name}.yaml"
+        self.config_path.write_text(to_yaml(self.config) + "\n")
+        self.stdout_path = workdir / f"{name}.stdout.log"
+        self.stderr_path = workdir / f"{name}.stderr.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.returncode: Optional[int] = None
+        self._channels: list[grpc.Channel] = []
+        self._counters_channel: Optional[grpc.Channel] = None
+        self.sigterm_at: Optional[float] = None
+
+    # ---- lifecycle
+    @property
+    def target(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> "Server":
+        if not ORCHESTRATOR.exists():
+            raise ServerFailure(f"{ORCHESTRATOR} does not exist (build it: cmake --build --preset debug)")
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [str(ORCHESTRATOR), "--config", str(self.config_path), "--log-level", "debug"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.workdir)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        s = stubs()
+        last_error = "no attempt"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                raise ServerFailure(f"{self.name} exited with {self.returncode} during startup\n"
+                                    f"config:\n{self.config_path.read_text()}\n{self.log_tail()}")
+            channel = self.new_channel(track=False)
+            try:
+                stub = s.health_grpc.HealthStub(channel)
+                reply = stub.Check(s.health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+                if reply.status == s.health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last_error = f"status {reply.status}"
+            except grpc.RpcError as e:
+                last_error = f"{e.code()}: {e.details()}"
+            finally:
+                channel.close()
+            time.sleep(0.1)
+        self.kill()
+        raise ServerFailure(f"{self.name} not SERVING within {STARTUP_TIMEOUT_S} s "
+                            f"(last: {last_error})\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def sigterm(self) -> None:
+        assert self.alive(), f"{self.name} is not running\n{self.log_tail()}"
+        self.sigterm_at = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        """Waits for exit; returns the exit code or None when still running."""
+        try:
+            self.returncode = self.proc.wait(timeout=max(timeout, 0.0))
+            return self.returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+
+    def close_channels(self) -> None:
+        for ch in self._channels:
+            with contextlib.suppress(Exception):
+                ch.close()
+        self._channels.clear()
+        self._counters_channel = None
+
+    def stop(self) -> None:
+        """SIGTERM; the process must exit 0 within STOP_TIMEOUT_S. Raises ServerFailure."""
+        self.close_channels()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if self.sigterm_at is None:
+                self.sigterm()
+            remaining = STOP_TIMEOUT_S - (time.monotonic() - self.sigterm_at)
+            rc = self.wait_exit(remaining)
+            if rc is None:
+                self.kill()
+                raise ServerFailure(f"{self.name} still running {STOP_TIMEOUT_S} s after SIGTERM; "
+                                    f"killed with SIGKILL\n{self.log_tail()}")
+        self.returncode = self.proc.returncode
+        if self.returncode != 0:
+            raise ServerFailure(f"{self.name} exited with {self.returncode} (expected 0)\n"
+                                f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        parts = []
+        for path in (self.stdout_path, self.stderr_path):
+            try:
+                text = path.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                text = []
+            parts.append(f"--- {path.name} (last {lines} lines) ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(parts)
+
+    def vm_rss_kib(self) -> int:
+        return read_vm_rss_kib(self.pid)
+
+    # ---- grpcio clients
+    def new_channel(self, options: Optional[list] = None, track: bool = True) -> grpc.Channel:
+        opts = list(options or [])
+        if self.tls:
+            creds = grpc.ssl_channel_credentials(root_certificates=self.root_cert)
+            opts.append(("grpc.ssl_target_name_override", "localhost"))
+            ch = grpc.secure_channel(self.target, creds, options=opts)
+        else:
+            ch = grpc.insecure_channel(self.target, options=opts)
+        if track:
+            self._channels.append(ch)
+        return ch
+
+    def diag(self, channel: Optional[grpc.Channel] = None):
+        return stubs().diag_grpc.DiagnosticsStub(channel or self.new_channel())
+
+    def health(self, channel: Optional[grpc.Channel] = None):
+        return stubs().health_grpc.HealthStub(channel or self.new_channel())
+
+    def counters(self):
+        if self._counters_channel is None:
+            self._counters_channel = self.new_channel()
+        stub = stubs().diag_grpc.DiagnosticsStub(self._counters_channel)
+        return stub.GetCounters(stubs().diag_pb2.GetCountersRequest(), timeout=5)
+
+    def wait_counters(self, pred: Callable[[Any], bool], timeout: float):
+        """Polls GetCounters until pred(counters) holds; returns the last counters read."""
+        last = [None]
+
+        def check():
+            last[0] = self.counters()
+            return pred(last[0])
+
+        wait_until(check, timeout, 0.05)
+        return last[0]
+
+    def assert_serving(self, why: str = "") -> None:
+        """The process is alive and a fresh client's Echo works."""
+        assert self.alive(), f"{self.name} died {why}: exit {self.proc.poll()}\n{self.log_tail()}"
+        channel = self.new_channel(track=False)
+        try:
+            stub = stubs().diag_grpc.DiagnosticsStub(channel)
+            reply = stub.Echo(stubs().diag_pb2.EchoRequest(text="still alive?", payload=b"\x00\x01"),
+                              timeout=5)
+            assert reply.text == "still alive?" and reply.payload == b"\x00\x01"
+        except grpc.RpcError as e:
+            raise AssertionError(f"fresh Echo failed {why}: {e.code()} {e.details()}\n"
+                                 f"{self.log_tail()}") from e
+        finally:
+            channel.close()
+
+
+# --------------------------------------------------------------------------- raw HTTP/2
+
+class _GoawayTolerantConnection(h2.connection.H2Connection):
+    """h2 closes its state machine on any GOAWAY and then rejects every later frame. But
+    after a graceful GOAWAY a server still completes streams up to last_stream_id (and may
+    PING, or send a second GOAWAY): keep processing, and let the test decide."""
+
+    def _receive_goaway_frame(self, frame):
+        event = h2.events.ConnectionTerminated()
+        event.error_code = h2.connection._error_code_from_int(frame.error_code)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+def h2_config() -> h2.config.H2Configuration:
+    return h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                     normalize_outbound_headers=False,
+                                     validate_inbound_headers=True)
+
+
+@dataclass
+class StreamResult:
+    stream_id: int
+    headers: list = field(default_factory=list)       # response header blocks, in order
+    data: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+    reset_code: Optional[int] = None
+    remote_reset: bool = False
+
+    @staticmethod
+    def _to_dict(block) -> dict:
+        return {bytes(k).decode("latin-1"): bytes(v) for k, v in block}
+
+    @property
+    def response_headers(self) -> dict:
+        return self._to_dict(self.headers[0]) if self.headers else {}
+
+    @property
+    def trailers(self) -> dict:
+        """The trailers; for a trailers-only response the one header block."""
+        if len(self.headers) >= 2:
+            return self._to_dict(self.headers[-1])
+        if len(self.headers) == 1 and self.ended:
+            return self._to_dict(self.headers[0])
+        return {}
+
+    @property
+    def http_status(self) -> Optional[int]:
+        raw = self.response_headers.get(":status")
+        return int(raw) if raw is not None else None
+
+    def header(self, name: str) -> Optional[str]:
+        """A response header or trailer value (trailers win), as text."""
+        value = self.trailers.get(name, self.response_headers.get(name))
+        return value.decode("latin-1") if value is not None else None
+
+    @property
+    def grpc_status(self) -> Optional[int]:
+        raw = self.header("grpc-status")
+        return int(raw) if raw is not None else None
+
+    @property
+    def grpc_message(self) -> Optional[str]:
+        raw = self.trailers.get("grpc-message", self.response_headers.get("grpc-message"))
+        return decode_grpc_message(raw)
+
+    @property
+    def messages(self) -> list[bytes]:
+        return parse_grpc_frames(bytes(self.data))
+
+    @property
+    def finished(self) -> bool:
+        return self.ended or self.reset_code is not None
+
+    def describe(self) -> str:
+        return (f"stream {self.stream_id}: headers={self.headers} ended={self.ended} "
+                f"reset={self.reset_code} data={bytes(self.data[:64])!r}...")
+
+
+class RawH2:
+    """A raw HTTP/2 client over a plain (or TLS) socket, driven step by step."""
+
+    def __init__(self, port: int, *, settings: Optional[dict] = None, auto_ack_data: bool = True,
+                 initiate: bool = True, tls_context: Optional[ssl.SSLContext] = None,
+                 connect_timeout: float = 3.0):
+        self.port = port
+        raw = socket.create_connection((LOOPBACK, port), timeout=connect_timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = tls_context.wrap_socket(raw, server_hostname="localhost") if tls_context else raw
+        self.conn = _GoawayTolerantConnection(config=h2_config())
+        if settings:
+            values = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                      h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536, **settings}
+            self.conn.local_settings = h2.settings.Settings(client=True, initial_values=values)
+        self.auto_ack_data = auto_ack_data
+        self.streams: dict[int, StreamResult] = {}
+        self.goaway: Optional[h2.events.ConnectionTerminated] = None   # the last GOAWAY
+        self.goaways: list = []
+        self.closed = False            # EOF or reset seen on the socket
+        self.pings_received = 0
+        self.events: list = []
+        self.remote_settings_seen = False
+        if initiate:
+            self.conn.initiate_connection()
+            self.flush()
+
+    # ---- sending
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                self.closed = True
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def default_headers(self, path: str, content_type: Optional[str] = "application/grpc",
+                        method: str = "POST", extra: Optional[list] = None) -> list:
+        headers = [(":method", method), (":scheme", "http"), (":path", path),
+                   (":authority", f"{LOOPBACK}:{self.port}")]
+        if content_type is not None:
+            headers.append(("content-type", content_type))
+        headers.append(("te", "trailers"))
+        headers.extend(extra or [])
+        return headers
+
+    def start(self, path: str = DIAG + "Echo", headers: Optional[list] = None,
+              end_stream: bool = False, **kw) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.streams[sid] = StreamResult(sid)
+        self.conn.send_headers(sid, headers if headers is not None else self.default_headers(path, **kw),
+                               end_stream=end_stream)
+        self.flush()
+        return sid
+
+    def send(self, sid: int, data: bytes, end_stream: bool = False, timeout: float = 5.0) -> None:
+        """Sends DATA within flow control, waiting (bounded) for window when needed."""
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while True:
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if len(view) == 0 or window > 0:
+                chunk = view[:window]
+                last = len(chunk) == len(view)
+                self.conn.send_data(sid, bytes(chunk), end_stream=end_stream and last)
+                self.flush()
+                view = view[len(chunk):]
+                if last:
+                    return
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no flow-control window for stream {sid} within {timeout} s")
+            self.pump(0.1)
+
+    def end(self, sid: int) -> None:
+        self.conn.end_stream(sid)
+        self.flush()
+
+    def reset(self, sid: int, code: int = H2_CANCEL) -> None:
+        self.conn.reset_stream(sid, error_code=code)
+        self.flush()
+
+    # ---- receiving
+    def pump(self, timeout: float) -> bool:
+        """Reads once (waiting up to timeout) and handles the events. False on EOF."""
+        if self.closed:
+            return False
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return True
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLError):
+            self.closed = True
+            return False
+        if not data:
+            self.closed = True
+            return False
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            raise AssertionError(f"server sent invalid HTTP/2: {e!r}") from e
+        for ev in events:
+            self._handle(ev)
+        self.flush()
+        return True
+
+    def _handle(self, ev) -> None:
+        self.events.append(ev)
+        sid = getattr(ev, "stream_id", None)
+        st = self.streams.get(sid) if sid else None
+        if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and st:
+            st.headers.append(ev.headers)
+        elif isinstance(ev, h2.events.InformationalResponseReceived):
+            pass
+        elif isinstance(ev, h2.events.DataReceived):
+            if st:
+                st.data += ev.data
+            if self.auto_ack_data and ev.flow_controlled_length:
+                with contextlib.suppress(h2.exceptions.StreamClosedError, KeyError):
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.StreamEnded) and st:
+            st.ended = True
+        elif isinstance(ev, h2.events.StreamReset) and st:
+            st.reset_code = int(ev.error_code)
+            st.remote_reset = ev.remote_reset
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.goaway = ev
+            self.goaways.append(ev)
+        elif isinstance(ev, h2.events.PingReceived):
+            self.pings_received += 1      # h2 queues the PING ACK itself
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            self.remote_settings_seen = True
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return pred()
+            self.pump(min(left, 0.2))
+        return True
+
+    def wait_stream(self, sid: int, timeout: float = 5.0) -> StreamResult:
+        st = self.streams[sid]
+        # After GOAWAY a stream at or below last_stream_id may still complete; others won't.
+        self.wait_for(lambda: st.finished or (self.goaway is not None
+                                              and sid > self.goaway.last_stream_id), timeout)
+        return st
+
+    def wait_closed(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            try:
+                self.pump(min(0.2, max(deadline - time.monotonic(), 0.001)))
+            except AssertionError:
+                # garbage after GOAWAY is not what this wait is about
+                break
+        return self.closed
+
+    # ---- conveniences
+    def unary(self, path: str, body: bytes, timeout: float = 5.0, extra: Optional[list] = None,
+              content_type: str = "application/grpc") -> StreamResult:
+        sid = self.start(path, extra=extra, content_type=content_type)
+        self.send(sid, body, end_stream=True)
+        return self.wait_stream(sid, timeout)
+
+    def echo(self, text: str = "raw", timeout: float = 5.0, **fields) -> StreamResult:
+        req = stubs().diag_pb2.EchoRequest(text=text, **fields).SerializeToString()
+        return self.unary(DIAG + "Echo", grpc_frame(req), timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self.closed and self.goaway is None:
+                self.conn.close_connection()
+                self.flush()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> "RawH2":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def echo_response(data: bytes):
+    return stubs().diag_pb2.EchoResponse.FromString(data)
+
+
+def assert_echo_ok(st: StreamResult, text: str) -> None:
+    assert st.ended, f"stream did not end: {st.describe()}"
+    assert st.http_status == 200, st.describe()
+    assert st.grpc_status == OK, f"grpc-status {st.grpc_status} {st.grpc_message!r}: {st.describe()}"
+    msgs = st.messages
+    assert len(msgs) == 1, st.describe()
+    assert echo_response(msgs[0]).text == text
+
+
+# --------------------------------------------------------------------------- TLS material
+
+def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """EC P-256 self-signed certificate for localhost / 127.0.0.1, via the openssl CLI."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30)
+    return cert, key

@@ -1,0 +1,60 @@
+"""pytest fixtures for the integration tests; the machinery lives in chroom_harness.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import chroom_harness as harness  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pb():
+    """The generated diagnostics messages module (EchoRequest, ...)."""
+    return harness.stubs().diag_pb2
+
+
+@pytest.fixture(scope="session")
+def health_pb():
+    return harness.stubs().health_pb2
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory: start_server({"limits": {...}}) -> a running harness.Server.
+
+    Teardown SIGTERMs every server still running and requires exit code 0 within 10 s.
+    """
+    servers: list[harness.Server] = []
+
+    def start(overrides: dict | None = None, name: str | None = None) -> harness.Server:
+        srv = harness.Server(tmp_path, overrides, name or f"server{len(servers)}")
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+    failures = []
+    for srv in servers:
+        try:
+            srv.stop()
+        except AssertionError as e:
+            failures.append(str(e))
+        finally:
+            srv.kill()
+    if failures:
+        pytest.fail("server teardown failed:\n" + "\n\n".join(failures), pytrace=False)
+
+
+@pytest.fixture
+def server(start_server):
+    """A server with the harness's default config."""
+    return start_server()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """(cert_path, key_path) of a self-signed EC certificate for localhost and 127.0.0.1."""
+    return harness.make_self_signed_cert(tmp_path_factory.mktemp("tls"))
