@@ -24,6 +24,7 @@ using call_ack_atom = caf::atom_constant<caf::atom("c_ack")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+using close_atom = caf::atom_constant<caf::atom("close")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using get_atom = caf::atom_constant<caf::atom("get")>;

@@ -1,6 +1,7 @@
 #include "actors/diagnostics_service.hpp"
 
 #include "actors/atoms.hpp"
+#include "actors/send_later.hpp"
 #include "chroom/diag/v1/diagnostics.pb.h"
 #include "transport/call_protocol.hpp"
 
@@ -26,6 +27,10 @@ using delayed_atom = caf::atom_constant<caf::atom("delayed")>;
 enum class diag_event : int { received, sent, finished, cancelled };
 
 constexpr std::string_view echo_prefix = "x-echo-";
+
+/// Longest delay_ms / interval_ms a request may ask for: Diagnostics is reachable by any
+/// client, and each delayed call holds a little memory until it is answered.
+constexpr uint32_t default_max_delay_ms = 60'000;
 
 metadata echoed_metadata(const call_context& call) {
   metadata out;
@@ -61,6 +66,7 @@ struct diag_call_state {
   call_stream stream;
   stream_method method = stream_method::echo_stream;
   caf::actor service;
+  uint32_t max_delay_ms = 0;
   std::deque<diag_request> backlog; // EchoStream requests waiting for credit
   bool client_closed = false;
   // EchoRepeat
@@ -113,19 +119,26 @@ void pump(diag_call_actor* self) {
       end(self, grpc_status::ok());
       return;
     }
-    self->delayed_send(self, std::chrono::milliseconds{st.repeat_request->interval_ms()},
+    send_later(self, std::chrono::milliseconds{st.repeat_request->interval_ms()},
                        repeat_atom::value);
   }
 }
 
 caf::behavior diag_call(diag_call_actor* self, call_context context, stream_method method,
-                        caf::actor service) {
+                        caf::actor service, uint32_t max_delay_ms) {
   auto& st = self->state;
+  st.max_delay_ms = max_delay_ms;
   st.stream = call_stream{std::move(context)};
   st.method = method;
   st.service = std::move(service);
   if (auto headers = echoed_metadata(st.stream.context()); !headers.empty())
     st.stream.send_headers(self, std::move(headers));
+  // A gateway that goes away before it learns of this actor cannot cancel it.
+  self->monitor(st.stream.context().gateway);
+  self->set_down_handler([self](caf::down_msg&) {
+    report(self, diag_event::cancelled);
+    self->quit();
+  });
   return {
     [self](call_data_atom, int32_t, const std::string& bytes) {
       auto& st = self->state;
@@ -150,6 +163,11 @@ caf::behavior diag_call(diag_call_actor* self, call_context context, stream_meth
           st.stream.ack(self);
           if (st.repeat_request)
             return; // server streaming takes one request; later ones are ignored
+          if (request.interval_ms() > st.max_delay_ms) {
+            end(self, make_status(grpc_code::invalid_argument,
+                                  "interval_ms is at most " + std::to_string(st.max_delay_ms)));
+            return;
+          }
           st.repeat_request = std::move(request);
           st.timer_due = true;
           break;
@@ -220,9 +238,10 @@ void answer_echo(diag_service_actor* self, const call_context& call, const diag_
   finish_counted(self, true);
 }
 
-caf::behavior diagnostics_service(diag_service_actor* self) {
+/// @param max_delay_ms bound on delay_ms and interval_ms.
+caf::behavior diagnostics_service(diag_service_actor* self, uint32_t max_delay_ms) {
   return {
-    [self](call_unary_atom, const call_context& call, const std::string& bytes) {
+    [self, max_delay_ms](call_unary_atom, const call_context& call, const std::string& bytes) {
       auto& c = self->state.counters;
       c.set_calls_started(c.calls_started() + 1);
       c.set_messages_received(c.messages_received() + 1);
@@ -239,12 +258,19 @@ caf::behavior diagnostics_service(diag_service_actor* self) {
         finish_counted(self, false);
         return;
       }
+      if (request.delay_ms() > max_delay_ms) {
+        end_call(self, call,
+                 make_status(grpc_code::invalid_argument,
+                             "delay_ms is at most " + std::to_string(max_delay_ms)));
+        finish_counted(self, false);
+        return;
+      }
       if (request.delay_ms() == 0 || request.fail_code() != 0) {
         answer_echo(self, call, request);
         return;
       }
       self->state.delayed.emplace(key_of(call), std::make_pair(call, request));
-      self->delayed_send(self, std::chrono::milliseconds{request.delay_ms()}, delayed_atom::value,
+      send_later(self, std::chrono::milliseconds{request.delay_ms()}, delayed_atom::value,
                          call.gateway.address(), call.stream_id);
     },
     [self](delayed_atom, const caf::actor_addr& gateway, int32_t stream_id) {
@@ -263,7 +289,7 @@ caf::behavior diagnostics_service(diag_service_actor* self) {
         c.set_calls_cancelled(c.calls_cancelled() + 1);
       }
     },
-    [self](call_open_atom, const call_context& call) -> caf::actor {
+    [self, max_delay_ms](call_open_atom, const call_context& call) -> caf::actor {
       auto& c = self->state.counters;
       c.set_calls_started(c.calls_started() + 1);
       auto method = stream_method::echo_stream;
@@ -271,7 +297,8 @@ caf::behavior diagnostics_service(diag_service_actor* self) {
         method = stream_method::echo_repeat;
       else if (call.path.ends_with("/EchoCollect"))
         method = stream_method::echo_collect;
-      return self->spawn(diag_call, call, method, caf::actor_cast<caf::actor>(self));
+      return self->spawn(diag_call, call, method, caf::actor_cast<caf::actor>(self),
+                         max_delay_ms);
     },
     [self](diag_event_atom, int event, uint64_t count) {
       auto& c = self->state.counters;
@@ -296,7 +323,9 @@ caf::behavior diagnostics_service(diag_service_actor* self) {
 } // namespace
 
 caf::actor spawn_diagnostics_service(caf::actor_system& system) {
-  return system.spawn(diagnostics_service);
+  // Note for zero-argument spawns: CAF 0.17 binds a reference to a null argument tuple
+  // then (UBSan reports it); every actor here takes at least one argument.
+  return system.spawn(diagnostics_service, default_max_delay_ms);
 }
 
 } // namespace chroom::actors

@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 
 #include <unordered_map>
+#include <unordered_set>
 
 namespace chroom::actors {
 
@@ -31,6 +32,8 @@ struct watcher {
 struct health_state {
   std::unordered_map<std::string, serving_status> services;
   std::unordered_map<call_key, watcher, call_key_hash> watchers;
+  /// Gateways with watchers, monitored: one that vanishes takes its watchers along.
+  std::unordered_set<caf::actor_addr> gateways;
 };
 
 using health_actor = caf::stateful_actor<health_state>;
@@ -60,6 +63,11 @@ caf::behavior health_service(health_actor* self, std::vector<std::string> servic
   self->state.services[""] = HealthCheckResponse::SERVING;
   for (auto& name : services)
     self->state.services[name] = HealthCheckResponse::SERVING;
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    st.gateways.erase(msg.source);
+    std::erase_if(st.watchers, [&](const auto& entry) { return entry.first.gateway == msg.source; });
+  });
   auto sender_key = [self](int32_t stream_id) {
     return call_key{caf::actor_cast<caf::actor_addr>(self->current_sender()), stream_id};
   };
@@ -79,6 +87,8 @@ caf::behavior health_service(health_actor* self, std::vector<std::string> servic
       reply_unary(self, call, response);
     },
     [self](call_open_atom, const call_context& call) -> caf::actor {
+      if (self->state.gateways.insert(call.gateway.address()).second)
+        self->monitor(call.gateway);
       self->state.watchers.emplace(key_of(call), watcher{call_stream{call}, {}, false,
                                                           HealthCheckResponse::UNKNOWN, false});
       return caf::actor_cast<caf::actor>(self);

@@ -20,11 +20,14 @@
 #include <google/protobuf/descriptor.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 #include <string>
+
+#include <unistd.h>
 
 namespace {
 
@@ -119,15 +122,36 @@ gateway_settings_from(const config::v1::OrchestratorConfig& cfg) {
   return settings;
 }
 
-/// Blocks until SIGTERM or SIGINT (both blocked in every thread since start-up).
+/// SIGTERM/SIGINT are turned into a byte on this pipe by an async-signal-safe handler;
+/// main reads it. A handler, not a blocked mask: threads started before main (the
+/// sanitizers' own) would otherwise take the signal with its default action.
+int signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int signal_number) {
+  auto byte = static_cast<char>(signal_number);
+  [[maybe_unused]] auto written = write(signal_pipe[1], &byte, 1);
+}
+
+void install_signal_handlers() {
+  if (pipe(signal_pipe) != 0) {
+    std::perror("chroom-orchestrator: pipe");
+    std::exit(1);
+  }
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+/// Blocks until SIGTERM or SIGINT; returns the signal number.
 int wait_for_signal() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  int received = 0;
-  sigwait(&signals, &received);
-  return received;
+  char byte = 0;
+  while (read(signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  return byte;
 }
 
 int run(const config::v1::OrchestratorConfig& cfg) {
@@ -190,14 +214,7 @@ int run(const config::v1::OrchestratorConfig& cfg) {
 } // namespace
 
 int main(int argc, char** argv) {
-  // Signals are taken synchronously by wait_for_signal; block them before any thread
-  // starts so that no CAF worker receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  install_signal_handlers();
 
   auto args = parse_command_line(argc, argv);
   config::v1::OrchestratorConfig cfg;

@@ -1,6 +1,7 @@
 #include "transport/gateway.hpp"
 
 #include "actors/atoms.hpp"
+#include "actors/send_later.hpp"
 #include "transport/call_protocol.hpp"
 #include "transport/tls.hpp"
 
@@ -33,6 +34,10 @@ constexpr auto min_tick = 20ms;
 
 /// A TLS client that has not finished its handshake by then is dropped.
 constexpr auto tls_handshake_timeout = 10s;
+
+/// How long a closing connection may take to write its last bytes (a GOAWAY, an error
+/// response) to a peer that does not read, before the socket is closed regardless.
+constexpr auto close_linger = 2s;
 
 /// Extra time the listener gives connections after the grace period before killing them.
 constexpr auto shutdown_slack = 1s;
@@ -74,7 +79,9 @@ struct gateway_state : grpc_connection_listener {
   bool reading = true;
   bool flush_scheduled = false;
   bool draining = false;
-  bool closed = false;
+  bool refusing = false; // over max_connections: GOAWAY and close
+  bool closed = false;   // no more calls; waiting for the socket to drain
+  bool released = false; // socket closed, broker quitting
   uint64_t next_serial = 1;
   std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_ping_sent{};
@@ -112,7 +119,7 @@ struct gateway_state : grpc_connection_listener {
     call.context.peer = peer;
     if (head.timeout) {
       call.context.deadline_ns = steady_now_ns() + head.timeout->count();
-      self->delayed_send(self, *head.timeout, deadline_atom::value, stream_id, call.serial);
+      send_later(self, *head.timeout, deadline_atom::value, stream_id, call.serial);
     }
     if (method->kind != call_kind::unary)
       open_stream(stream_id, call);
@@ -311,11 +318,15 @@ struct gateway_state : grpc_connection_listener {
     // so one batch of replies costs one pass through nghttp2 and one socket write.
     if (!flush_scheduled) {
       flush_scheduled = true;
-      self->send(self, flush_atom::value);
+      send_self(self, flush_atom::value);
     }
   }
 
   void on_bytes(std::span<const uint8_t> bytes) {
+    if (refusing) {
+      flush(); // the GOAWAY; the connection is then closed
+      return;
+    }
     bool ok;
     if (tls) {
       plain_in.clear();
@@ -388,6 +399,8 @@ struct gateway_state : grpc_connection_listener {
     }
   }
 
+  /// Stops the connection: every call is cancelled, then the socket is closed once what
+  /// was queued for it is written (or after close_linger).
   void close() {
     if (closed)
       return;
@@ -396,13 +409,31 @@ struct gateway_state : grpc_connection_listener {
       if (call.handler && !call.handler_ended)
         self->send(call.handler, call_cancel_atom::value, id);
     calls.clear();
-    self->close(hdl); // unwritten data is still sent
+    if (reading)
+      self->halt(hdl);
+    if (pending_output == 0)
+      release_socket();
+    else
+      send_later(self, close_linger, close_atom::value);
+  }
+
+  /// The broker ends only when its socket has nothing left to write: CAF 0.17 leaks a
+  /// scribe whose broker quits while it still holds unwritten bytes.
+  void release_socket() {
+    if (released)
+      return;
+    released = true;
+    self->close(hdl);
     self->quit();
   }
 
   void tick() {
     if (closed)
       return;
+    if (refusing) {
+      flush();
+      return;
+    }
     auto now = std::chrono::steady_clock::now();
     if (tls && !tls->handshake_done() && now - idle_since > tls_handshake_timeout) {
       spdlog::debug("gateway: TLS handshake from {} timed out", peer);
@@ -428,7 +459,7 @@ struct gateway_state : grpc_connection_listener {
     }
     flush();
     if (!closed)
-      self->delayed_send(self, tick_interval(), tick_atom::value);
+      send_later(self, tick_interval(), tick_atom::value);
   }
 
   std::chrono::milliseconds tick_interval() const {
@@ -442,11 +473,12 @@ struct gateway_state : grpc_connection_listener {
       return;
     draining = true;
     connection->go_away();
-    self->delayed_send(self, grace, shutdown_atom::value, true);
+    send_later(self, grace, shutdown_atom::value, true);
     flush();
   }
 
   void force_close() {
+    flush_scheduled = true; // flushed right below, not by a message to self
     for (auto id : connection->open_calls())
       fail(id, make_status(grpc_code::unavailable, "the orchestrator peer is shutting down"));
     connection->terminate(h2_error::no_error, "shutting down");
@@ -474,11 +506,14 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
     spdlog::warn("gateway: refusing connection from {}: max_connections ({}) reached", st.peer,
                  settings->max_connections);
     st.connection->terminate(h2_error::refused_stream, "too many connections");
-    st.flush();
+    // The GOAWAY goes out when the client's first bytes arrive (or at the first tick),
+    // not from here: CAF 0.17 leaks the scribe of a broker that closes it before it has
+    // been through the I/O loop once.
+    st.refusing = true;
   } else {
     spdlog::debug("gateway: connection from {}", st.peer);
-    self->delayed_send(self, st.tick_interval(), tick_atom::value);
   }
+  send_later(self, st.tick_interval(), tick_atom::value);
   return {
     [self](const caf::io::new_data_msg& msg) {
       self->state.on_bytes(
@@ -487,14 +522,20 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
       st.pending_output -= std::min(st.pending_output, msg.written);
-      if (st.connection->wants_write() || !st.reading)
+      if (st.closed) {
+        if (st.pending_output == 0)
+          st.release_socket();
+      } else if (st.connection->wants_write() || !st.reading) {
         st.flush();
+      }
     },
     [self](const caf::io::connection_closed_msg&) {
       auto& st = self->state;
       spdlog::debug("gateway: connection from {} closed by the peer", st.peer);
       st.close();
+      st.release_socket(); // nothing more can be written
     },
+    [self](close_atom) { self->state.release_socket(); },
     [self](flush_atom) { self->state.flush(); },
     [self](tick_atom) { self->state.tick(); },
     [self](deadline_atom, int32_t stream_id, uint64_t serial) {
@@ -579,13 +620,13 @@ caf::behavior gateway_acceptor(listener_broker* self,
       }
       for (const auto& addr : st.connections)
         self->send(caf::actor_cast<caf::actor>(addr), shutdown_atom::value, grace);
-      self->delayed_send(self, grace + shutdown_slack, shutdown_atom::value, true);
+      send_later(self, grace + shutdown_slack, shutdown_atom::value, true);
     },
     [self](shutdown_atom, bool) {
-      // Connections that still did not close are killed.
+      // Connections that still did not close are killed; the listener ends with the last
+      // of them (down handler), so nobody outlives it.
       for (const auto& addr : self->state.connections)
         caf::anon_send_exit(addr, caf::exit_reason::kill);
-      self->quit();
     },
   };
 }

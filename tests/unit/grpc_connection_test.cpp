@@ -1,0 +1,1523 @@
+// grpc_connection driven back to back against a real nghttp2 client session, in memory:
+// client bytes → server.receive(), server.produce() → client, until neither side has
+// anything to say. No sockets, no actors. Every fixture checks at the end that no stream,
+// no call and no byte is left over on either side.
+#include "transport/grpc_connection.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nghttp2/nghttp2.h>
+#include <optional>
+#include <random>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+using chroom::transport::call_encoding;
+using chroom::transport::call_head;
+using chroom::transport::connection_limits;
+using chroom::transport::grpc_code;
+using chroom::transport::grpc_connection;
+using chroom::transport::grpc_connection_listener;
+using chroom::transport::grpc_status;
+using chroom::transport::make_status;
+using chroom::transport::metadata;
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+/// A DATA frame carries at most this much payload unless the peer raises
+/// SETTINGS_MAX_FRAME_SIZE and the sender opts in; nghttp2 does not, so it is the
+/// granularity of produce().
+constexpr size_t data_frame_overshoot = 16384 + 9;
+
+constexpr std::string_view echo_path = "/chroom.test.v1.EchoService/Echo";
+
+// --- bytes ---------------------------------------------------------------------------
+
+/// A 5-byte gRPC prefix announcing `size` bytes with `flag`.
+std::string grpc_prefix(uint32_t size, uint8_t flag = 0) {
+  return {static_cast<char>(flag), static_cast<char>(size >> 24), static_cast<char>(size >> 16),
+          static_cast<char>(size >> 8), static_cast<char>(size)};
+}
+
+/// One gRPC message as the client puts it on the wire (built here rather than with
+/// grpc_wire's append_grpc_frame so these tests do not trust the code they check).
+std::string grpc_frame(std::string_view message, uint8_t flag = 0) {
+  return grpc_prefix(static_cast<uint32_t>(message.size()), flag) + std::string(message);
+}
+
+/// Splits response DATA into messages; nullopt when it does not end on a message boundary
+/// or a message is flagged compressed.
+std::optional<std::vector<std::string>> split_messages(std::string_view data) {
+  std::vector<std::string> messages;
+  while (!data.empty()) {
+    if (data.size() < 5 || data[0] != 0)
+      return std::nullopt;
+    auto size = (uint32_t{static_cast<uint8_t>(data[1])} << 24) |
+                (uint32_t{static_cast<uint8_t>(data[2])} << 16) |
+                (uint32_t{static_cast<uint8_t>(data[3])} << 8) |
+                uint32_t{static_cast<uint8_t>(data[4])};
+    if (data.size() - 5 < size)
+      return std::nullopt;
+    messages.emplace_back(data.substr(5, size));
+    data.remove_prefix(5 + size);
+  }
+  return messages;
+}
+
+std::vector<std::string> messages_of(std::string_view data) {
+  auto messages = split_messages(data);
+  CHECK_MESSAGE(messages.has_value(), "response DATA does not end on a message boundary");
+  return messages.value_or(std::vector<std::string>{});
+}
+
+std::span<const uint8_t> as_bytes(std::string_view text) {
+  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
+}
+
+/// An HTTP/2 frame parsed from raw bytes, for connections the client session cannot follow.
+struct raw_frame {
+  uint8_t type = 0;
+  uint8_t flags = 0;
+  uint32_t stream_id = 0;
+  std::string payload;
+};
+
+std::vector<raw_frame> parse_frames(std::string_view bytes) {
+  std::vector<raw_frame> frames;
+  while (bytes.size() >= 9) {
+    auto u8 = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(bytes[i])); };
+    size_t length = (u8(0) << 16) | (u8(1) << 8) | u8(2);
+    if (bytes.size() < 9 + length)
+      break;
+    raw_frame frame;
+    frame.type = static_cast<uint8_t>(u8(3));
+    frame.flags = static_cast<uint8_t>(u8(4));
+    frame.stream_id = ((u8(5) << 24) | (u8(6) << 16) | (u8(7) << 8) | u8(8)) & 0x7FFFFFFF;
+    frame.payload = std::string(bytes.substr(9, length));
+    frames.push_back(std::move(frame));
+    bytes.remove_prefix(9 + length);
+  }
+  return frames;
+}
+
+uint32_t be32(std::string_view bytes) {
+  auto u8 = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(bytes[i])); };
+  return (u8(0) << 24) | (u8(1) << 16) | (u8(2) << 8) | u8(3);
+}
+
+std::string header_value(const header_list& headers, std::string_view name) {
+  for (const auto& [key, value] : headers)
+    if (key == name)
+      return value;
+  return "<absent>";
+}
+
+std::string metadata_value(const metadata& entries, std::string_view name) {
+  for (const auto& [key, value] : entries)
+    if (key == name)
+      return value;
+  return "<absent>";
+}
+
+header_list grpc_request(std::string_view path = echo_path) {
+  return {{":method", "POST"},
+          {":scheme", "http"},
+          {":path", std::string(path)},
+          {":authority", "localhost"},
+          {"content-type", "application/grpc"},
+          {"te", "trailers"}};
+}
+
+/// `headers` with `name` set to `value` (replaced in place, or appended).
+header_list with(header_list headers, std::string_view name, std::string_view value) {
+  for (auto& [key, old] : headers)
+    if (key == name) {
+      old = value;
+      return headers;
+    }
+  headers.emplace_back(name, value);
+  return headers;
+}
+
+header_list without(header_list headers, std::string_view name) {
+  std::erase_if(headers, [&](const auto& entry) { return entry.first == name; });
+  return headers;
+}
+
+// --- the client ----------------------------------------------------------------------
+
+/// What the client sent and saw on one stream.
+struct client_stream {
+  // Request body still to hand to nghttp2.
+  std::string body;
+  size_t offset = 0;
+  bool end = false;            // END_STREAM once `body` is drained
+  size_t max_chunk = SIZE_MAX; // largest DATA payload, to split messages
+  bool deferred = false;
+  header_list request_trailers; // sent after the body instead of END_STREAM on DATA
+  size_t data_frames_sent = 0;
+  // Response.
+  header_list headers;
+  header_list trailers;
+  std::string data;
+  size_t data_frames = 0;
+  bool headers_ended_stream = false; // a trailers-only response
+  bool closed = false;
+  uint32_t close_error = 0;
+  std::optional<uint32_t> rst_error; // RST_STREAM received
+
+  std::string header(std::string_view name) const { return header_value(headers, name); }
+  std::string trailer(std::string_view name) const { return header_value(trailers, name); }
+  /// grpc-status from the trailers, or from the headers of a trailers-only response.
+  std::string grpc_status() const {
+    return headers_ended_stream ? header("grpc-status") : trailer("grpc-status");
+  }
+  std::string grpc_message() const {
+    return headers_ended_stream ? header("grpc-message") : trailer("grpc-message");
+  }
+};
+
+/// A plain nghttp2 client session whose bytes go through strings.
+class h2_client {
+public:
+  h2_client() {
+    nghttp2_session_callbacks* callbacks = nullptr;
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(
+        callbacks,
+        [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+           const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
+          self(user_data).on_header(frame, {reinterpret_cast<const char*>(name), namelen},
+                                    {reinterpret_cast<const char*>(value), valuelen});
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_frame_recv_callback(
+        callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+          self(user_data).on_frame_recv(frame);
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_frame_send_callback(
+        callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+          if (frame->hd.type == NGHTTP2_DATA)
+            ++self(user_data).streams_[frame->hd.stream_id].data_frames_sent;
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        callbacks, [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t len,
+                      void* user_data) {
+          self(user_data).streams_[stream_id].data.append(reinterpret_cast<const char*>(data), len);
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_stream_close_callback(
+        callbacks, [](nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user_data) {
+          auto& s = self(user_data).streams_[stream_id];
+          s.closed = true;
+          s.close_error = error_code;
+          return 0;
+        });
+    nghttp2_session_client_new(&session_, callbacks, this);
+    nghttp2_session_callbacks_del(callbacks);
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
+  }
+  ~h2_client() { nghttp2_session_del(session_); }
+  h2_client(const h2_client&) = delete;
+  h2_client& operator=(const h2_client&) = delete;
+
+  /// A request with END_STREAM on its HEADERS.
+  int32_t request(const header_list& headers) { return submit(headers, false); }
+
+  /// A request whose body is `body`, in DATA frames of at most `max_chunk` bytes; with
+  /// `end` false the stream stays open for send().
+  int32_t open(const header_list& headers, std::string body = {}, bool end = false,
+               size_t max_chunk = SIZE_MAX) {
+    auto id = submit(headers, true);
+    auto& s = streams_[id];
+    s.body = std::move(body);
+    s.end = end;
+    s.max_chunk = max_chunk;
+    return id;
+  }
+
+  /// More request body for an open stream.
+  void send(int32_t id, std::string_view bytes, bool end) {
+    auto& s = streams_.at(id);
+    s.body.append(bytes);
+    s.end = end;
+    if (s.deferred) {
+      s.deferred = false;
+      nghttp2_session_resume_data(session_, id);
+    }
+  }
+
+  void reset(int32_t id, uint32_t error_code) {
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, error_code);
+  }
+
+  std::string take_output() {
+    std::string out;
+    for (;;) {
+      const uint8_t* data = nullptr;
+      auto n = nghttp2_session_mem_send(session_, &data);
+      if (n < 0)
+        ++errors;
+      if (n <= 0)
+        return out;
+      out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+    }
+  }
+
+  void receive(std::string_view bytes) {
+    auto n = nghttp2_session_mem_recv(session_, as_bytes(bytes).data(), bytes.size());
+    if (n != static_cast<ssize_t>(bytes.size()))
+      ++errors;
+  }
+
+  client_stream& stream(int32_t id) { return streams_.at(id); }
+  nghttp2_session* session() { return session_; }
+
+  size_t open_streams() const {
+    return static_cast<size_t>(std::count_if(
+        streams_.begin(), streams_.end(), [](const auto& entry) { return !entry.second.closed; }));
+  }
+  size_t unsent_body_bytes() const {
+    size_t bytes = 0;
+    for (const auto& [id, s] : streams_)
+      if (!s.closed)
+        bytes += s.body.size() - s.offset;
+    return bytes;
+  }
+  bool wants_write() const { return nghttp2_session_want_write(session_) != 0; }
+
+  // Connection-level events.
+  std::optional<uint32_t> goaway_error;
+  int32_t goaway_last_stream_id = -1;
+  std::string goaway_debug;
+  size_t pings_received = 0;
+  size_t errors = 0; // nghttp2 calls that failed on the client side
+
+private:
+  static h2_client& self(void* user_data) { return *static_cast<h2_client*>(user_data); }
+
+  static std::vector<nghttp2_nv> to_nv(const header_list& headers) {
+    std::vector<nghttp2_nv> nva;
+    for (const auto& [name, value] : headers)
+      nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                     value.size(), NGHTTP2_NV_FLAG_NONE});
+    return nva;
+  }
+
+  int32_t submit(const header_list& headers, bool with_body) {
+    auto nva = to_nv(headers);
+    nghttp2_data_provider provider{};
+    provider.read_callback = [](nghttp2_session*, int32_t stream_id, uint8_t* buf, size_t length,
+                                uint32_t* data_flags, nghttp2_data_source*,
+                                void* user_data) -> ssize_t {
+      return self(user_data).read_body(stream_id, buf, length, data_flags);
+    };
+    auto id = nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
+                                     with_body ? &provider : nullptr, nullptr);
+    REQUIRE(id > 0);
+    streams_[id];
+    return id;
+  }
+
+  ssize_t read_body(int32_t id, uint8_t* buf, size_t length, uint32_t* data_flags) {
+    auto& s = streams_[id];
+    auto take = std::min({length, s.max_chunk, s.body.size() - s.offset});
+    std::memcpy(buf, s.body.data() + s.offset, take);
+    s.offset += take;
+    if (s.offset == s.body.size() && s.end) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!s.request_trailers.empty()) {
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        auto nva = to_nv(s.request_trailers);
+        nghttp2_submit_trailer(session_, id, nva.data(), nva.size());
+      }
+      return static_cast<ssize_t>(take);
+    }
+    if (take == 0) {
+      s.deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    return static_cast<ssize_t>(take);
+  }
+
+  void on_header(const nghttp2_frame* frame, std::string_view name, std::string_view value) {
+    if (frame->hd.type != NGHTTP2_HEADERS)
+      return;
+    auto& s = streams_[frame->hd.stream_id];
+    auto& target = frame->headers.cat == NGHTTP2_HCAT_RESPONSE ? s.headers : s.trailers;
+    target.emplace_back(name, value);
+  }
+
+  void on_frame_recv(const nghttp2_frame* frame) {
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+      if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE &&
+          (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+        streams_[frame->hd.stream_id].headers_ended_stream = true;
+      break;
+    case NGHTTP2_DATA:
+      ++streams_[frame->hd.stream_id].data_frames;
+      break;
+    case NGHTTP2_RST_STREAM:
+      streams_[frame->hd.stream_id].rst_error = frame->rst_stream.error_code;
+      break;
+    case NGHTTP2_GOAWAY:
+      goaway_error = frame->goaway.error_code;
+      goaway_last_stream_id = frame->goaway.last_stream_id;
+      goaway_debug.assign(reinterpret_cast<const char*>(frame->goaway.opaque_data),
+                          frame->goaway.opaque_data_len);
+      break;
+    case NGHTTP2_PING:
+      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0)
+        ++pings_received;
+      break;
+    default:
+      break;
+    }
+  }
+
+  nghttp2_session* session_ = nullptr;
+  std::map<int32_t, client_stream> streams_; // node-based: references stay valid
+};
+
+// --- the listener --------------------------------------------------------------------
+
+/// Records every event and can be scripted to answer, as the gateway's owner would.
+class recording_listener final : public grpc_connection_listener {
+public:
+  grpc_connection* connection = nullptr;
+
+  std::map<int32_t, call_head> heads;
+  std::map<int32_t, std::vector<std::string>> messages;
+  std::set<int32_t> half_closed;
+  std::set<int32_t> closed;
+  std::vector<std::string> log;        // "start 1", "message 1", ...
+  std::vector<std::string> violations; // events that break the listener contract
+
+  std::function<void(int32_t, const call_head&)> on_start;
+  std::function<void(int32_t, const std::string&)> on_message;
+  std::function<void(int32_t)> on_half_close;
+
+  /// Echo every message and end with OK when the client half-closes.
+  void echo() {
+    on_message = [this](int32_t id, const std::string& message) {
+      connection->send_message(id, std::string(message));
+    };
+    on_half_close = [this](int32_t id) { connection->finish(id, grpc_status::ok()); };
+  }
+
+  void on_call_start(int32_t id, call_head&& head) override {
+    record("start", id);
+    if (heads.contains(id))
+      violations.push_back("second on_call_start for " + std::to_string(id));
+    auto& stored = heads[id] = std::move(head);
+    if (on_start)
+      on_start(id, stored);
+  }
+  void on_call_message(int32_t id, std::string&& message) override {
+    record("message", id);
+    if (!heads.contains(id) || half_closed.contains(id))
+      violations.push_back("message outside a call on " + std::to_string(id));
+    auto& list = messages[id];
+    list.push_back(std::move(message));
+    if (on_message)
+      on_message(id, std::string(list.back()));
+  }
+  void on_call_half_close(int32_t id) override {
+    record("half_close", id);
+    if (!heads.contains(id) || !half_closed.insert(id).second)
+      violations.push_back("unexpected half close on " + std::to_string(id));
+    if (on_half_close)
+      on_half_close(id);
+  }
+  void on_call_closed(int32_t id) override {
+    record("closed", id);
+    if (!heads.contains(id) || !closed.insert(id).second)
+      violations.push_back("unexpected close of " + std::to_string(id));
+  }
+
+private:
+  void record(std::string_view what, int32_t id) {
+    if (closed.contains(id))
+      violations.push_back(std::string(what) + " after close on " + std::to_string(id));
+    log.push_back(std::string(what) + " " + std::to_string(id));
+  }
+};
+
+// --- fixtures ------------------------------------------------------------------------
+
+connection_limits limits_with(size_t max_message_bytes,
+                              uint32_t max_header_list_bytes = 16u << 10) {
+  connection_limits limits;
+  limits.max_message_bytes = max_message_bytes;
+  limits.max_header_list_bytes = max_header_list_bytes;
+  return limits;
+}
+
+/// A server connection and a client session, connected (prefaces and SETTINGS exchanged)
+/// before the test starts, so the server's windows are in force from the first request.
+class back_to_back {
+public:
+  explicit back_to_back(const connection_limits& limits = {})
+      : server(std::make_unique<grpc_connection>(listener, limits)) {
+    listener.connection = server.get();
+    pump();
+  }
+
+  ~back_to_back() {
+    // Leftovers are bugs: a stream that never closed, bytes that never went out.
+    CHECK(server->open_streams() == 0);
+    CHECK(server->open_calls().empty());
+    CHECK_FALSE(server->wants_write());
+    CHECK(client.open_streams() == 0);
+    CHECK_FALSE(client.wants_write());
+    CHECK(client.unsent_body_bytes() == 0);
+    CHECK(client.errors == 0);
+    CHECK(server_receive_failures == 0);
+    std::string violations;
+    for (const auto& v : listener.violations)
+      violations += v + "; ";
+    CHECK(violations == "");
+    for (const auto& [id, head] : listener.heads) {
+      CAPTURE(id);
+      CHECK(listener.closed.contains(id));
+    }
+  }
+
+  back_to_back(const back_to_back&) = delete;
+  back_to_back& operator=(const back_to_back&) = delete;
+
+  /// Moves bytes both ways until neither side has anything to send. With `max_piece`
+  /// set, client bytes reach the server in random pieces of 1..max_piece bytes.
+  void pump() {
+    for (int round = 0; round < 100000; ++round) {
+      bool moved = false;
+      auto to_server = client.take_output();
+      if (!to_server.empty()) {
+        moved = true;
+        feed_server(to_server);
+      }
+      std::vector<char> to_client;
+      server->produce(to_client, SIZE_MAX);
+      if (!to_client.empty()) {
+        moved = true;
+        client.receive({to_client.data(), to_client.size()});
+      }
+      if (!moved)
+        return;
+    }
+    FAIL("the connection did not become quiescent");
+  }
+
+  void feed_server(std::string_view bytes) {
+    while (!bytes.empty()) {
+      auto take = bytes.size();
+      if (max_piece > 0)
+        take = std::min(bytes.size(), std::uniform_int_distribution<size_t>(1, max_piece)(rng));
+      if (!server->receive(as_bytes(bytes.substr(0, take))))
+        ++server_receive_failures;
+      bytes.remove_prefix(take);
+    }
+  }
+
+  recording_listener listener;
+  std::unique_ptr<grpc_connection> server;
+  h2_client client;
+  size_t server_receive_failures = 0;
+  size_t max_piece = 0;
+  std::mt19937 rng{20240611};
+};
+
+struct small_messages : back_to_back {
+  /// Windows of 1005 bytes per stream: flow control is visible after ten messages.
+  small_messages() : back_to_back(limits_with(1000)) {}
+};
+
+struct small_headers : back_to_back {
+  small_headers() : back_to_back(limits_with(4u << 20, 1024)) {}
+};
+
+/// A server alone, for peers that are not HTTP/2 clients.
+class server_only {
+public:
+  server_only() : server(listener, connection_limits{}) { listener.connection = &server; }
+  ~server_only() {
+    CHECK(server.open_streams() == 0);
+    CHECK_FALSE(server.wants_write());
+    CHECK_FALSE(server.alive());
+    CHECK(listener.heads.empty());
+  }
+  server_only(const server_only&) = delete;
+  server_only& operator=(const server_only&) = delete;
+
+  std::string produce_all() {
+    std::vector<char> out;
+    for (int i = 0; i < 100 && server.wants_write(); ++i)
+      server.produce(out, SIZE_MAX);
+    return {out.begin(), out.end()};
+  }
+
+  recording_listener listener;
+  grpc_connection server;
+};
+
+} // namespace
+
+// --- unary calls and metadata --------------------------------------------------------
+
+TEST_CASE_FIXTURE(back_to_back, "unary call: 200, application/grpc, one message, grpc-status 0") {
+  listener.echo();
+  auto id = client.open(grpc_request(), grpc_frame("ping"), true);
+  pump();
+
+  REQUIRE(listener.heads.contains(id));
+  const auto& head = listener.heads[id];
+  CHECK(head.path == echo_path);
+  CHECK(head.encoding == call_encoding::grpc);
+  CHECK_FALSE(head.timeout.has_value());
+  CHECK(listener.messages[id] == std::vector<std::string>{"ping"});
+  CHECK(listener.log ==
+        std::vector<std::string>{"start 1", "message 1", "half_close 1", "closed 1"});
+
+  auto& response = client.stream(id);
+  CHECK(response.header(":status") == "200");
+  CHECK(response.header("content-type") == "application/grpc");
+  CHECK_FALSE(response.headers_ended_stream);
+  CHECK(messages_of(response.data) == std::vector<std::string>{"ping"});
+  CHECK(response.trailer("grpc-status") == "0");
+  CHECK(response.trailer("grpc-message") == "<absent>");
+  CHECK(response.closed);
+  CHECK(response.close_error == NGHTTP2_NO_ERROR);
+}
+
+TEST_CASE_FIXTURE(back_to_back, "request metadata reaches the listener, -bin values decoded") {
+  listener.on_start = [this](int32_t id, const call_head&) {
+    server->finish(id, grpc_status::ok());
+  };
+  auto headers = grpc_request();
+  headers.emplace_back("x-user", "alice");
+  headers.emplace_back("x-token-bin", "AP8Q");  // unpadded base64 of 00 FF 10
+  headers.emplace_back("x-padded-bin", "Zm8="); // padded base64 of "fo"
+  headers.emplace_back("user-agent", "grpc-c++/1.60");
+  headers.emplace_back("grpc-accept-encoding", "identity,gzip");
+  auto id = client.request(headers);
+  pump();
+
+  REQUIRE(listener.heads.contains(id));
+  const auto& md = listener.heads[id].request_metadata;
+  CHECK(metadata_value(md, "x-user") == "alice");
+  CHECK(metadata_value(md, "x-token-bin") == "\x00\xFF\x10"s);
+  CHECK(metadata_value(md, "x-padded-bin") == "fo");
+  CHECK(metadata_value(md, "user-agent") == "grpc-c++/1.60");
+  // What the gateway consumes itself is not passed on.
+  for (auto consumed : {":path", ":method", ":authority", ":scheme", "content-type", "te",
+                        "grpc-accept-encoding"}) {
+    CAPTURE(consumed);
+    CHECK(metadata_value(md, consumed) == "<absent>");
+  }
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE_FIXTURE(back_to_back,
+                  "response metadata and trailers: -bin in unpadded base64, invalid keys dropped") {
+  const auto header_bytes = "\x00\x01\xFE\xFF"s;
+  const auto trailer_bytes = "\xFF\x00"s;
+  listener.on_start = [&](int32_t id, const call_head&) {
+    server->send_headers(id, {{"x-resp", "v1"},
+                              {"x-resp-bin", header_bytes},
+                              {"Bad-Key", "dropped"},
+                              {"grpc-status", "7"},
+                              {"x-not-ascii", "caf\xC3\xA9"}});
+  };
+  listener.on_half_close = [&](int32_t id) {
+    grpc_status status;
+    status.trailers = {{"x-trail", "t"}, {"x-trail-bin", trailer_bytes}, {"grpc-foo", "no"}};
+    server->finish(id, status);
+  };
+  auto id = client.open(grpc_request(), {}, true);
+  pump();
+
+  auto& r = client.stream(id);
+  CHECK(r.header(":status") == "200");
+  CHECK(r.header("x-resp") == "v1");
+  CHECK(r.header("x-resp-bin") == "AAH+/w");
+  CHECK(r.header("bad-key") == "<absent>");
+  CHECK(r.header("Bad-Key") == "<absent>");
+  CHECK(r.header("grpc-status") == "<absent>");
+  CHECK(r.header("x-not-ascii") == "<absent>");
+  CHECK(r.trailer("grpc-status") == "0");
+  CHECK(r.trailer("x-trail") == "t");
+  CHECK(r.trailer("x-trail-bin") == "/wA");
+  CHECK(r.trailer("grpc-foo") == "<absent>");
+  CHECK(r.data.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back,
+                  "an error after the headers goes in trailers, grpc-message percent-encoded") {
+  listener.on_start = [&](int32_t id, const call_head&) { server->send_headers(id, {}); };
+  listener.on_half_close = [&](int32_t id) {
+    server->finish(id, make_status(grpc_code::not_found, "no such thing: 100% caf\xC3\xA9\n"));
+  };
+  auto id = client.open(grpc_request(), grpc_frame("x"), true);
+  pump();
+
+  auto& r = client.stream(id);
+  CHECK_FALSE(r.headers_ended_stream);
+  CHECK(r.header(":status") == "200");
+  CHECK(r.header("grpc-status") == "<absent>");
+  CHECK(r.trailer("grpc-status") == "5");
+  CHECK(r.trailer("grpc-message") == "no such thing: 100%25 caf%C3%A9%0A");
+}
+
+// --- message framing across DATA frames ----------------------------------------------
+
+TEST_CASE_FIXTURE(back_to_back, "a message split across many DATA frames is reassembled") {
+  listener.echo();
+  std::string message(40000, '\0');
+  for (size_t i = 0; i < message.size(); ++i)
+    message[i] = static_cast<char>(i * 7 + i / 256);
+  auto id = client.open(grpc_request(), grpc_frame(message), true, 1000);
+  pump();
+
+  CHECK(client.stream(id).data_frames_sent >= 40);
+  REQUIRE(listener.messages[id].size() == 1);
+  CHECK(listener.messages[id][0] == message);
+  // The echo is larger than a DATA frame too.
+  auto& r = client.stream(id);
+  CHECK(r.data_frames >= 3);
+  CHECK(messages_of(r.data) == std::vector<std::string>{message});
+  CHECK(r.grpc_status() == "0");
+}
+
+TEST_CASE_FIXTURE(back_to_back, "several messages in one DATA frame are delivered in order") {
+  listener.echo();
+  auto body = grpc_frame("a") + grpc_frame("") + grpc_frame("ccc");
+  auto id = client.open(grpc_request(), body, true);
+  pump();
+
+  CHECK(client.stream(id).data_frames_sent == 1);
+  CHECK(listener.messages[id] == std::vector<std::string>{"a", "", "ccc"});
+  CHECK(messages_of(client.stream(id).data) == std::vector<std::string>{"a", "", "ccc"});
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE("client bytes in random pieces (the preface too) give the same calls") {
+  for (size_t max_piece : {1, 2, 3, 7, 13, 64}) {
+    CAPTURE(max_piece);
+    back_to_back t;
+    t.max_piece = max_piece;
+    t.listener.echo();
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 3; ++i)
+      ids.push_back(t.client.open(
+          grpc_request(), grpc_frame("m" + std::to_string(i)) + grpc_frame(std::string(300, 'z')),
+          true, 97));
+    t.pump();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto expected = std::vector<std::string>{"m" + std::to_string(i), std::string(300, 'z')};
+      CHECK(t.listener.messages[ids[i]] == expected);
+      CHECK(messages_of(t.client.stream(ids[i]).data) == expected);
+      CHECK(t.client.stream(ids[i]).grpc_status() == "0");
+    }
+  }
+}
+
+TEST_CASE("the client preface byte by byte, before any other frame") {
+  recording_listener listener;
+  grpc_connection server(listener, connection_limits{});
+  listener.connection = &server;
+  h2_client client;
+  auto bytes = client.take_output();
+  REQUIRE(bytes.size() > 24);
+  for (char c : bytes)
+    CHECK(server.receive(as_bytes(std::string_view(&c, 1))));
+  std::vector<char> out;
+  server.produce(out, SIZE_MAX);
+  client.receive({out.data(), out.size()});
+  CHECK(client.errors == 0);
+  CHECK(server.alive());
+}
+
+// --- answers from the connection and the handler -------------------------------------
+
+TEST_CASE_FIXTURE(back_to_back, "finish with an error before any message is a trailers-only "
+                                "response") {
+  listener.on_start = [&](int32_t id, const call_head&) {
+    server->finish(id, make_status(grpc_code::unimplemented, "no method /x: 100%"));
+  };
+  auto id = client.open(grpc_request("/x"), grpc_frame("ignored"), true);
+  pump();
+
+  auto& r = client.stream(id);
+  CHECK(r.headers_ended_stream);
+  CHECK(r.header(":status") == "200");
+  CHECK(r.header("content-type") == "application/grpc");
+  CHECK(r.header("grpc-status") == "12");
+  CHECK(r.header("grpc-message") == "no method /x: 100%25");
+  CHECK(r.trailers.empty());
+  CHECK(r.data.empty());
+  CHECK(listener.messages[id].empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a finished gRPC call whose client still sends is reset with "
+                                "NO_ERROR") {
+  listener.on_start = [&](int32_t id, const call_head&) {
+    server->finish(id, make_status(grpc_code::unavailable, "draining"));
+  };
+  auto id = client.open(grpc_request(), grpc_frame("more to come"));
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.headers_ended_stream);
+  CHECK(r.header("grpc-status") == "14");
+  CHECK(r.rst_error == std::optional<uint32_t>{NGHTTP2_NO_ERROR});
+  CHECK(r.closed);
+}
+
+TEST_CASE_FIXTURE(back_to_back, "request trailers end the request like END_STREAM on DATA") {
+  listener.echo();
+  auto id = client.open(grpc_request(), grpc_frame("with trailers"), true);
+  client.stream(id).request_trailers = {{"x-checksum", "abc"}};
+  pump();
+  CHECK(listener.messages[id] == std::vector<std::string>{"with trailers"});
+  CHECK(listener.half_closed.contains(id));
+  CHECK(messages_of(client.stream(id).data) == std::vector<std::string>{"with trailers"});
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE("more calls than max_concurrent_streams wait their turn and all complete") {
+  connection_limits limits;
+  limits.max_concurrent_streams = 2;
+  back_to_back t(limits);
+  t.listener.echo();
+  t.listener.on_start = [&](int32_t, const call_head&) { CHECK(t.server->open_streams() <= 2); };
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 7; ++i)
+    ids.push_back(t.client.open(grpc_request(), grpc_frame("c" + std::to_string(i)), true));
+  t.pump();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    CAPTURE(i);
+    CHECK(messages_of(t.client.stream(ids[i]).data) ==
+          std::vector<std::string>{"c" + std::to_string(i)});
+    CHECK(t.client.stream(ids[i]).grpc_status() == "0");
+  }
+}
+
+TEST_CASE_FIXTURE(back_to_back, "content-type text/plain is 415 and no call starts") {
+  auto id = client.open(with(grpc_request(), "content-type", "text/plain"), "hello", true);
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.header(":status") == "415");
+  CHECK(r.header("grpc-status") == "3");
+  CHECK(r.header("grpc-message").find("text/plain") != std::string::npos);
+  CHECK(r.headers_ended_stream);
+  CHECK(listener.heads.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a missing content-type is 415") {
+  auto id = client.request(without(grpc_request(), "content-type"));
+  pump();
+  CHECK(client.stream(id).header(":status") == "415");
+  CHECK(client.stream(id).header("grpc-status") == "3");
+  CHECK(listener.heads.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, ":method GET is 405 with grpc-status UNIMPLEMENTED") {
+  auto id = client.request(with(grpc_request(), ":method", "GET"));
+  pump();
+  CHECK(client.stream(id).header(":status") == "405");
+  CHECK(client.stream(id).header("grpc-status") == "12");
+  CHECK(listener.heads.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "JSON call: the whole body once at END_STREAM, reply unframed") {
+  listener.on_message = [&](int32_t id, const std::string&) {
+    server->send_message(id, R"({"ok":true})");
+  };
+  listener.on_half_close = [&](int32_t id) { server->finish(id, grpc_status::ok()); };
+  auto id = client.open(with(grpc_request(), "content-type", "application/json; charset=utf-8"),
+                        R"({"name":)", false, 3);
+  pump();
+  REQUIRE(listener.heads.contains(id));
+  CHECK(listener.heads[id].encoding == call_encoding::json);
+  CHECK(listener.messages[id].empty()); // nothing before END_STREAM
+
+  client.send(id, R"("x"})", true);
+  pump();
+  CHECK(listener.messages[id] == std::vector<std::string>{R"({"name":"x"})"});
+  auto& r = client.stream(id);
+  CHECK(r.header(":status") == "200");
+  CHECK(r.header("content-type") == "application/json");
+  CHECK(r.data == R"({"ok":true})");
+  CHECK(r.trailers.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "JSON call refused by the handler: HTTP status and a JSON body") {
+  listener.on_start = [&](int32_t id, const call_head&) {
+    server->finish(id, make_status(grpc_code::not_found, "no \"x\""));
+  };
+  auto id = client.open(with(grpc_request(), "content-type", "application/json"), "{}", true);
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.header(":status") == "404");
+  CHECK(r.header("content-type") == "application/json");
+  CHECK(r.header("grpc-status") == "5");
+  CHECK(r.data == R"({"code":5,"message":"no \"x\""})");
+}
+
+TEST_CASE_FIXTURE(back_to_back, "JSON call refused while the client still sends: no reset") {
+  // curl reports an RST_STREAM after a complete response as an error, so JSON clients
+  // may finish their upload; the server drops it.
+  listener.on_start = [&](int32_t id, const call_head&) {
+    server->finish(id, make_status(grpc_code::permission_denied, "no"));
+  };
+  auto id = client.open(with(grpc_request(), "content-type", "application/json"), "{\"a\":");
+  pump();
+  CHECK(client.stream(id).header(":status") == "403");
+  client.send(id, std::string(100000, ' ') + "1}", true);
+  pump();
+  CHECK_FALSE(client.stream(id).rst_error.has_value());
+  CHECK(client.stream(id).closed);
+  CHECK(listener.closed.contains(id));
+}
+
+// BUG (transport/grpc_connection.cpp:439-453 with 836-837): finish() before the request
+// ended resets s.rejected to false, and half_close() checks only started/rejected, so at
+// END_STREAM a finished JSON call still gets on_call_message with whatever body arrived
+// before finish() — a truncated body presented as "the whole body" — followed by
+// on_call_half_close. (gRPC calls get the stray on_call_half_close too.)
+TEST_CASE_FIXTURE(back_to_back, "a JSON call finished early gets no truncated body at END_STREAM" *
+                                    doctest::may_fail()) {
+  auto id = client.open(with(grpc_request(), "content-type", "application/json"), R"({"name":)");
+  pump();
+  REQUIRE(listener.heads.contains(id));
+  // The owner ends the call before the body is complete, e.g. at its deadline.
+  server->finish(id, make_status(grpc_code::deadline_exceeded, "too slow"));
+  pump();
+  CHECK(client.stream(id).header(":status") == "504");
+  client.send(id, R"("x"})", true);
+  pump();
+  CAPTURE(listener.messages[id].empty() ? std::string("<none>") : listener.messages[id][0]);
+  CHECK(listener.messages[id].empty());
+  CHECK_FALSE(listener.half_closed.contains(id));
+}
+
+// BUG (transport/grpc_connection.cpp:439-451): same root cause for gRPC. Once the handler
+// finished, on_data_chunk drops the rest of a message the client was sending, so at
+// END_STREAM the decoder is mid-message and half_close() calls reject(): if the response
+// has not been produced yet, the handler's status is overwritten with INTERNAL "request
+// ended inside a message" and its queued reply is discarded.
+TEST_CASE_FIXTURE(back_to_back,
+                  "a client finishing its message after the handler finished does not change "
+                  "the status" *
+                      doctest::may_fail()) {
+  auto message = grpc_frame(std::string(1000, 'u'));
+  auto id = client.open(grpc_request(), message.substr(0, 500));
+  pump();
+  REQUIRE(listener.heads.contains(id));
+  // The handler has its answer before the upload is complete.
+  server->send_message(id, "enough");
+  server->finish(id, grpc_status::ok());
+  // The rest of the message and END_STREAM arrive before the answer went out.
+  client.send(id, message.substr(500), true);
+  feed_server(client.take_output());
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.grpc_status() == "0");
+  CHECK(messages_of(r.data) == std::vector<std::string>{"enough"});
+}
+
+// BUG (transport/grpc_connection.cpp:463-469 with reject at 674-716): when a JSON body
+// grows over max_message_bytes, the bytes received so far (pending_wire_bytes) are never
+// consumed at stream level, and JSON streams get no RST_STREAM after the 413 (on_frame_send
+// resets only gRPC streams). The client's stream window stays at 0 with the rest of its
+// body unsent, so the stream never closes: open_streams() stays 1 until the connection
+// dies.
+TEST_CASE_FIXTURE(small_messages,
+                  "a JSON body over the limit is 413 and the stream ends" * doctest::may_fail()) {
+  auto id = client.open(with(grpc_request(), "content-type", "application/json"),
+                        "[" + std::string(1500, '1') + "]", true);
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.header(":status") == "413");
+  CHECK(r.header("grpc-status") == "8");
+  CHECK(r.closed);
+  CHECK(server->open_streams() == 0);
+  if (!r.closed) {
+    client.reset(id, NGHTTP2_CANCEL); // leave the fixture clean
+    pump();
+  }
+}
+
+// --- grpc-timeout --------------------------------------------------------------------
+
+TEST_CASE_FIXTURE(back_to_back, "grpc-timeout is parsed into head.timeout") {
+  listener.echo();
+  auto id = client.open(with(grpc_request(), "grpc-timeout", "250m"), grpc_frame("t"), true);
+  pump();
+  REQUIRE(listener.heads.contains(id));
+  CHECK(listener.heads[id].timeout == std::chrono::nanoseconds(250ms));
+  CHECK(metadata_value(listener.heads[id].request_metadata, "grpc-timeout") == "<absent>");
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE("a malformed or empty grpc-timeout is INTERNAL and no call starts") {
+  for (std::string_view bad : {"", "1", "S", "abc", "123456789S", "-1S", "1x", "1.5S"}) {
+    CAPTURE(bad);
+    back_to_back t;
+    auto id = t.client.open(with(grpc_request(), "grpc-timeout", bad), grpc_frame("x"), true);
+    t.pump();
+    auto& r = t.client.stream(id);
+    CHECK(r.headers_ended_stream);
+    CHECK(r.header("grpc-status") == "13");
+    CHECK(r.header("grpc-message").find("grpc-timeout") != std::string::npos);
+    CHECK(t.listener.heads.empty());
+  }
+}
+
+// --- request message errors ----------------------------------------------------------
+
+TEST_CASE_FIXTURE(small_messages, "a length prefix over max_message_bytes is RESOURCE_EXHAUSTED") {
+  auto id = client.open(grpc_request(), grpc_frame("fine") + grpc_prefix(2000) + "partial", true);
+  pump();
+  CHECK(listener.messages[id] == std::vector<std::string>{"fine"});
+  auto& r = client.stream(id);
+  CHECK(r.headers_ended_stream);
+  CHECK(r.header(":status") == "200");
+  CHECK(r.header("grpc-status") == "8");
+  CHECK(r.header("grpc-message").find("2000") != std::string::npos);
+  CHECK(listener.closed.contains(id));
+  CHECK_FALSE(listener.half_closed.contains(id));
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a compressed message with grpc-encoding gzip is UNIMPLEMENTED") {
+  auto id = client.open(with(grpc_request(), "grpc-encoding", "gzip"), grpc_frame("zip", 1), true);
+  pump();
+  CHECK(client.stream(id).grpc_status() == "12");
+  CHECK(client.stream(id).grpc_message().find("gzip") != std::string::npos);
+  CHECK(listener.messages[id].empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a compressed message without grpc-encoding is INTERNAL") {
+  auto a = client.open(grpc_request(), grpc_frame("zip", 1), true);
+  auto b =
+      client.open(with(grpc_request(), "grpc-encoding", "identity"), grpc_frame("zip", 1), true);
+  auto c = client.open(grpc_request(), grpc_frame("bad", 2), true);
+  pump();
+  CHECK(client.stream(a).grpc_status() == "13");
+  CHECK(client.stream(b).grpc_status() == "13");
+  CHECK(client.stream(c).grpc_status() == "13");
+  CHECK(listener.messages.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a message truncated at END_STREAM is INTERNAL, no half close") {
+  auto in_body = client.open(grpc_request(), grpc_frame("ok") + grpc_prefix(10) + "abc", true);
+  auto in_prefix = client.open(grpc_request(), grpc_prefix(10).substr(0, 3), true);
+  pump();
+  for (auto id : {in_body, in_prefix}) {
+    CAPTURE(id);
+    CHECK(client.stream(id).grpc_status() == "13");
+    CHECK(listener.heads.contains(id));
+    CHECK_FALSE(listener.half_closed.contains(id));
+  }
+  CHECK(listener.messages[in_body] == std::vector<std::string>{"ok"});
+}
+
+TEST_CASE_FIXTURE(
+    small_headers,
+    "a header list over the limit is 431 / RESOURCE_EXHAUSTED; the connection lives") {
+  listener.echo();
+  auto big = client.request(with(grpc_request(), "x-big", std::string(2000, 'b')));
+  pump();
+  auto& r = client.stream(big);
+  CHECK(r.header(":status") == "431");
+  CHECK(r.header("grpc-status") == "8");
+  CHECK(listener.heads.empty());
+
+  auto next = client.open(grpc_request(), grpc_frame("after"), true);
+  pump();
+  CHECK(listener.messages[next] == std::vector<std::string>{"after"});
+  CHECK(client.stream(next).grpc_status() == "0");
+  CHECK(server->alive());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "invalid base64 in -bin request metadata refuses the call") {
+  auto id = client.request(with(grpc_request(), "x-token-bin", "not base64!"));
+  pump();
+  CHECK(client.stream(id).header("grpc-status") == "13");
+  CHECK(listener.heads.empty());
+}
+
+// BUG (transport/grpc_connection.cpp:353-360): the comment says comma-joined values of one
+// -bin key are each base64, as PROTOCOL-HTTP2.md requires, but the whole value goes to
+// base64_decode, which rejects the ',' — so a request with "x-bin: AAE,AgM" is refused
+// (grpc-status 13) instead of reaching the handler with both values decoded.
+TEST_CASE_FIXTURE(back_to_back, "comma-joined -bin values are each decoded" * doctest::may_fail()) {
+  listener.on_start = [&](int32_t id, const call_head&) { server->finish(id, grpc_status::ok()); };
+  auto id = client.request(with(grpc_request(), "x-pair-bin", "AAE,AgM="));
+  pump();
+  REQUIRE(listener.heads.contains(id));
+  std::string joined;
+  for (const auto& [key, value] : listener.heads[id].request_metadata)
+    if (key == "x-pair-bin")
+      joined += value;
+  CHECK(joined == "\x00\x01\x02\x03"s);
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+// --- resets --------------------------------------------------------------------------
+
+TEST_CASE_FIXTURE(back_to_back, "a client RST_STREAM mid-call closes the call") {
+  auto id = client.open(grpc_request(), grpc_frame("first"));
+  pump();
+  REQUIRE(listener.messages[id].size() == 1);
+  CHECK(server->open_calls() == std::vector<int32_t>{id});
+
+  client.reset(id, NGHTTP2_CANCEL);
+  pump();
+  CHECK(listener.closed.contains(id));
+  CHECK_FALSE(listener.half_closed.contains(id));
+  // The stream is gone: the handler's late answers are refused quietly.
+  CHECK_FALSE(server->send_message(id, "late"));
+  server->finish(id, grpc_status::ok());
+  CHECK(server->take_sent_messages(id) == 0);
+  CHECK_FALSE(server->wants_write());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "cancel() resets the stream with CANCEL") {
+  auto id = client.open(grpc_request(), grpc_frame("first"));
+  pump();
+  REQUIRE(listener.heads.contains(id));
+  server->cancel(id);
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.rst_error == std::optional<uint32_t>{NGHTTP2_CANCEL});
+  CHECK(r.closed);
+  CHECK(r.close_error == NGHTTP2_CANCEL);
+  CHECK(listener.closed.contains(id));
+}
+
+TEST_CASE_FIXTURE(back_to_back, "calls on unknown streams are no-ops") {
+  CHECK_FALSE(server->send_message(99, "x"));
+  server->send_headers(99, {{"x", "y"}});
+  server->finish(99, grpc_status::ok());
+  server->cancel(99);
+  server->consume(99, 3);
+  CHECK(server->take_sent_messages(99) == 0);
+  CHECK_FALSE(server->wants_write());
+  CHECK(server->open_streams() == 0);
+}
+
+// --- flow control and output ---------------------------------------------------------
+
+TEST_CASE_FIXTURE(small_messages,
+                  "flow control: unconsumed messages hold the stream window; consume() reopens") {
+  // 100 bytes on the wire per message; the stream window is 1000 + 5.
+  std::string twenty;
+  for (int i = 0; i < 20; ++i)
+    twenty += grpc_frame(std::string(95, static_cast<char>('a' + i)));
+  auto id = client.open(grpc_request(), twenty);
+  pump();
+  CHECK(listener.messages[id].size() == 10);
+  CHECK(nghttp2_session_get_stream_remote_window_size(client.session(), id) == 0);
+  CHECK(client.unsent_body_bytes() == 2000 - 1005);
+
+  server->consume(id, 10);
+  pump();
+  CHECK(listener.messages[id].size() == 20);
+  CHECK(client.unsent_body_bytes() == 0);
+
+  listener.on_half_close = [&](int32_t call) { server->finish(call, grpc_status::ok()); };
+  client.send(id, {}, true);
+  pump();
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+// BUG (transport/grpc_connection.cpp:477-482): all wire bytes of a DATA chunk are
+// attributed to the first message the chunk completes (the others get 0), so consume(id, 1)
+// after a chunk that carried ten messages gives the window of all ten back while the
+// handler still holds nine. The client can then have about two windows of unconsumed
+// messages at the gateway instead of one.
+TEST_CASE_FIXTURE(small_messages,
+                  "flow control: consume(1) reopens the window of one message only" *
+                      doctest::may_fail()) {
+  std::string twenty;
+  for (int i = 0; i < 20; ++i)
+    twenty += grpc_frame(std::string(95, 'x'));
+  auto id = client.open(grpc_request(), twenty);
+  pump();
+  REQUIRE(listener.messages[id].size() == 10);
+
+  server->consume(id, 1);
+  pump();
+  // Nine messages are still unconsumed (900 bytes): at most one more fits the window.
+  CHECK(listener.messages[id].size() <= 11);
+
+  server->consume(id, 20);
+  listener.on_half_close = [&](int32_t call) { server->finish(call, grpc_status::ok()); };
+  client.send(id, {}, true);
+  pump();
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+// BUG (transport/grpc_connection.cpp:287-290 with consume_now at 559-564): the stream
+// window is exactly max_message_bytes + 5, and nghttp2 sends a WINDOW_UPDATE only once the
+// consumed bytes reach half the window. A small message followed by a maximal one
+// deadlocks: the small one is consumed (15 bytes < 502, no WINDOW_UPDATE), the big one
+// waits for its last 15 bytes, and the handler has nothing left to consume.
+TEST_CASE_FIXTURE(small_messages,
+                  "flow control: a maximal message after a consumed small one completes" *
+                      doctest::may_fail()) {
+  listener.on_message = [&](int32_t id, const std::string&) { server->consume(id, 1); };
+  listener.on_half_close = [&](int32_t id) { server->finish(id, grpc_status::ok()); };
+  auto id = client.open(grpc_request(),
+                        grpc_frame("tiny tiny!") + grpc_frame(std::string(1000, 'B')), true);
+  pump();
+  CHECK(listener.messages[id].size() == 2);
+  CHECK(client.stream(id).grpc_status() == "0");
+  if (!client.stream(id).closed) {
+    client.reset(id, NGHTTP2_CANCEL); // leave the fixture clean
+    pump();
+  }
+}
+
+TEST_CASE("connection window is never leaked, however a call ends") {
+  // Each way a call can end gets its own connection and pushes 20 MiB through it, more
+  // than the 16 MiB connection window: a path that forgets to give request bytes back to
+  // the connection stalls it, and the next call never completes.
+  enum path { echoed, never_consumed, handler_refuses, too_large, client_reset, server_cancel };
+  const std::string body = grpc_frame(std::string(1u << 20, 'w'));
+  for (int p = echoed; p <= server_cancel; ++p) {
+    CAPTURE(p);
+    back_to_back t(limits_with(1u << 20));
+    t.listener.on_half_close = [&](int32_t id) { t.server->finish(id, grpc_status::ok()); };
+    if (p == echoed)
+      t.listener.on_message = [&](int32_t id, const std::string& m) {
+        t.server->consume(id, 1);
+        t.server->send_message(id, m.substr(0, 10));
+      };
+    if (p == handler_refuses)
+      t.listener.on_start = [&](int32_t id, const call_head&) {
+        t.server->finish(id, make_status(grpc_code::permission_denied, "no"));
+      };
+    for (int call = 0; call < 20; ++call) {
+      CAPTURE(call);
+      auto request = p == too_large ? grpc_prefix(2u << 20) + body.substr(5) : body;
+      bool end = p != client_reset && p != server_cancel;
+      auto id = t.client.open(grpc_request(), request, end);
+      t.pump();
+      if (p == client_reset)
+        t.client.reset(id, NGHTTP2_CANCEL);
+      if (p == server_cancel)
+        t.server->cancel(id);
+      t.pump();
+      CHECK(t.client.stream(id).data_frames_sent >= (1u << 20) / 16384); // all of it went out
+      REQUIRE(t.client.stream(id).closed);
+      REQUIRE(t.listener.closed.contains(id));
+    }
+  }
+}
+
+TEST_CASE_FIXTURE(back_to_back, "produce() respects its budget to within one frame") {
+  const std::string big(40000, 'r');
+  listener.on_half_close = [&](int32_t id) {
+    server->send_message(id, std::string(big));
+    server->finish(id, grpc_status::ok());
+  };
+  auto id = client.open(grpc_request(), grpc_frame("go"), true);
+  feed_server(client.take_output());
+  REQUIRE(listener.half_closed.contains(id));
+
+  size_t rounds = 0;
+  while (server->wants_write()) {
+    std::vector<char> out;
+    server->produce(out, 1000);
+    CHECK_FALSE(out.empty());
+    CHECK(out.size() <= 1000 + data_frame_overshoot);
+    client.receive({out.data(), out.size()});
+    REQUIRE(++rounds < 1000);
+  }
+  CHECK(rounds >= 3); // 40 KiB leave in 16 KiB DATA frames
+  pump();
+  CHECK(messages_of(client.stream(id).data) == std::vector<std::string>{big});
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a response larger than the client's window waits for it") {
+  // 50 x 4 KiB is three times the client's default 64 KiB window: the server must stop and
+  // resume on the client's WINDOW_UPDATEs.
+  listener.on_half_close = [&](int32_t id) {
+    for (int i = 0; i < 50; ++i)
+      server->send_message(id, std::string(4096, static_cast<char>('A' + i % 26)));
+    server->finish(id, grpc_status::ok());
+  };
+  auto id = client.open(grpc_request(), grpc_frame("stream please"), true);
+  pump();
+  auto messages = messages_of(client.stream(id).data);
+  REQUIRE(messages.size() == 50);
+  for (int i = 0; i < 50; ++i)
+    CHECK(messages[static_cast<size_t>(i)] == std::string(4096, static_cast<char>('A' + i % 26)));
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE_FIXTURE(back_to_back, "take_sent_messages counts messages handed to HTTP/2, once") {
+  listener.on_message = [&](int32_t id, const std::string& m) {
+    CHECK(server->send_message(id, std::string(m)));
+  };
+  auto id = client.open(grpc_request(), grpc_frame("1") + grpc_frame("2") + grpc_frame("3"));
+  feed_server(client.take_output());
+  REQUIRE(listener.messages[id].size() == 3);
+  CHECK(server->take_sent_messages(id) == 0); // queued, not yet handed over
+
+  pump();
+  CHECK(server->take_sent_messages(id) == 3);
+  CHECK(server->take_sent_messages(id) == 0);
+  CHECK(messages_of(client.stream(id).data) == std::vector<std::string>{"1", "2", "3"});
+
+  server->finish(id, grpc_status::ok());
+  pump();
+  client.send(id, {}, true);
+  pump();
+  CHECK(client.stream(id).grpc_status() == "0");
+}
+
+TEST_CASE_FIXTURE(small_messages, "a response message over the limit fails the call") {
+  bool accepted = true;
+  listener.on_start = [&](int32_t id, const call_head&) {
+    accepted = server->send_message(id, std::string(1001, 'o'));
+  };
+  auto id = client.open(grpc_request(), grpc_frame("x"), true);
+  pump();
+  CHECK_FALSE(accepted);
+  CHECK(client.stream(id).grpc_status() == "8");
+  CHECK(client.stream(id).data.empty());
+}
+
+// BUG (transport/grpc_connection.cpp:674-684): reject() after the response started clears
+// the outbound queue including a message nghttp2 has already partly sent
+// (outbound_offset > 0), then sends trailers: the client sees a message cut short
+// followed by a clean grpc-status, a framing violation. The partly sent message should be
+// completed (or the stream reset) before the status.
+TEST_CASE_FIXTURE(back_to_back,
+                  "a request error while a response message is half sent keeps framing intact" *
+                      doctest::may_fail()) {
+  listener.on_start = [&](int32_t id, const call_head&) {
+    server->send_message(id, std::string(100000, 'h'));
+  };
+  auto id = client.open(grpc_request());
+  feed_server(client.take_output());
+  // Hand out frames one at a time until the client holds part of the message.
+  for (int i = 0; i < 100 && client.stream(id).data.empty(); ++i) {
+    std::vector<char> out;
+    server->produce(out, 1);
+    client.receive({out.data(), out.size()});
+    feed_server(client.take_output());
+  }
+  REQUIRE_FALSE(client.stream(id).data.empty());
+  REQUIRE(client.stream(id).data.size() < 100005);
+
+  client.send(id, grpc_prefix(0xFFFFFFFF), true); // makes the connection reject the call
+  pump();
+  auto& r = client.stream(id);
+  CHECK(r.grpc_status() == "8");
+  CHECK(split_messages(r.data).has_value());
+}
+
+// --- connection level ----------------------------------------------------------------
+
+TEST_CASE_FIXTURE(server_only, "garbage instead of a preface: receive fails, GOAWAY follows") {
+  // The start of a TLS ClientHello: a TLS client on the cleartext port.
+  const std::string hello = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s;
+  CHECK_FALSE(server.receive(as_bytes(hello)));
+  CHECK(server.wants_write());
+  auto frames = parse_frames(produce_all());
+  auto goaway = std::find_if(frames.begin(), frames.end(),
+                             [](const raw_frame& f) { return f.type == NGHTTP2_GOAWAY; });
+  REQUIRE(goaway != frames.end());
+  REQUIRE(goaway->payload.size() >= 8);
+  CHECK(goaway->stream_id == 0);
+  CHECK(be32(goaway->payload.substr(4)) == NGHTTP2_PROTOCOL_ERROR);
+  CHECK_FALSE(server.receive(as_bytes("more")));
+}
+
+TEST_CASE("an HTTP/1.1 request gets a 505 and the connection ends") {
+  recording_listener listener;
+  grpc_connection server(listener, connection_limits{});
+  CHECK_FALSE(server.receive(as_bytes("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")));
+  CHECK(server.alive()); // the answer still has to go out
+  CHECK(server.wants_write());
+  std::vector<char> out;
+  server.produce(out, SIZE_MAX);
+  std::string text(out.begin(), out.end());
+  CHECK(text.starts_with("HTTP/1.1 505 "));
+  CHECK(text.find("\r\nconnection: close\r\n") != std::string::npos);
+  CHECK_FALSE(server.alive());
+  CHECK_FALSE(server.receive(as_bytes("more")));
+  CHECK(server.open_streams() == 0);
+  CHECK(listener.heads.empty());
+}
+
+// BUG (transport/grpc_connection.cpp:22): the 505 announces "content-length: 79" but its
+// body ("This port speaks HTTP/2 only (...)\n") is 80 bytes; the client leaves the final
+// newline unread.
+TEST_CASE("the 505 body is as long as its content-length" * doctest::may_fail()) {
+  recording_listener listener;
+  grpc_connection server(listener, connection_limits{});
+  server.receive(as_bytes("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  std::vector<char> out;
+  server.produce(out, SIZE_MAX);
+  std::string text(out.begin(), out.end());
+  auto split = text.find("\r\n\r\n");
+  REQUIRE(split != std::string::npos);
+  auto head = text.substr(0, split);
+  auto length_at = head.find("content-length: ");
+  REQUIRE(length_at != std::string::npos);
+  auto announced = std::stoul(head.substr(length_at + 16));
+  CHECK(text.size() - split - 4 == announced);
+}
+
+// BUG (transport/grpc_connection.cpp:789-792): after the HTTP/1.1 rejection, wants_write()
+// stays true because the nghttp2 session still holds the SETTINGS and WINDOW_UPDATE queued
+// by the constructor, and the next produce() appends those binary HTTP/2 frames after the
+// HTTP/1.1 response (while alive() is already false). The gateway happens to close on
+// !alive() first, but the connection's own contract is inconsistent.
+TEST_CASE("after the 505 there is nothing more to write" * doctest::may_fail()) {
+  recording_listener listener;
+  grpc_connection server(listener, connection_limits{});
+  server.receive(as_bytes("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  std::vector<char> out;
+  server.produce(out, SIZE_MAX);
+  REQUIRE_FALSE(server.alive());
+  CHECK_FALSE(server.wants_write());
+  std::vector<char> more;
+  server.produce(more, SIZE_MAX);
+  CHECK(more.empty());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a protocol error after the preface ends with GOAWAY") {
+  // DATA on stream 0 is a connection error (RFC 9113 §6.1).
+  server->receive(as_bytes("\x00\x00\x01\x00\x00\x00\x00\x00\x00x"s));
+  std::vector<char> out;
+  server->produce(out, SIZE_MAX);
+  client.receive({out.data(), out.size()});
+  CHECK(client.goaway_error == std::optional<uint32_t>{NGHTTP2_PROTOCOL_ERROR});
+  CHECK_FALSE(server->alive());
+  CHECK_FALSE(server->wants_write());
+}
+
+// BUG (transport/grpc_connection.cpp:745-753 vs grpc_connection.hpp:84-86): receive() is
+// documented to return false once the connection is broken by a protocol error, but for
+// errors nghttp2 handles itself (it queues GOAWAY and returns the full length from
+// mem_recv) it returns true, so the gateway's "closing after a protocol error" log and any
+// count keyed on it never happen; only alive() going false reveals the error.
+TEST_CASE_FIXTURE(back_to_back, "receive() returns false on a connection error after the preface" *
+                                    doctest::may_fail()) {
+  CHECK_FALSE(server->receive(as_bytes("\x00\x00\x01\x00\x00\x00\x00\x00\x00x"s)));
+  std::vector<char> out;
+  server->produce(out, SIZE_MAX);
+  client.receive({out.data(), out.size()});
+  CHECK_FALSE(server->alive());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "ping() is outstanding until the client's ACK arrives") {
+  CHECK_FALSE(server->ping_outstanding());
+  server->ping();
+  CHECK(server->ping_outstanding());
+  std::vector<char> out;
+  server->produce(out, SIZE_MAX);
+  client.receive({out.data(), out.size()});
+  CHECK(client.pings_received == 1);
+  CHECK(server->ping_outstanding()); // the ACK has not reached the server yet
+  pump();
+  CHECK_FALSE(server->ping_outstanding());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "go_away(): GOAWAY NO_ERROR, open calls still complete") {
+  listener.echo();
+  auto id = client.open(grpc_request(), grpc_frame("before"));
+  pump();
+  REQUIRE(listener.heads.contains(id));
+
+  server->go_away();
+  pump();
+  CHECK(client.goaway_error == std::optional<uint32_t>{NGHTTP2_NO_ERROR});
+  CHECK(client.goaway_last_stream_id == id);
+  CHECK(server->alive()); // a call is still open
+
+  client.send(id, grpc_frame("after"), true);
+  pump();
+  CHECK(listener.messages[id] == std::vector<std::string>{"before", "after"});
+  CHECK(messages_of(client.stream(id).data) == std::vector<std::string>{"before", "after"});
+  CHECK(client.stream(id).grpc_status() == "0");
+  CHECK_FALSE(server->alive()); // GOAWAY sent and nothing open: close
+}
+
+TEST_CASE_FIXTURE(back_to_back, "terminate(): GOAWAY with the code and debug text, then done") {
+  listener.echo();
+  auto id = client.open(grpc_request(), grpc_frame("one"), true);
+  pump();
+  REQUIRE(client.stream(id).closed);
+
+  server->terminate(chroom::transport::h2_error::enhance_your_calm, "too many pings");
+  CHECK(server->alive()); // until the GOAWAY is out
+  CHECK_FALSE(server->receive(as_bytes(client.take_output())));
+  pump();
+  CHECK(client.goaway_error == std::optional<uint32_t>{NGHTTP2_ENHANCE_YOUR_CALM});
+  CHECK(client.goaway_last_stream_id == id);
+  CHECK(client.goaway_debug == "too many pings");
+  CHECK_FALSE(server->alive());
+}
+
+TEST_CASE_FIXTURE(back_to_back, "concurrent calls end in any order; stream state is recycled") {
+  for (int batch = 0; batch < 2; ++batch) {
+    CAPTURE(batch);
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 5; ++i) {
+      auto headers = grpc_request();
+      if (batch == 0) {
+        headers.emplace_back("x-batch", "first");
+        headers.emplace_back("grpc-timeout", "1S");
+      }
+      ids.push_back(client.open(headers, grpc_frame("q" + std::to_string(i)), true, 3));
+    }
+    pump();
+    CHECK(server->open_streams() == 5);
+    CHECK(server->open_calls().size() == 5);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto& head = listener.heads[ids[i]];
+      CHECK(listener.messages[ids[i]] == std::vector<std::string>{"q" + std::to_string(i)});
+      // Nothing of the previous batch's streams leaks into recycled state.
+      CHECK(metadata_value(head.request_metadata, "x-batch") ==
+            (batch == 0 ? "first" : "<absent>"));
+      CHECK(head.timeout.has_value() == (batch == 0));
+    }
+    size_t open = 5;
+    for (size_t i : {2, 0, 4, 1, 3}) {
+      server->send_message(ids[i], "reply-" + std::to_string(i));
+      server->finish(ids[i], make_status(static_cast<grpc_code>(i), i == 0 ? "" : "code"));
+      pump();
+      CHECK(server->open_streams() == --open);
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto& r = client.stream(ids[i]);
+      CHECK(messages_of(r.data) == std::vector<std::string>{"reply-" + std::to_string(i)});
+      CHECK(r.grpc_status() == std::to_string(i));
+    }
+  }
+}
