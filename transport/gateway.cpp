@@ -24,6 +24,10 @@ using namespace std::chrono_literals;
 /// How long a service may take to name the actor of a new streaming call.
 constexpr auto call_open_timeout = 5s;
 
+/// grpc-timeout values beyond this are treated as no deadline (up to 99999999 hours may
+/// be sent; a timer that far out only costs memory).
+constexpr std::chrono::nanoseconds max_tracked_timeout = std::chrono::hours{24 * 30};
+
 /// Output produced per pass before the gateway yields to other work: keeps one busy
 /// stream from starving the rest of the broker's messages.
 constexpr size_t produce_budget_bytes = 256u << 10;
@@ -117,7 +121,7 @@ struct gateway_state : grpc_connection_listener {
     call.context.path = std::move(head.path);
     call.context.request_metadata = std::move(head.request_metadata);
     call.context.peer = peer;
-    if (head.timeout) {
+    if (head.timeout && *head.timeout <= max_tracked_timeout) {
       call.context.deadline_ns = steady_now_ns() + head.timeout->count();
       send_later(self, *head.timeout, deadline_atom::value, stream_id, call.serial);
     }
@@ -347,7 +351,8 @@ struct gateway_state : grpc_connection_listener {
       ok = connection->receive(bytes);
     }
     if (!ok)
-      spdlog::debug("gateway: closing connection from {} after a protocol error", peer);
+      spdlog::debug("gateway: connection from {} reads no more (protocol error or GOAWAY done)",
+                    peer);
     flush();
   }
 

@@ -16,13 +16,19 @@ namespace {
 constexpr std::string_view client_preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What an HTTP/1.x client gets on this port: it cannot speak to us, so say why.
-constexpr std::string_view http1_response =
-  "HTTP/1.1 505 HTTP Version Not Supported\r\n"
-  "content-type: text/plain\r\n"
-  "content-length: 79\r\n"
-  "connection: close\r\n"
-  "\r\n"
+constexpr std::string_view http1_body =
   "This port speaks HTTP/2 only (gRPC, or h2c with prior knowledge for JSON calls)\n";
+
+std::string http1_response() {
+  return "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+         "content-type: text/plain\r\n"
+         "content-length: " +
+         std::to_string(http1_body.size()) +
+         "\r\n"
+         "connection: close\r\n"
+         "\r\n" +
+         std::string{http1_body};
+}
 
 /// Response messages a handler may have queued at the gateway per stream before it
 /// waits for credit: enough to keep a stream busy, small enough to bound memory.
@@ -83,6 +89,12 @@ struct outbound_message {
   size_t size() const { return prefix_bytes + body.size(); }
 };
 
+/// Request bytes of one delivered message still held against flow-control windows.
+struct held_bytes {
+  size_t stream = 0;     // the whole message on the wire, prefix included
+  size_t connection = 0; // the part not yet given back to the connection window
+};
+
 /// What a request's content-type announces.
 enum class content_kind { missing, grpc, json, other };
 
@@ -136,9 +148,11 @@ struct stream_state {
   std::vector<std::string> decoded; // scratch, reused per DATA chunk
   std::string json_body;
   call_encoding encoding = call_encoding::grpc;
-  /// Sizes on the wire of messages delivered but not consumed by the handler yet.
-  vector_fifo<size_t> unconsumed_sizes;
-  /// Bytes received for the message in progress (counted when it completes).
+  /// Flow-control bytes of messages delivered but not consumed by the handler yet.
+  vector_fifo<held_bytes> unconsumed_sizes;
+  /// Bytes received of the message in progress: held against the stream window, already
+  /// given back to the connection window (so partial messages of several streams can
+  /// never block each other).
   size_t pending_wire_bytes = 0;
   // Lifecycle.
   bool started = false;  // on_call_start was called
@@ -194,7 +208,12 @@ struct grpc_connection::impl {
   void submit_response_head(stream_state& s, const metadata& headers);
   void submit_trailers(stream_state& s);
   void resume(stream_state& s);
+  /// Drops queued responses, except one nghttp2 has begun to send (its frame must end).
+  void drop_unsent(stream_state& s);
   void consume_now(int32_t stream_id, size_t bytes);
+  /// Gives back the window of `count` delivered messages (all with count == SIZE_MAX)
+  /// and, with `include_partial`, of the message in progress.
+  void release(stream_state& s, size_t count, bool include_partial);
 };
 
 namespace {
@@ -284,13 +303,15 @@ grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& lis
                             const connection_limits& limits)
   : self(self), listener(listener), limits(limits) {
   nghttp2_session_server_new2(&session, server_callbacks(), this, server_options());
-  // The stream window must hold one whole message, or a large message could never
-  // complete while its bytes wait unconsumed; the connection window bounds the total.
-  auto stream_window = static_cast<uint32_t>(
-    std::min<size_t>(limits.max_message_bytes + grpc_prefix_bytes, NGHTTP2_MAX_WINDOW_SIZE));
-  auto connection_window = static_cast<int32_t>(
-    std::min<size_t>(std::max<size_t>(4 * size_t{stream_window}, 16u << 20),
-                     NGHTTP2_MAX_WINDOW_SIZE));
+  // Stream window: a whole message must fit even while up to half the window is
+  // consumed but not yet announced (nghttp2 sends WINDOW_UPDATE at half), hence twice
+  // the largest message. Connection window: bounds the delivered messages that handlers
+  // have not consumed yet, summed over streams (partial messages do not count, see
+  // on_data_chunk).
+  auto stream_window = static_cast<uint32_t>(std::min<size_t>(
+    2 * (limits.max_message_bytes + grpc_prefix_bytes), NGHTTP2_MAX_WINDOW_SIZE));
+  auto connection_window = static_cast<int32_t>(std::min<size_t>(
+    std::max<size_t>(2 * size_t{stream_window}, 16u << 20), NGHTTP2_MAX_WINDOW_SIZE));
   nghttp2_settings_entry settings[] = {
     {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams},
     {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window},
@@ -352,12 +373,21 @@ int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_vie
   else if (!is_transport_header(name)) {
     if (is_binary_metadata_key(name)) {
       // Several values of one -bin key may arrive comma-joined; each is base64.
-      auto decoded = base64_decode(value);
-      if (!decoded) {
-        s->bad_metadata = true;
-        return 0;
+      // Several values of one key may arrive joined by commas; each is base64 and
+      // becomes an entry of its own.
+      for (size_t begin = 0; begin <= value.size();) {
+        auto end = std::min(value.find(',', begin), value.size());
+        auto part = value.substr(begin, end - begin);
+        while (!part.empty() && part.front() == ' ')
+          part.remove_prefix(1);
+        auto decoded = base64_decode(part);
+        if (!decoded) {
+          s->bad_metadata = true;
+          return 0;
+        }
+        s->request_metadata.emplace_back(std::string{name}, std::move(*decoded));
+        begin = end + 1;
       }
-      s->request_metadata.emplace_back(std::string{name}, std::move(*decoded));
     } else {
       s->request_metadata.emplace_back(std::string{name}, std::string{value});
     }
@@ -417,14 +447,14 @@ void grpc_connection::impl::start_call(stream_state& s) {
     return;
   }
   if (s.bad_metadata) {
-    reject(s, 400, make_status(grpc_code::internal, "invalid base64 in -bin request metadata"));
+    reject(s, 200, make_status(grpc_code::internal, "invalid base64 in -bin request metadata"));
     return;
   }
   call_head head;
   if (s.has_timeout) {
     head.timeout = parse_grpc_timeout(s.grpc_timeout);
     if (!head.timeout) {
-      reject(s, 400, make_status(grpc_code::internal,
+      reject(s, 200, make_status(grpc_code::internal,
                                  "malformed grpc-timeout '" + s.grpc_timeout + "'"));
       return;
     }
@@ -438,10 +468,10 @@ void grpc_connection::impl::start_call(stream_state& s) {
 
 void grpc_connection::impl::half_close(stream_state& s) {
   s.remote_closed = true;
-  if (!s.started || s.rejected)
-    return;
+  if (!s.started || s.rejected || s.finished)
+    return; // answered already: whatever the client still sent is of no interest
   if (s.encoding == call_encoding::json) {
-    s.unconsumed_sizes.push_back(s.pending_wire_bytes);
+    s.unconsumed_sizes.push_back(held_bytes{s.pending_wire_bytes, 0});
     s.pending_wire_bytes = 0;
     listener.on_call_message(s.id, std::move(s.json_body));
   } else if (!s.decoder.at_boundary()) {
@@ -459,8 +489,9 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
     consume_now(stream_id, len); // nobody will read it: give the window back at once
     return 0;
   }
-  s->pending_wire_bytes += len;
   if (s->encoding == call_encoding::json) {
+    nghttp2_session_consume_connection(session, len);
+    s->pending_wire_bytes += len;
     if (s->json_body.size() + len > limits.max_message_bytes) {
       reject(*s, 413, make_status(grpc_code::resource_exhausted,
                                   "JSON request body exceeds " +
@@ -472,14 +503,22 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
   }
   s->decoded.clear();
   auto error = s->decoder.feed({data, len}, s->decoded);
-  // Attribute the chunk's bytes to the messages it completed; the tail of a message
-  // still in progress is counted when that message completes.
-  if (!s->decoded.empty()) {
-    auto held = s->decoder.buffered_bytes();
-    s->unconsumed_sizes.push_back(s->pending_wire_bytes - held);
-    for (size_t i = 1; i < s->decoded.size(); ++i)
-      s->unconsumed_sizes.push_back(0);
-    s->pending_wire_bytes = held;
+  // Each completed message holds its own bytes against the stream window until the
+  // handler consumes it; at the connection level it holds only what this chunk brought
+  // (its earlier bytes were given back while it was partial). The new partial tail goes
+  // back to the connection window at once.
+  if (s->decoded.empty()) {
+    nghttp2_session_consume_connection(session, len);
+    s->pending_wire_bytes += len;
+  } else {
+    for (size_t i = 0; i < s->decoded.size(); ++i) {
+      size_t wire = grpc_prefix_bytes + s->decoded[i].size();
+      size_t earlier = i == 0 ? s->pending_wire_bytes : 0;
+      s->unconsumed_sizes.push_back(held_bytes{wire, wire - earlier});
+    }
+    auto tail = s->decoder.buffered_bytes();
+    nghttp2_session_consume_connection(session, tail);
+    s->pending_wire_bytes = tail;
   }
   for (auto& message : s->decoded) {
     listener.on_call_message(stream_id, std::move(message));
@@ -519,9 +558,9 @@ int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
   if (s == nullptr)
     return 0;
   // Window held for messages the handler never consumed goes back to the connection.
-  size_t held = s->pending_wire_bytes;
-  for (auto size : s->unconsumed_sizes)
-    held += size;
+  size_t held = 0;
+  for (const auto& message : s->unconsumed_sizes)
+    held += message.connection;
   if (held > 0)
     nghttp2_session_consume_connection(session, held);
   bool started = s->started;
@@ -543,6 +582,12 @@ int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
 }
 
 int grpc_connection::impl::on_frame_send(const nghttp2_frame* frame) {
+  // A GOAWAY with an error ends the connection, whether we or nghttp2 (answering a
+  // connection error on its own) sent it.
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+    broken = true;
+    return 0;
+  }
   // Once our response is complete, stop a gRPC client that keeps sending (RFC 9113
   // §8.1.1 allows RST_STREAM NO_ERROR). Not other clients: curl 7.88 reports such a reset
   // as a framing error even after a complete response, so their remaining request bytes
@@ -554,6 +599,20 @@ int grpc_connection::impl::on_frame_send(const nghttp2_frame* frame) {
       s != nullptr && !s->remote_closed && s->content == content_kind::grpc)
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
   return 0;
+}
+
+void grpc_connection::impl::release(stream_state& s, size_t count, bool include_partial) {
+  size_t stream_bytes = include_partial ? std::exchange(s.pending_wire_bytes, 0) : 0;
+  size_t connection_bytes = 0;
+  for (; count > 0 && !s.unconsumed_sizes.empty(); --count) {
+    stream_bytes += s.unconsumed_sizes.front().stream;
+    connection_bytes += s.unconsumed_sizes.front().connection;
+    s.unconsumed_sizes.pop_front();
+  }
+  if (stream_bytes > 0)
+    nghttp2_session_consume_stream(session, s.id, stream_bytes);
+  if (connection_bytes > 0)
+    nghttp2_session_consume_connection(session, connection_bytes);
 }
 
 void grpc_connection::impl::consume_now(int32_t stream_id, size_t bytes) {
@@ -664,6 +723,16 @@ void grpc_connection::impl::submit_trailers(stream_state& s) {
   s.trailers.reset();
 }
 
+void grpc_connection::impl::drop_unsent(stream_state& s) {
+  if (s.outbound_offset == 0) {
+    s.outbound.clear();
+    return;
+  }
+  auto started = std::move(s.outbound.front());
+  s.outbound.clear();
+  s.outbound.push_back(std::move(started));
+}
+
 void grpc_connection::impl::resume(stream_state& s) {
   if (s.data_deferred) {
     s.data_deferred = false;
@@ -673,8 +742,8 @@ void grpc_connection::impl::resume(stream_state& s) {
 
 void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_status& status) {
   s.rejected = true;
-  s.outbound.clear();
-  s.outbound_offset = 0;
+  release(s, SIZE_MAX, true); // nothing more of this request will be read
+  drop_unsent(s);
   if (s.response_submitted) {
     // Headers are out already: the status can only go in trailers.
     s.finished = true;
@@ -695,6 +764,8 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
     make_nv("grpc-status", grpc_code_text),
     make_nv("grpc-message", message),
   };
+  // An empty grpc-message is left out rather than sent empty.
+  size_t header_count = message.empty() ? std::size(nva) - 1 : std::size(nva);
   if (s.encoding == call_encoding::json) {
     // JSON clients get the error in the body too, shaped like google.rpc.Status.
     std::string body = "{\"code\":" + grpc_code_text + ",\"message\":\"";
@@ -709,10 +780,10 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
     s.outbound.push_back(outbound_message{std::move(body)});
     nghttp2_data_provider provider{};
     provider.read_callback = read_body_callback;
-    nghttp2_submit_response(session, s.id, nva, std::size(nva), &provider);
+    nghttp2_submit_response(session, s.id, nva, header_count, &provider);
     return;
   }
-  nghttp2_submit_response(session, s.id, nva, std::size(nva), nullptr);
+  nghttp2_submit_response(session, s.id, nva, header_count, nullptr);
 }
 
 // --- grpc_connection ------------------------------------------------------------
@@ -732,7 +803,7 @@ bool grpc_connection::receive(std::span<const uint8_t> bytes) {
     if (std::memcmp(bytes.data(), client_preface.data() + d.preface_checked, n) != 0) {
       d.broken = true;
       if (d.preface_checked == 0 && starts_like_http1(bytes)) {
-        d.raw_output = http1_response;
+        d.raw_output = http1_response();
         d.http1_rejected = true;
         spdlog::debug("gateway: HTTP/1.x request on the HTTP/2 port, answered 505");
       } else {
@@ -750,12 +821,12 @@ bool grpc_connection::receive(std::span<const uint8_t> bytes) {
       terminate(h2_error::protocol_error, nghttp2_strerror(static_cast<int>(rv)));
     return false;
   }
-  return true;
+  return !d.broken;
 }
 
 void grpc_connection::produce(std::vector<char>& out, size_t budget) {
   auto& d = *impl_;
-  if (!d.raw_output.empty()) {
+  if (d.http1_rejected) {
     out.insert(out.end(), d.raw_output.begin(), d.raw_output.end());
     d.raw_output.clear();
     return;
@@ -788,6 +859,8 @@ bool grpc_connection::alive() const {
 
 bool grpc_connection::wants_write() const {
   const auto& d = *impl_;
+  if (d.http1_rejected)
+    return !d.raw_output.empty();
   return !d.raw_output.empty() || nghttp2_session_want_write(d.session) != 0;
 }
 
@@ -854,15 +927,8 @@ void grpc_connection::cancel(int32_t stream_id) {
 
 void grpc_connection::consume(int32_t stream_id, size_t count) {
   auto& d = *impl_;
-  auto* s = d.find(stream_id);
-  if (s == nullptr)
-    return;
-  size_t bytes = 0;
-  for (; count > 0 && !s->unconsumed_sizes.empty(); --count) {
-    bytes += s->unconsumed_sizes.front();
-    s->unconsumed_sizes.pop_front();
-  }
-  d.consume_now(stream_id, bytes);
+  if (auto* s = d.find(stream_id))
+    d.release(*s, count, false);
 }
 
 size_t grpc_connection::take_sent_messages(int32_t stream_id) {

@@ -81,9 +81,11 @@ public:
   grpc_connection(const grpc_connection&) = delete;
   grpc_connection& operator=(const grpc_connection&) = delete;
 
-  /// Feeds bytes read from the peer. Returns false once the connection is broken
-  /// (protocol error, not HTTP/2): produce() then yields the last bytes to send
-  /// (GOAWAY, or an HTTP/1.1 error response) and the owner closes after writing them.
+  /// Feeds bytes read from the peer. Returns false once the connection is broken (not
+  /// HTTP/2, or a protocol error): produce() then yields the last bytes to send (GOAWAY,
+  /// or an HTTP/1.1 error response) and the owner closes after writing them. Connection
+  /// errors that nghttp2 answers on its own are known once produce() has emitted their
+  /// GOAWAY; until then alive() stays true.
   bool receive(std::span<const uint8_t> bytes);
 
   /// Appends bytes ready to send to `out`, at most about `budget` bytes.

@@ -99,32 +99,40 @@ grpc_message_decoder::error grpc_message_decoder::feed(std::span<const uint8_t> 
 }
 
 std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view value) {
-  // TimeoutValue is at most 8 digits, so it never overflows int64 nanoseconds of hours.
   if (value.size() < 2 || value.size() > 9)
     return std::nullopt;
-  int64_t amount = 0;
+  int64_t amount = 0; // at most 8 digits: no overflow here
   for (char c : value.substr(0, value.size() - 1)) {
     if (c < '0' || c > '9')
       return std::nullopt;
     amount = amount * 10 + (c - '0');
   }
-  using namespace std::chrono;
+  int64_t unit_nanos = 0;
   switch (value.back()) {
     case 'H':
-      return duration_cast<nanoseconds>(hours{amount});
+      unit_nanos = 3'600'000'000'000;
+      break;
     case 'M':
-      return duration_cast<nanoseconds>(minutes{amount});
+      unit_nanos = 60'000'000'000;
+      break;
     case 'S':
-      return duration_cast<nanoseconds>(seconds{amount});
+      unit_nanos = 1'000'000'000;
+      break;
     case 'm':
-      return duration_cast<nanoseconds>(milliseconds{amount});
+      unit_nanos = 1'000'000;
+      break;
     case 'u':
-      return duration_cast<nanoseconds>(microseconds{amount});
+      unit_nanos = 1'000;
+      break;
     case 'n':
-      return nanoseconds{amount};
+      unit_nanos = 1;
+      break;
     default:
       return std::nullopt;
   }
+  if (amount > std::chrono::nanoseconds::max().count() / unit_nanos)
+    return std::chrono::nanoseconds::max();
+  return std::chrono::nanoseconds{amount * unit_nanos};
 }
 
 std::string format_grpc_timeout(std::chrono::nanoseconds timeout) {
@@ -141,8 +149,9 @@ std::string format_grpc_timeout(std::chrono::nanoseconds timeout) {
                                    {3'600'000'000'000, 'H'}};
   auto nanos = std::max<int64_t>(timeout.count(), 0);
   for (const auto& u : units) {
-    // Round up so a client never asks for less time than it has.
-    auto amount = (nanos + u.nanos - 1) / u.nanos;
+    // Round up so a client never asks for less time than it has (written so that it
+    // cannot overflow near nanoseconds::max()).
+    auto amount = nanos / u.nanos + (nanos % u.nanos != 0 ? 1 : 0);
     if (amount <= max_amount)
       return std::to_string(amount) + u.symbol;
   }

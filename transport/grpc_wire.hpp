@@ -44,7 +44,9 @@ public:
   bool at_boundary() const { return prefix_fill_ == 0 && !in_body_; }
 
   /// Bytes held for the message being received (prefix and body so far).
-  size_t buffered_bytes() const { return prefix_fill_ + body_.size(); }
+  size_t buffered_bytes() const {
+    return in_body_ ? grpc_prefix_bytes + body_.size() : prefix_fill_;
+  }
 
   uint64_t announced_bytes() const { return announced_; }
 
@@ -59,6 +61,7 @@ private:
 };
 
 /// Parses a grpc-timeout value ("1*8DIGIT unit", units H M S m u n). Empty on malformed.
+/// Values beyond what nanoseconds can hold (over about 2.5 million hours) saturate.
 std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view value);
 
 /// Formats a timeout the way clients send it (at most 8 digits, coarsest exact-enough unit).
