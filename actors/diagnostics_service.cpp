@@ -221,64 +221,72 @@ void finish_counted(diag_service_actor* self, bool sent_response) {
     c.set_messages_sent(c.messages_sent() + 1);
 }
 
-void answer_echo(diag_service_actor* self, const call_context& call, const diag_request& request) {
-  if (auto headers = echoed_metadata(call); !headers.empty())
-    self->send(call.gateway, call_head_atom::value, call.stream_id, std::move(headers));
+void answer_echo(diag_service_actor* self, unary_replies& replies, const call_context& call,
+                 const diag_request& request) {
+  auto echoed = echoed_metadata(call);
   if (request.fail_code() != 0) {
-    end_call(self, call,
-             status_with_echo(call, make_status(grpc_code_from_int(request.fail_code()),
-                                                request.fail_message())));
+    auto status =
+      make_status(grpc_code_from_int(request.fail_code()), request.fail_message());
+    status.trailers = echoed;
+    replies.fail(call, std::move(status), std::move(echoed));
     finish_counted(self, false);
     return;
   }
-  std::string bytes;
-  echo_of(request, 0).SerializeToString(&bytes);
-  self->send(call.gateway, call_reply_atom::value, call.stream_id, std::move(bytes),
-             status_with_echo(call, grpc_status::ok()));
+  auto trailers = echoed;
+  replies.reply(call, echo_of(request, 0), std::move(echoed), std::move(trailers));
   finish_counted(self, true);
+}
+
+void handle_unary(diag_service_actor* self, unary_replies& replies, unary_call& call,
+                  uint32_t max_delay_ms) {
+  auto& c = self->state.counters;
+  c.set_calls_started(c.calls_started() + 1);
+  c.set_messages_received(c.messages_received() + 1);
+  if (call.context.path == "/chroom.diag.v1.Diagnostics/GetCounters") {
+    // Counted as finished before the snapshot, so calls_active counts other calls only.
+    finish_counted(self, true);
+    auto snapshot = c;
+    snapshot.set_calls_active(c.calls_started() - c.calls_finished() - c.calls_cancelled());
+    replies.reply(call.context, snapshot);
+    return;
+  }
+  diag_request request;
+  if (!replies.parse(call, request)) {
+    finish_counted(self, false);
+    return;
+  }
+  if (request.delay_ms() > max_delay_ms) {
+    replies.fail(call.context, make_status(grpc_code::invalid_argument,
+                                           "delay_ms is at most " + std::to_string(max_delay_ms)));
+    finish_counted(self, false);
+    return;
+  }
+  if (request.delay_ms() == 0 || request.fail_code() != 0) {
+    answer_echo(self, replies, call.context, request);
+    return;
+  }
+  send_later(self, std::chrono::milliseconds{request.delay_ms()}, delayed_atom::value,
+             call.context.gateway.address(), call.context.stream_id);
+  auto key = key_of(call.context);
+  self->state.delayed.emplace(std::move(key),
+                              std::make_pair(std::move(call.context), std::move(request)));
 }
 
 /// @param max_delay_ms bound on delay_ms and interval_ms.
 caf::behavior diagnostics_service(diag_service_actor* self, uint32_t max_delay_ms) {
   return {
-    [self, max_delay_ms](call_unary_atom, const call_context& call, const std::string& bytes) {
-      auto& c = self->state.counters;
-      c.set_calls_started(c.calls_started() + 1);
-      c.set_messages_received(c.messages_received() + 1);
-      if (call.path == "/chroom.diag.v1.Diagnostics/GetCounters") {
-        // Counted as finished before the snapshot, so calls_active counts other calls only.
-        finish_counted(self, true);
-        auto snapshot = c;
-        snapshot.set_calls_active(c.calls_started() - c.calls_finished() - c.calls_cancelled());
-        reply_unary(self, call, snapshot);
-        return;
-      }
-      diag_request request;
-      if (!parse_request(self, call, bytes, request)) {
-        finish_counted(self, false);
-        return;
-      }
-      if (request.delay_ms() > max_delay_ms) {
-        end_call(self, call,
-                 make_status(grpc_code::invalid_argument,
-                             "delay_ms is at most " + std::to_string(max_delay_ms)));
-        finish_counted(self, false);
-        return;
-      }
-      if (request.delay_ms() == 0 || request.fail_code() != 0) {
-        answer_echo(self, call, request);
-        return;
-      }
-      self->state.delayed.emplace(key_of(call), std::make_pair(call, request));
-      send_later(self, std::chrono::milliseconds{request.delay_ms()}, delayed_atom::value,
-                         call.gateway.address(), call.stream_id);
+    [self, max_delay_ms](call_unary_atom, std::vector<unary_call>& batch) {
+      unary_replies replies{self};
+      for (auto& call : batch)
+        handle_unary(self, replies, call, max_delay_ms);
     },
     [self](delayed_atom, const caf::actor_addr& gateway, int32_t stream_id) {
       auto& delayed = self->state.delayed;
       auto it = delayed.find(call_key{gateway, stream_id});
       if (it == delayed.end())
         return; // cancelled meanwhile
-      answer_echo(self, it->second.first, it->second.second);
+      unary_replies replies{self};
+      answer_echo(self, replies, it->second.first, it->second.second);
       delayed.erase(it);
     },
     [self](call_cancel_atom, int32_t stream_id) {

@@ -72,19 +72,22 @@ caf::behavior health_service(health_actor* self, std::vector<std::string> servic
     return call_key{caf::actor_cast<caf::actor_addr>(self->current_sender()), stream_id};
   };
   return {
-    [self](call_unary_atom, const call_context& call, const std::string& bytes) {
-      HealthCheckRequest request;
-      if (!parse_request(self, call, bytes, request))
-        return;
-      auto it = self->state.services.find(request.service());
-      if (it == self->state.services.end()) {
-        end_call(self, call,
-                 make_status(grpc_code::not_found, "unknown service '" + request.service() + "'"));
-        return;
+    [self](call_unary_atom, std::vector<unary_call>& batch) {
+      unary_replies replies{self};
+      for (auto& call : batch) {
+        HealthCheckRequest request;
+        if (!replies.parse(call, request))
+          continue;
+        auto it = self->state.services.find(request.service());
+        if (it == self->state.services.end()) {
+          replies.fail(call.context, make_status(grpc_code::not_found,
+                                                 "unknown service '" + request.service() + "'"));
+          continue;
+        }
+        HealthCheckResponse response;
+        response.set_status(it->second);
+        replies.reply(call.context, response);
       }
-      HealthCheckResponse response;
-      response.set_status(it->second);
-      reply_unary(self, call, response);
     },
     [self](call_open_atom, const call_context& call) -> caf::actor {
       if (self->state.gateways.insert(call.gateway.address()).second)

@@ -7,29 +7,56 @@
 
 namespace chroom::transport {
 
+namespace {
+
 bool serialize_response(const google::protobuf::Message& message, std::string& out) {
   return message.SerializeToString(&out);
 }
 
-bool parse_request(caf::local_actor* self, const call_context& call, const std::string& bytes,
-                   google::protobuf::Message& request) {
-  if (request.ParseFromString(bytes))
+} // namespace
+
+void unary_replies::reply(const call_context& call, const google::protobuf::Message& response,
+                          metadata headers, metadata trailers) {
+  unary_reply answer;
+  answer.stream_id = call.stream_id;
+  answer.headers = std::move(headers);
+  if (serialize_response(response, answer.response)) {
+    answer.has_response = true;
+    answer.status.trailers = std::move(trailers);
+  } else {
+    answer.status = make_status(grpc_code::internal, "response could not be serialized");
+  }
+  replies_for(call.gateway).push_back(std::move(answer));
+}
+
+void unary_replies::fail(const call_context& call, grpc_status status, metadata headers) {
+  unary_reply answer;
+  answer.stream_id = call.stream_id;
+  answer.headers = std::move(headers);
+  answer.status = std::move(status);
+  replies_for(call.gateway).push_back(std::move(answer));
+}
+
+bool unary_replies::parse(const unary_call& call, google::protobuf::Message& request) {
+  if (request.ParseFromString(call.request))
     return true;
-  end_call(self, call,
-           make_status(grpc_code::invalid_argument,
-                       "request is not a valid " + request.GetTypeName() + " message"));
+  fail(call.context, make_status(grpc_code::invalid_argument,
+                                 "request is not a valid " + request.GetTypeName() + " message"));
   return false;
 }
 
-void reply_unary(caf::local_actor* self, const call_context& call,
-                 const google::protobuf::Message& response) {
-  std::string bytes;
-  if (!serialize_response(response, bytes)) {
-    end_call(self, call, make_status(grpc_code::internal, "response could not be serialized"));
-    return;
-  }
-  caf::send_as(caf::actor_cast<caf::actor>(self), call.gateway, call_reply_atom::value, call.stream_id, std::move(bytes),
-             grpc_status::ok());
+std::vector<unary_reply>& unary_replies::replies_for(const caf::actor& gateway) {
+  for (auto& [target, replies] : by_gateway_)
+    if (target == gateway)
+      return replies;
+  return by_gateway_.emplace_back(gateway, std::vector<unary_reply>{}).second;
+}
+
+void unary_replies::flush() {
+  for (auto& [gateway, replies] : by_gateway_)
+    caf::send_as(caf::actor_cast<caf::actor>(self_), gateway, call_reply_atom::value,
+                 std::move(replies));
+  by_gateway_.clear();
 }
 
 void end_call(caf::local_actor* self, const call_context& call, grpc_status status) {

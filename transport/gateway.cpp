@@ -77,6 +77,8 @@ struct gateway_state : grpc_connection_listener {
   std::string peer;
   std::unordered_map<int32_t, gateway_call> calls;
   std::unordered_set<caf::actor_addr> monitored;
+  /// Unary calls read in the current pass, per service (sent when the pass ends).
+  std::vector<std::pair<caf::actor, std::vector<unary_call>>> unary_batches;
   std::vector<char> plain_out;
   std::vector<std::byte> plain_in;
   size_t pending_output = 0; // bytes handed to the socket, not written yet
@@ -233,8 +235,23 @@ struct gateway_state : grpc_connection_listener {
     call.handler = call.method->target;
     call.dispatched = true;
     watch(call.handler);
-    self->send(call.handler, call_unary_atom::value, std::move(call.context),
-               std::move(call.unary_request));
+    batch_for(call.handler).push_back(
+      unary_call{std::move(call.context), std::move(call.unary_request)});
+  }
+
+  std::vector<unary_call>& batch_for(const caf::actor& service) {
+    for (auto& [target, batch] : unary_batches)
+      if (target == service)
+        return batch;
+    return unary_batches.emplace_back(service, std::vector<unary_call>{}).second;
+  }
+
+  /// Sends the unary calls of one read pass, one message per service.
+  void dispatch_unary_batches() {
+    for (auto& [service, batch] : unary_batches)
+      if (!batch.empty())
+        self->send(service, call_unary_atom::value, std::move(batch));
+    unary_batches.clear();
   }
 
   /// Ends a call from the gateway's side: status to the client, cancel to the handler.
@@ -271,15 +288,24 @@ struct gateway_state : grpc_connection_listener {
     return true;
   }
 
-  void on_reply(int32_t stream_id, std::string& message, const grpc_status& status) {
-    auto* call = live_call(stream_id);
-    if (call == nullptr)
-      return;
-    if (!to_wire(stream_id, *call, message))
-      return;
-    call->handler_ended = true;
-    if (connection->send_message(stream_id, std::move(message)))
-      connection->finish(stream_id, status);
+  void on_replies(std::vector<unary_reply>& replies) {
+    for (auto& reply : replies) {
+      auto* call = live_call(reply.stream_id);
+      if (call == nullptr)
+        continue; // cancelled or timed out meanwhile
+      if (!reply.headers.empty())
+        connection->send_headers(reply.stream_id, reply.headers);
+      if (reply.has_response) {
+        if (!to_wire(reply.stream_id, *call, reply.response))
+          continue;
+        call->handler_ended = true;
+        if (connection->send_message(reply.stream_id, std::move(reply.response)))
+          connection->finish(reply.stream_id, reply.status);
+      } else {
+        call->handler_ended = true;
+        connection->finish(reply.stream_id, reply.status);
+      }
+    }
     schedule_flush();
   }
 
@@ -350,6 +376,7 @@ struct gateway_state : grpc_connection_listener {
     } else {
       ok = connection->receive(bytes);
     }
+    dispatch_unary_batches();
     if (!ok)
       spdlog::debug("gateway: connection from {} reads no more (protocol error or GOAWAY done)",
                     peer);
@@ -549,8 +576,8 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
       if (it != st.calls.end() && it->second.serial == serial && !it->second.handler_ended)
         st.fail(stream_id, make_status(grpc_code::deadline_exceeded, "deadline exceeded"));
     },
-    [self](call_reply_atom, int32_t stream_id, std::string& message, const grpc_status& status) {
-      self->state.on_reply(stream_id, message, status);
+    [self](call_reply_atom, std::vector<unary_reply>& replies) {
+      self->state.on_replies(replies);
     },
     [self](call_data_atom, int32_t stream_id, std::string& message) {
       self->state.on_data(stream_id, message);
