@@ -1,0 +1,92 @@
+"""Start-up of the real binary: command line, configuration errors, log formats."""
+
+import json
+import socket
+import subprocess
+
+import chroom_harness as harness
+
+# A start-up that fails must fail fast; one that succeeds is stopped by the test.
+EXIT_TIMEOUT_S = 10
+
+
+def run_orchestrator(args, cwd):
+    return subprocess.run([str(harness.ORCHESTRATOR), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=EXIT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def test_unknown_key_names_key_line_and_suggestion(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("listen:\n  host: 127.0.0.1\nlimits:\n  max_mesage_bytes: 10\n")
+    result = run_orchestrator(["--config", str(config)], tmp_path)
+    assert result.returncode == 2, result
+    assert f"{config}:4: limits.max_mesage_bytes: unknown key" in result.stderr
+    assert "max_message_bytes" in result.stderr
+
+
+def test_bad_value_names_key_and_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("# comment\nlisten: {port: 70000}\n")
+    result = run_orchestrator(["--config", str(config)], tmp_path)
+    assert result.returncode == 2, result
+    assert f"{config}:2: listen.port" in result.stderr
+    assert "70000" in result.stderr
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    result = run_orchestrator(["--config", str(tmp_path / "nope.yaml")], tmp_path)
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
+
+
+def test_bad_log_level_flag_is_rejected(tmp_path):
+    result = run_orchestrator(["--log-level", "loud"], tmp_path)
+    assert result.returncode == 2
+    assert "log.level" in result.stderr and "loud" in result.stderr
+
+
+def test_unknown_argument_prints_usage(tmp_path):
+    result = run_orchestrator(["--frobnicate"], tmp_path)
+    assert result.returncode == 2
+    assert "unknown argument '--frobnicate'" in result.stderr
+    assert "usage: chroom-orchestrator" in result.stderr
+
+
+def test_help_exits_zero(tmp_path):
+    result = run_orchestrator(["--help"], tmp_path)
+    assert result.returncode == 0
+    assert "--config FILE" in result.stdout
+
+
+def test_port_in_use_fails_with_exit_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((harness.LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "busy.yaml"
+        config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\n")
+        result = run_orchestrator(["--config", str(config)], tmp_path)
+    assert result.returncode == 1, result
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_json_log_lines_are_json(tmp_path):
+    port = harness.free_port()
+    config = tmp_path / "json.yaml"
+    config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\nshutdown_grace_ms: 500\n")
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config),
+                                 "--log-format", "json"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
+    lines = [line for line in stderr_path.read_text().splitlines() if line.strip()]
+    assert len(lines) >= 3
+    records = [json.loads(line) for line in lines]
+    assert {"time", "level", "msg"} <= set(records[0])
+    assert any(f"127.0.0.1:{port}" in r["msg"] for r in records)
+    assert records[-1]["msg"] == "stopped"
