@@ -207,6 +207,9 @@ struct grpc_connection::impl {
   void reject(stream_state& s, int http_status, const grpc_status& status);
   void submit_response_head(stream_state& s, const metadata& headers);
   void submit_trailers(stream_state& s);
+  /// Appends valid custom metadata to nv_scratch (-bin values base64-encoded into
+  /// encoded_scratch, which must have room for them: nv_scratch points into it).
+  void append_metadata(const metadata& entries);
   void resume(stream_state& s);
   /// Drops queued responses, except one nghttp2 has begun to send (its frame must end).
   void drop_unsent(stream_state& s);
@@ -636,20 +639,7 @@ void grpc_connection::impl::submit_response_head(stream_state& s, const metadata
                                                                           : "application/grpc"));
   if (s.encoding == call_encoding::grpc)
     nva.push_back(make_nv("grpc-accept-encoding", "identity"));
-  for (const auto& [key, value] : headers) {
-    if (!is_valid_custom_metadata_key(key)) {
-      spdlog::warn("gateway: dropping response metadata with invalid key '{}'", key);
-      continue;
-    }
-    if (is_binary_metadata_key(key)) {
-      encoded.push_back(base64_encode(value));
-      nva.push_back(make_nv(key, encoded.back()));
-    } else if (is_valid_ascii_metadata_value(value)) {
-      nva.push_back(make_nv(key, value));
-    } else {
-      spdlog::warn("gateway: dropping response metadata '{}' with a non-ASCII value", key);
-    }
-  }
+  append_metadata(headers);
   nghttp2_data_provider provider{};
   provider.read_callback = read_body_callback;
   nghttp2_submit_response(session, s.id, nva.data(), nva.size(), &provider);
@@ -697,6 +687,21 @@ ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t
   return static_cast<ssize_t>(written);
 }
 
+void grpc_connection::impl::append_metadata(const metadata& entries) {
+  for (const auto& [key, value] : entries) {
+    if (!is_valid_custom_metadata_key(key)) {
+      spdlog::warn("gateway: dropping response metadata with invalid key '{}'", key);
+    } else if (is_binary_metadata_key(key)) {
+      encoded_scratch.push_back(base64_encode(value));
+      nv_scratch.push_back(make_nv(key, encoded_scratch.back()));
+    } else if (is_valid_ascii_metadata_value(value)) {
+      nv_scratch.push_back(make_nv(key, value));
+    } else {
+      spdlog::warn("gateway: dropping response metadata '{}' with a non-ASCII value", key);
+    }
+  }
+}
+
 void grpc_connection::impl::submit_trailers(stream_state& s) {
   auto& status = *s.trailers;
   std::string code = std::to_string(static_cast<int>(status.code));
@@ -709,16 +714,7 @@ void grpc_connection::impl::submit_trailers(stream_state& s) {
   nva.push_back(make_nv("grpc-status", code));
   if (!message.empty())
     nva.push_back(make_nv("grpc-message", message));
-  for (const auto& [key, value] : status.trailers) {
-    if (!is_valid_custom_metadata_key(key))
-      continue;
-    if (is_binary_metadata_key(key)) {
-      encoded.push_back(base64_encode(value));
-      nva.push_back(make_nv(key, encoded.back()));
-    } else if (is_valid_ascii_metadata_value(value)) {
-      nva.push_back(make_nv(key, value));
-    }
-  }
+  append_metadata(status.trailers);
   nghttp2_submit_trailer(session, s.id, nva.data(), nva.size());
   s.trailers.reset();
 }
