@@ -293,7 +293,9 @@ struct gateway_state : grpc_connection_listener {
       auto* call = live_call(reply.stream_id);
       if (call == nullptr)
         continue; // cancelled or timed out meanwhile
-      if (!reply.headers.empty())
+      // A JSON error is a whole HTTP response of its own: headers sent first would leave
+      // no place for its status.
+      if (!reply.headers.empty() && (reply.has_response || call->encoding == call_encoding::grpc))
         connection->send_headers(reply.stream_id, reply.headers);
       if (reply.has_response) {
         if (!to_wire(reply.stream_id, *call, reply.response))
@@ -315,8 +317,11 @@ struct gateway_state : grpc_connection_listener {
       return;
     if (!to_wire(stream_id, *call, message))
       return;
-    if (!connection->send_message(stream_id, std::move(message)))
-      call->handler_ended = true; // the connection failed the call (message too large)
+    if (!connection->send_message(stream_id, std::move(message))) {
+      // The connection failed the call (response over the size limit): stop the handler.
+      self->send(call->handler, call_cancel_atom::value, stream_id);
+      call->handler_ended = true;
+    }
     schedule_flush();
   }
 
@@ -365,12 +370,16 @@ struct gateway_state : grpc_connection_listener {
         // Send the alert, if any, then close: nothing more can be read on this connection.
         spdlog::debug("gateway: TLS error from {}: {}", peer, tls->error());
         auto& buf = self->wr_buf(hdl);
+        auto before = buf.size();
         tls->take_output(buf);
-        self->flush(hdl);
+        if (buf.size() > before) {
+          pending_output += buf.size() - before;
+          self->flush(hdl);
+        }
         close();
         return;
       }
-      if (ok && !plain_in.empty())
+      if (!plain_in.empty())
         ok = connection->receive(
           {reinterpret_cast<const uint8_t*>(plain_in.data()), plain_in.size()});
     } else {
@@ -418,7 +427,8 @@ struct gateway_state : grpc_connection_listener {
     }
     if (connection->open_streams() > 0)
       idle_since = std::chrono::steady_clock::now();
-    if (!connection->alive() || (draining && connection->open_streams() == 0 && !connection->wants_write()))
+    if (!connection->alive() ||
+        (draining && connection->open_streams() == 0 && !connection->wants_write()))
       close();
   }
 
@@ -535,7 +545,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
   self->configure_read(hdl, caf::io::receive_policy::at_most(64u << 10));
   self->set_down_handler([self](caf::down_msg& msg) { self->state.on_handler_down(msg.source); });
   if (refuse) {
-    spdlog::warn("gateway: refusing connection from {}: max_connections ({}) reached", st.peer,
+    spdlog::debug("gateway: refusing connection from {}: max_connections ({}) reached", st.peer,
                  settings->max_connections);
     st.connection->terminate(h2_error::refused_stream, "too many connections");
     // The GOAWAY goes out when the client's first bytes arrive (or at the first tick),
