@@ -22,6 +22,7 @@ using call_ack_atom = caf::atom_constant<caf::atom("c_ack")>;
 
 // Gateway and listener housekeeping.
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using handler_down_atom = caf::atom_constant<caf::atom("h_down")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using close_atom = caf::atom_constant<caf::atom("close")>;
@@ -30,5 +31,22 @@ using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using get_atom = caf::atom_constant<caf::atom("get")>;
 using set_atom = caf::atom_constant<caf::atom("set")>;
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
+
+// Media nodes and the registry (actors/media_node.hpp, actors/registry.hpp).
+using node_register_atom = caf::atom_constant<caf::atom("n_reg")>;
+using node_stats_atom = caf::atom_constant<caf::atom("n_stats")>;
+using node_closed_atom = caf::atom_constant<caf::atom("n_closed")>;
+using node_event_atom = caf::atom_constant<caf::atom("n_event")>;
+using node_end_atom = caf::atom_constant<caf::atom("n_end")>;
+using node_command_atom = caf::atom_constant<caf::atom("n_cmd")>;
+using node_report_atom = caf::atom_constant<caf::atom("n_report")>;
+using list_nodes_atom = caf::atom_constant<caf::atom("n_list")>;
+using get_node_atom = caf::atom_constant<caf::atom("n_get")>;
+using drain_atom = caf::atom_constant<caf::atom("n_drain")>;
+using cordon_atom = caf::atom_constant<caf::atom("n_cordon")>;
+using uncordon_atom = caf::atom_constant<caf::atom("n_uncordon")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 
 } // namespace chroom

@@ -6,7 +6,8 @@
 //               which line, for steps 2 and 3.
 //   2. defaults take default_config(), drop the fields the file set, merge the file on top.
 //               A key present in the file wins even when its value is zero.
-//   3. validate the rules that reflection cannot know (ranges, pairs of fields, files).
+//   3. validate the rules that reflection cannot know (ranges, pairs of fields, names,
+//               secrets, files).
 #include "daemon/config.hpp"
 
 #include <algorithm>
@@ -26,6 +27,7 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
+#include <unistd.h>
 #include <vector>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
@@ -71,6 +73,31 @@ constexpr std::string_view default_log_format = "text";
 // Kubernetes and the 90 s stop timeout of systemd.
 constexpr std::uint32_t default_shutdown_grace_ms = 5000;
 
+// Media nodes (media_nodes.*).
+// Stats once a second: placement sees a node's load change within a second, and 20000 nodes
+// cost a peer 20000 small messages a second.
+constexpr std::uint32_t default_stats_interval_ms = 1000;
+// One and a half intervals: a single late Stats (a pause, a retransmission) makes a node
+// suspect, which Stats arriving again undo, without declaring it dead.
+constexpr std::uint32_t default_suspect_after_ms = 1500;
+// Three intervals without Stats: the node is dead and its rooms are reported lost within
+// about 3 s, before most users give up on a frozen call.
+constexpr std::uint32_t default_dead_after_ms = 3000;
+// 2 s: many round trips on any path between a peer and its nodes, yet a lost command is
+// sent again soon enough for room set-up to stay interactive.
+constexpr std::uint32_t default_command_timeout_ms = 2000;
+// 10 minutes: most calls on a draining node end by themselves, and a rolling upgrade of a
+// fleet still finishes in hours.
+constexpr std::uint32_t default_drain_deadline_ms = 600000;
+// Well above the nodes one peer is expected to serve; bounds the node table and the Stats
+// traffic that a misconfigured or hostile fleet can make one peer take.
+constexpr std::uint32_t default_max_nodes = 20000;
+// 10 minutes: operators (and a node that comes back) still see a dead node for a while,
+// then its entry stops taking memory.
+constexpr std::uint32_t default_forget_after_ms = 600000;
+// The peer id when the host name is not a valid one (see default_peer_id()).
+constexpr std::string_view fallback_peer_id = "peer";
+
 // ------------------------------------------------------------------------------------------
 // Validation limits (see validate()).
 
@@ -94,6 +121,27 @@ constexpr std::uint32_t max_worker_threads = 256;
 // 10 minutes: beyond this a stuck shutdown is indistinguishable from a hang.
 constexpr std::uint32_t max_shutdown_grace_ms = 600000;
 
+// Stats more often than every 100 ms is load rather than information; less often than once
+// a minute, liveness is judged far too late.
+constexpr std::uint32_t min_stats_interval_ms = 100;
+constexpr std::uint32_t max_stats_interval_ms = 60000;
+// Under 10 ms a command times out before any network round trip; over 10 minutes a lost
+// command goes unnoticed.
+constexpr std::uint32_t min_command_timeout_ms = 10;
+constexpr std::uint32_t max_command_timeout_ms = 600000;
+// One day: a drain meant to last longer is a decommission.
+constexpr std::uint32_t max_drain_deadline_ms = 86400000;
+// Far beyond one peer's capacity; a larger value is a typo.
+constexpr std::uint32_t max_max_nodes = 1000000;
+// Register.node_id in the Media Node RPC: [a-z0-9._-], 1 to 128 characters.
+constexpr std::size_t max_node_id_length = 128;
+// 16 characters (of a random hex string: 64 bits) is the least that is not guessable
+// online; node secrets and the key they are derived from alike.
+constexpr std::size_t min_secret_length = 16;
+// Shows up in every log line and in Registered.peer_id: [A-Za-z0-9._-], 1 to 64 characters
+// (a host name fits).
+constexpr std::size_t max_peer_id_length = 64;
+
 constexpr std::string_view log_levels[] = {"trace", "debug",    "info", "warn",
                                            "error", "critical", "off"};
 constexpr std::string_view log_formats[] = {"text", "json"};
@@ -105,6 +153,31 @@ constexpr std::string_view log_formats[] = {"text", "json"};
 std::uint32_t default_worker_threads() {
   const unsigned cores = std::thread::hardware_concurrency();
   return std::clamp<std::uint32_t>(cores > 1 ? cores - 1 : 1, 1, max_worker_threads);
+}
+
+// A character of a node id (Register.node_id): [a-z0-9._-].
+bool is_node_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+// A character of a peer id: [A-Za-z0-9._-], which host names fit.
+bool is_peer_id_char(char c) {
+  return is_node_id_char(c) || (c >= 'A' && c <= 'Z');
+}
+
+// The host name, which tells peers apart in logs without any configuration, when it is a
+// valid peer id; else "peer".
+std::string default_peer_id() {
+  // HOST_NAME_MAX is 64 on Linux; the buffer is larger and stays zero-terminated because
+  // gethostname may not terminate a truncated name.
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0)
+    return std::string(fallback_peer_id);
+  const std::string_view host(name);
+  if (host.empty() || host.size() > max_peer_id_length ||
+      !std::all_of(host.begin(), host.end(), is_peer_id_char))
+    return std::string(fallback_peer_id);
+  return std::string(host);
 }
 
 OrchestratorConfig make_default_config() {
@@ -127,13 +200,24 @@ OrchestratorConfig make_default_config() {
   log.set_format(std::string(default_log_format));
   config.set_shutdown_grace_ms(default_shutdown_grace_ms);
   config.set_worker_threads(default_worker_threads());
+  // credentials and secret_key stay empty: no node may register until an operator says who.
+  auto& media_nodes = *config.mutable_media_nodes();
+  media_nodes.set_stats_interval_ms(default_stats_interval_ms);
+  media_nodes.set_suspect_after_ms(default_suspect_after_ms);
+  media_nodes.set_dead_after_ms(default_dead_after_ms);
+  media_nodes.set_command_timeout_ms(default_command_timeout_ms);
+  media_nodes.set_drain_deadline_ms(default_drain_deadline_ms);
+  media_nodes.set_max_nodes(default_max_nodes);
+  media_nodes.set_forget_after_ms(default_forget_after_ms);
+  config.set_peer_id(default_peer_id());
   return config;
 }
 
 // ------------------------------------------------------------------------------------------
 // Messages.
 
-// Key path -> 1-based line of the key, for every key the file set (e.g. "listen.port").
+// Key path -> 1-based line, for every key the file set (e.g. "listen.port") and for every
+// sequence element or map entry it holds (e.g. "media_nodes.credentials[0]").
 using key_lines = std::map<std::string, int, std::less<>>;
 
 // "<source>:<line>: <path>: <problem>"; line 0 and an empty path are left out.
@@ -571,6 +655,7 @@ private:
     for (const YAML::Node& element : value) {
       const std::string element_path = path + "[" + std::to_string(index++) + "]";
       const int element_line = line_of(element.Mark()) > 0 ? line_of(element.Mark()) : line;
+      present_.emplace(element_path, element_line);
       if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
         if (!element.IsMap() && !element.IsNull())
           fail_type(element_line, element_path, field, true, element);
@@ -602,6 +687,7 @@ private:
       if (const auto [first, inserted] = seen.emplace(key.Scalar(), entry_line); !inserted)
         fail(entry_line, entry_path,
              "duplicate key (first set on line " + std::to_string(first->second) + ")");
+      present_.emplace(entry_path, entry_line);
       pb::Message& entry = *reflection.AddMessage(&message, &field);
       store_scalar(key, entry, key_field, entry_path, entry_line);
       decode_field(entry_value, entry, value_field, entry_path, entry_line);
@@ -763,15 +849,80 @@ std::optional<std::string> read_file(const std::string& path, std::string& conte
   return std::nullopt;
 }
 
+// Why `text` is not a name of 1 to `max_length` characters for which `allowed` holds
+// (`alphabet` describes them for people), or nothing when it is one.
+std::optional<std::string> name_problem(std::string_view text, std::size_t max_length,
+                                        bool (*allowed)(char), std::string_view alphabet) {
+  const std::string rule =
+      "1 to " + std::to_string(max_length) + " characters of " + std::string(alphabet);
+  if (text.empty())
+    return "must not be empty (" + rule + ")";
+  if (text.size() > max_length)
+    return "must be at most " + std::to_string(max_length) + " characters long, got " +
+           std::to_string(text.size());
+  const auto bad = std::find_if_not(text.begin(), text.end(), allowed);
+  if (bad != text.end())
+    return "must be " + rule + ", got " + quote(text) + " (" + quote(std::string_view(&*bad, 1)) +
+           " is not allowed)";
+  return std::nullopt;
+}
+
+constexpr std::string_view node_id_alphabet = "a-z, 0-9, '.', '_', '-'";
+constexpr std::string_view peer_id_alphabet = "A-Z, a-z, 0-9, '.', '_', '-'";
+
 class validator {
 public:
   validator(std::string_view source_name, const key_lines& present)
       : source_(source_name), present_(present) {}
 
   [[noreturn]] void fail(std::string_view path, std::string_view problem) const {
-    const auto found = present_.find(path);
-    const int line = found == present_.end() ? 0 : found->second;
-    throw config_error(format_error(source_, line, path, problem));
+    throw config_error(format_error(source_, line(path), path, problem));
+  }
+
+  // The line of `path` in the file, or 0 when the value is a default. A key left out of a
+  // sequence element that the file holds (a credential without a secret) is on the
+  // element's line.
+  int line(std::string_view path) const {
+    if (const auto found = present_.find(path); found != present_.end())
+      return found->second;
+    if (const std::size_t bracket = path.rfind(']'); bracket != std::string_view::npos)
+      if (const auto found = present_.find(path.substr(0, bracket + 1)); found != present_.end())
+        return found->second;
+    return 0;
+  }
+
+  bool from_file(std::string_view path) const { return present_.find(path) != present_.end(); }
+
+  // Checks value > other (value >= other with `or_equal`), two fields that bound each other.
+  // The key blamed is the one the file set: `path` when both or neither are, so that the
+  // message points at the line to change.
+  void check_above(std::string_view path, std::uint64_t value, std::string_view other_path,
+                   std::uint64_t other, bool or_equal) const {
+    if (value > other || (or_equal && value == other))
+      return;
+    const auto shown = [&](std::string_view shown_path, std::uint64_t shown_value) {
+      return std::string(shown_path) + " (" + std::to_string(shown_value) +
+             (from_file(shown_path) ? "" : ", the default") + ")";
+    };
+    if (!from_file(path) && from_file(other_path))
+      fail(other_path, std::string(or_equal ? "must be at most " : "must be less than ") +
+                           shown(path, value) + ", got " + std::to_string(other));
+    fail(path, std::string(or_equal ? "must be at least " : "must be greater than ") +
+                   shown(other_path, other) + ", got " + std::to_string(value));
+  }
+
+  void check_name(std::string_view path, std::string_view name, std::size_t max_length,
+                  bool (*allowed)(char), std::string_view alphabet) const {
+    if (auto problem = name_problem(name, max_length, allowed, alphabet))
+      fail(path, *problem);
+  }
+
+  // Secrets are never shown, not even in part: error messages end up in logs.
+  void check_secret_length(std::string_view path, std::string_view secret,
+                           std::string_view problem) const {
+    if (secret.size() < min_secret_length)
+      fail(path, std::string(problem) + ", got " + std::to_string(secret.size()) +
+                     (secret.size() == 1 ? " character" : " characters"));
   }
 
   void check_range(std::string_view path, std::uint64_t value, std::uint64_t low,
@@ -825,6 +976,50 @@ private:
 
 constexpr std::uint64_t no_limit = std::numeric_limits<std::uint64_t>::max();
 
+// Neither credentials nor secret_key is valid: the peer runs, and no node can register.
+void validate_media_nodes(const chroom::config::v1::MediaNodesConfig& media_nodes,
+                          const validator& check) {
+  const std::string min_secret = std::to_string(min_secret_length);
+  // node_id -> the key path where it was first listed, to name both places of a duplicate.
+  std::map<std::string_view, std::string, std::less<>> seen;
+  for (int i = 0; i < media_nodes.credentials_size(); ++i) {
+    const auto& credential = media_nodes.credentials(i);
+    const std::string path = "media_nodes.credentials[" + std::to_string(i) + "]";
+    const std::string node_id_path = path + ".node_id";
+    check.check_name(node_id_path, credential.node_id(), max_node_id_length, is_node_id_char,
+                     node_id_alphabet);
+    if (const auto [first, inserted] = seen.emplace(credential.node_id(), node_id_path);
+        !inserted) {
+      const int first_line = check.line(first->second);
+      check.fail(node_id_path, "duplicate node_id " + quote(credential.node_id()) + " (first " +
+                                   (first_line > 0 ? "listed on line " + std::to_string(first_line)
+                                                   : "in " + first->second) +
+                                   ")");
+    }
+    if (credential.secret().empty())
+      check.fail(path + ".secret", "must not be empty (at least " + min_secret + " characters)");
+    check.check_secret_length(path + ".secret", credential.secret(),
+                              "must be at least " + min_secret + " characters long");
+  }
+  if (!media_nodes.secret_key().empty())
+    check.check_secret_length("media_nodes.secret_key", media_nodes.secret_key(),
+                              "must be empty or at least " + min_secret + " characters long");
+
+  check.check_range("media_nodes.stats_interval_ms", media_nodes.stats_interval_ms(),
+                    min_stats_interval_ms, max_stats_interval_ms);
+  check.check_above("media_nodes.suspect_after_ms", media_nodes.suspect_after_ms(),
+                    "media_nodes.stats_interval_ms", media_nodes.stats_interval_ms(), false);
+  check.check_above("media_nodes.dead_after_ms", media_nodes.dead_after_ms(),
+                    "media_nodes.suspect_after_ms", media_nodes.suspect_after_ms(), false);
+  check.check_above("media_nodes.forget_after_ms", media_nodes.forget_after_ms(),
+                    "media_nodes.dead_after_ms", media_nodes.dead_after_ms(), true);
+  check.check_range("media_nodes.command_timeout_ms", media_nodes.command_timeout_ms(),
+                    min_command_timeout_ms, max_command_timeout_ms);
+  check.check_range("media_nodes.drain_deadline_ms", media_nodes.drain_deadline_ms(), 0,
+                    max_drain_deadline_ms);
+  check.check_range("media_nodes.max_nodes", media_nodes.max_nodes(), 1, max_max_nodes);
+}
+
 void validate(const OrchestratorConfig& config, const validator& check) {
   const auto& listen = config.listen();
   if (listen.host().empty())
@@ -867,6 +1062,10 @@ void validate(const OrchestratorConfig& config, const validator& check) {
 
   check.check_range("shutdown_grace_ms", config.shutdown_grace_ms(), 0, max_shutdown_grace_ms);
   check.check_range("worker_threads", config.worker_threads(), 1, max_worker_threads);
+
+  validate_media_nodes(config.media_nodes(), check);
+  check.check_name("peer_id", config.peer_id(), max_peer_id_length, is_peer_id_char,
+                   peer_id_alphabet);
 }
 
 // Runs `body`, turning every exception into a config_error about `source`, so that callers

@@ -19,14 +19,19 @@ namespace chroom::daemon {
 //   orchestrator.yaml:12: limits.max_message_bytes: expected an unsigned integer, got "abc"
 // The line (1-based) is left out when the value did not come from the file (a default),
 // and the key path when the problem concerns the whole file (unreadable, bad YAML syntax).
+// A key missing from a sequence element in the file is reported on the element's line, e.g.
+//   orchestrator.yaml:9: media_nodes.credentials[1].secret: must not be empty (...)
+// Secrets are never quoted in messages, only their length.
 class config_error : public std::runtime_error {
 public:
   using runtime_error::runtime_error;
 };
 
 // The embedded defaults: what the peer runs on with no config file (a single peer serving
-// h2c on 127.0.0.1:7443). Every field that has a default is filled in; worker_threads is
-// the number of cores, clamped to the valid range 1..256.
+// h2c on 127.0.0.1:7443, no media node allowed to register). Every field that has a default
+// is filled in; worker_threads is the number of cores minus one, clamped to the valid range
+// 1..256; peer_id is the host name when that is a valid peer id ([A-Za-z0-9._-], 1 to 64
+// characters), else "peer".
 chroom::config::v1::OrchestratorConfig default_config();
 
 // Parses a configuration from YAML text.

@@ -5,8 +5,13 @@
 // Start-up: config → logging → actor system → services → gateway. SIGTERM/SIGINT:
 // NOT_SERVING, stop accepting, GOAWAY, in-flight calls get shutdown_grace_ms, exit 0.
 
+#include "actors/admin_service.hpp"
 #include "actors/diagnostics_service.hpp"
 #include "actors/health_service.hpp"
+#include "actors/media_node.hpp"
+#include "actors/registry.hpp"
+#include "chroom/admin/v1/admin_service.pb.h"
+#include "chroom/medianode/v1/media_node.pb.h"
 #include "chroom/diag/v1/diagnostics.pb.h"
 #include "daemon/config.hpp"
 #include "daemon/logging.hpp"
@@ -18,6 +23,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <google/protobuf/descriptor.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -146,6 +152,39 @@ void install_signal_handlers() {
   std::signal(SIGPIPE, SIG_IGN);
 }
 
+actors::registry_settings registry_settings_from(const config::v1::OrchestratorConfig& cfg) {
+  const auto& nodes = cfg.media_nodes();
+  actors::registry_settings settings;
+  settings.rules.suspect_after = std::chrono::milliseconds{nodes.suspect_after_ms()};
+  settings.rules.dead_after = std::chrono::milliseconds{nodes.dead_after_ms()};
+  settings.rules.drain_deadline = std::chrono::milliseconds{nodes.drain_deadline_ms()};
+  settings.rules.forget_after = std::chrono::milliseconds{nodes.forget_after_ms()};
+  settings.rules.max_nodes = nodes.max_nodes();
+  // Death is detected within dead_after + one sweep: a tenth of the suspect window keeps
+  // that margin small at O(nodes) work per sweep.
+  settings.sweep_interval =
+    std::clamp(settings.rules.suspect_after / 10, std::chrono::milliseconds{10},
+               std::chrono::milliseconds{200});
+  return settings;
+}
+
+std::shared_ptr<const actors::media_node_settings>
+media_node_settings_from(const config::v1::OrchestratorConfig& cfg) {
+  const auto& nodes = cfg.media_nodes();
+  std::map<std::string, std::string, std::less<>> secrets;
+  for (const auto& credential : nodes.credentials())
+    secrets[credential.node_id()] = credential.secret();
+  auto settings = std::make_shared<actors::media_node_settings>();
+  settings->credentials =
+    std::make_shared<transport::node_credentials>(std::move(secrets), nodes.secret_key());
+  settings->stats_interval = std::chrono::milliseconds{nodes.stats_interval_ms()};
+  settings->suspect_after = std::chrono::milliseconds{nodes.suspect_after_ms()};
+  settings->dead_after = std::chrono::milliseconds{nodes.dead_after_ms()};
+  settings->command_timeout = std::chrono::milliseconds{nodes.command_timeout_ms()};
+  settings->peer_id = cfg.peer_id();
+  return settings;
+}
+
 /// Blocks until SIGTERM or SIGINT; returns the signal number.
 int wait_for_signal() {
   char byte = 0;
@@ -160,23 +199,34 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   caf_cfg.load<caf::io::middleman>();
   caf::actor_system system{caf_cfg};
 
+  auto registry = actors::spawn_registry(system, registry_settings_from(cfg));
+  auto media_nodes = actors::spawn_media_node_service(system, registry, media_node_settings_from(cfg));
+  auto admin = actors::spawn_admin_service(system, registry);
   auto diagnostics = actors::spawn_diagnostics_service(system);
-  const auto* diag_service =
-    diag::v1::EchoRequest::descriptor()->file()->FindServiceByName("Diagnostics");
+
+  // Every service of the peer: its descriptor and the actor serving it.
+  const std::pair<const google::protobuf::ServiceDescriptor*, caf::actor> services[] = {
+    {medianode::v1::Register::descriptor()->file()->FindServiceByName("MediaNodeService"),
+     media_nodes},
+    {admin::v1::NodeInfo::descriptor()->file()->FindServiceByName("AdminService"), admin},
+    {diag::v1::EchoRequest::descriptor()->file()->FindServiceByName("Diagnostics"), diagnostics},
+  };
   const auto* health_descriptor =
     grpc::health::v1::HealthCheckRequest::descriptor()->file()->FindServiceByName("Health");
-  auto health = actors::spawn_health_service(
-    system, {diag_service->full_name(), health_descriptor->full_name()});
-
+  std::vector<std::string> service_names{health_descriptor->full_name()};
   auto router = std::make_shared<transport::grpc_router>();
-  router->add_service(diag_service, diagnostics);
+  for (const auto& [descriptor, actor] : services) {
+    router->add_service(descriptor, actor);
+    service_names.push_back(descriptor->full_name());
+  }
+  auto health = actors::spawn_health_service(system, service_names);
   router->add_service(health_descriptor, health);
 
   auto settings = gateway_settings_from(cfg);
   settings->router = router;
   auto stop_services = [&] {
-    caf::anon_send_exit(diagnostics, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(health, caf::exit_reason::user_shutdown);
+    for (const auto& actor : {registry, media_nodes, admin, diagnostics, health})
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   };
   transport::gateway_listener listener;
   try {
@@ -188,8 +238,7 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   }
   spdlog::info("gateway listening on {}:{} ({})", settings->host, listener.port,
                settings->tls ? "TLS 1.3, ALPN h2" : "h2c");
-  spdlog::info("peer ready: gRPC services {} and {}", diag_service->full_name(),
-               health_descriptor->full_name());
+  spdlog::info("peer ready ({}): gRPC services {}", cfg.peer_id(), fmt::join(service_names, ", "));
 
   int signal_number = wait_for_signal();
   auto grace = std::chrono::milliseconds{cfg.shutdown_grace_ms()};

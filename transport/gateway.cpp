@@ -543,7 +543,11 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
   st.last_ping_due = std::chrono::steady_clock::now() + settings->keepalive_interval;
   self->ack_writes(hdl, true);
   self->configure_read(hdl, caf::io::receive_policy::at_most(64u << 10));
-  self->set_down_handler([self](caf::down_msg& msg) { self->state.on_handler_down(msg.source); });
+  // Down messages overtake the handler's last messages (its call_end may still be queued):
+  // look at the orphans only once everything already in the mailbox was handled.
+  self->set_down_handler([self](caf::down_msg& msg) {
+    send_self(self, handler_down_atom::value, msg.source);
+  });
   if (refuse) {
     spdlog::debug("gateway: refusing connection from {}: max_connections ({}) reached", st.peer,
                  settings->max_connections);
@@ -579,6 +583,9 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
     },
     [self](close_atom) { self->state.release_socket(); },
     [self](flush_atom) { self->state.flush(); },
+    [self](handler_down_atom, const caf::actor_addr& source) {
+      self->state.on_handler_down(source);
+    },
     [self](tick_atom) { self->state.tick(); },
     [self](deadline_atom, int32_t stream_id, uint64_t serial) {
       auto& st = self->state;

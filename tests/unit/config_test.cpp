@@ -87,24 +87,52 @@ std::string read_text(const std::filesystem::path& path) {
   return out.str();
 }
 
-// Dotted paths of every non-message field of `type`, e.g. "listen.port".
-void leaf_paths(const pb::Descriptor& type, const std::string& prefix,
+// Dotted paths of every non-message field of `type`, e.g. "listen.port". A repeated message
+// field is a leaf too ("media_nodes.credentials"); with `into_sequences` its fields are
+// listed as well, with "[]" for the element ("media_nodes.credentials[].node_id").
+void leaf_paths(const pb::Descriptor& type, const std::string& prefix, bool into_sequences,
                 std::vector<std::string>& out) {
   for (int i = 0; i < type.field_count(); ++i) {
     const pb::FieldDescriptor& field = *type.field(i);
     const std::string path = prefix.empty() ? field.name() : prefix + "." + field.name();
-    if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !field.is_repeated()) {
-      leaf_paths(*field.message_type(), path, out);
-    } else {
-      out.push_back(path);
+    const bool message = field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE;
+    if (message && !field.is_repeated()) {
+      leaf_paths(*field.message_type(), path, into_sequences, out);
+      continue;
     }
+    out.push_back(path);
+    if (message && !field.is_map() && into_sequences)
+      leaf_paths(*field.message_type(), path + "[]", into_sequences, out);
   }
 }
 
+// The fields a file can set, sequences as one field each: what the full-file test changes.
 std::vector<std::string> config_leaf_paths() {
   std::vector<std::string> paths;
-  leaf_paths(*OrchestratorConfig::descriptor(), "", paths);
+  leaf_paths(*OrchestratorConfig::descriptor(), "", false, paths);
   return paths;
+}
+
+// Every key an operator may write, within sequence elements too: what docs and example cover.
+std::vector<std::string> config_documented_paths() {
+  std::vector<std::string> paths;
+  leaf_paths(*OrchestratorConfig::descriptor(), "", true, paths);
+  return paths;
+}
+
+// What default_config() must pick for peer_id: the host name when it is 1 to 64 characters
+// of [A-Za-z0-9._-], else "peer".
+std::string expected_default_peer_id() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0)
+    return "peer";
+  const std::string host(name);
+  const bool valid =
+      !host.empty() && host.size() <= 64 && std::all_of(host.begin(), host.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+      });
+  return valid ? host : "peer";
 }
 
 } // namespace
@@ -130,6 +158,17 @@ TEST_CASE("default_config fills in every default") {
   CHECK(config.shutdown_grace_ms() == 5000);
   const unsigned cores = std::thread::hardware_concurrency();
   CHECK(config.worker_threads() == std::clamp(cores > 1 ? cores - 1 : 1u, 1u, 256u));
+  const auto& media_nodes = config.media_nodes();
+  CHECK(media_nodes.credentials().empty());
+  CHECK(media_nodes.secret_key().empty());
+  CHECK(media_nodes.stats_interval_ms() == 1000);
+  CHECK(media_nodes.suspect_after_ms() == 1500);
+  CHECK(media_nodes.dead_after_ms() == 3000);
+  CHECK(media_nodes.command_timeout_ms() == 2000);
+  CHECK(media_nodes.drain_deadline_ms() == 600000);
+  CHECK(media_nodes.max_nodes() == 20000);
+  CHECK(media_nodes.forget_after_ms() == 600000);
+  CHECK(config.peer_id() == expected_default_peer_id());
 }
 
 TEST_CASE("empty text, comments only, or a null document give the defaults") {
@@ -165,7 +204,21 @@ TEST_CASE("a full file sets every field") {
                            "  level: debug\n"
                            "  format: json\n"
                            "shutdown_grace_ms: 20000\n"
-                           "worker_threads: 3\n";
+                           "worker_threads: 3\n"
+                           "media_nodes:\n"
+                           "  credentials:\n"
+                           "    - node_id: media-1\n"
+                           "      secret: 0123456789abcdef\n"
+                           "    - {node_id: eu-west.media_2, secret: \"a secret, 16+ chars\"}\n"
+                           "  secret_key: a-key-of-sixteen-characters\n"
+                           "  stats_interval_ms: 500\n"
+                           "  suspect_after_ms: 2000\n"
+                           "  dead_after_ms: 5000\n"
+                           "  command_timeout_ms: 750\n"
+                           "  drain_deadline_ms: 3600000\n"
+                           "  max_nodes: 100\n"
+                           "  forget_after_ms: 5000\n"
+                           "peer_id: Peer-1.eu_west\n";
   const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
   CHECK(config.listen().host() == "0.0.0.0");
   CHECK(config.listen().port() == 9443);
@@ -183,13 +236,24 @@ TEST_CASE("a full file sets every field") {
   CHECK(config.log().format() == "json");
   CHECK(config.shutdown_grace_ms() == 20000);
   CHECK(config.worker_threads() == 3);
+  chroom::config::v1::MediaNodesConfig media_nodes;
+  REQUIRE(pb::TextFormat::ParseFromString(
+      R"pb(credentials { node_id: "media-1" secret: "0123456789abcdef" }
+           credentials { node_id: "eu-west.media_2" secret: "a secret, 16+ chars" }
+           secret_key: "a-key-of-sixteen-characters" stats_interval_ms: 500
+           suspect_after_ms: 2000 dead_after_ms: 5000 command_timeout_ms: 750
+           drain_deadline_ms: 3600000 max_nodes: 100 forget_after_ms: 5000)pb",
+      &media_nodes));
+  CHECK(differences(config.media_nodes(), media_nodes) == "");
+  CHECK(config.peer_id() == "Peer-1.eu_west");
 
   // Every field of the schema must differ from its default above: when a field is added to
-  // the proto, this names it until the test (and the example file and docs) cover it.
+  // the proto, this names it until the test (and the example file and docs) cover it. A
+  // sequence differs by its elements ("added: media_nodes.credentials[0]: ...").
   const std::string changed = differences(config, default_config());
   for (const std::string& path : config_leaf_paths()) {
     CAPTURE(path);
-    CHECK(contains(changed, " " + path + ":"));
+    CHECK((contains(changed, " " + path + ":") || contains(changed, " " + path + "[")));
   }
 }
 
@@ -378,6 +442,169 @@ TEST_CASE("validation after defaults") {
   }
 }
 
+TEST_CASE("media_nodes validation") {
+  SUBCASE("neither credentials nor secret_key is valid: no node can register") {
+    const OrchestratorConfig config = parse_config("media_nodes:\n  max_nodes: 5\n", "cfg.yaml");
+    CHECK(config.media_nodes().credentials().empty());
+    CHECK(config.media_nodes().secret_key().empty());
+    CHECK(parse_config("media_nodes:\n  credentials: []\n  secret_key: \"\"\n", "cfg.yaml")
+              .media_nodes()
+              .max_nodes() == 20000);
+  }
+  SUBCASE("stats_interval_ms is 100..60000") {
+    CHECK(error_of("media_nodes:\n  stats_interval_ms: 99\n") ==
+          "cfg.yaml:2: media_nodes.stats_interval_ms: must be between 100 and 60000, got 99");
+    CHECK(error_of("media_nodes:\n  stats_interval_ms: 60001\n  suspect_after_ms: 70000\n  "
+                   "dead_after_ms: 80000\n  forget_after_ms: 80000\n") ==
+          "cfg.yaml:2: media_nodes.stats_interval_ms: must be between 100 and 60000, got 60001");
+    CHECK(parse_config("media_nodes:\n  stats_interval_ms: 100\n", "cfg.yaml")
+              .media_nodes()
+              .stats_interval_ms() == 100);
+    CHECK(parse_config("media_nodes:\n  stats_interval_ms: 60000\n  suspect_after_ms: 60001\n  "
+                       "dead_after_ms: 60002\n  forget_after_ms: 60002\n",
+                       "cfg.yaml")
+              .media_nodes()
+              .forget_after_ms() == 60002);
+  }
+  SUBCASE("suspect_after_ms > stats_interval_ms, the key the file set is blamed") {
+    CHECK(error_of("media_nodes:\n  stats_interval_ms: 1000\n  suspect_after_ms: 1000\n") ==
+          "cfg.yaml:3: media_nodes.suspect_after_ms: must be greater than "
+          "media_nodes.stats_interval_ms (1000), got 1000");
+    CHECK(error_of("media_nodes:\n  suspect_after_ms: 900\n") ==
+          "cfg.yaml:2: media_nodes.suspect_after_ms: must be greater than "
+          "media_nodes.stats_interval_ms (1000, the default), got 900");
+    CHECK(error_of("media_nodes:\n  stats_interval_ms: 2000\n") ==
+          "cfg.yaml:2: media_nodes.stats_interval_ms: must be less than "
+          "media_nodes.suspect_after_ms (1500, the default), got 2000");
+  }
+  SUBCASE("dead_after_ms > suspect_after_ms") {
+    CHECK(error_of("media_nodes:\n  dead_after_ms: 1500\n") ==
+          "cfg.yaml:2: media_nodes.dead_after_ms: must be greater than "
+          "media_nodes.suspect_after_ms (1500, the default), got 1500");
+    CHECK(error_of("media_nodes:\n  suspect_after_ms: 4000\n") ==
+          "cfg.yaml:2: media_nodes.suspect_after_ms: must be less than "
+          "media_nodes.dead_after_ms (3000, the default), got 4000");
+  }
+  SUBCASE("forget_after_ms >= dead_after_ms") {
+    CHECK(error_of("media_nodes:\n  dead_after_ms: 5000\n  forget_after_ms: 4999\n") ==
+          "cfg.yaml:3: media_nodes.forget_after_ms: must be at least media_nodes.dead_after_ms "
+          "(5000), got 4999");
+    CHECK(error_of("media_nodes:\n  dead_after_ms: 700000\n") ==
+          "cfg.yaml:2: media_nodes.dead_after_ms: must be at most media_nodes.forget_after_ms "
+          "(600000, the default), got 700000");
+    CHECK(parse_config("media_nodes:\n  forget_after_ms: 3000\n", "cfg.yaml")
+              .media_nodes()
+              .forget_after_ms() == 3000);
+  }
+  SUBCASE("command_timeout_ms is 10..600000") {
+    CHECK(error_of("media_nodes:\n  command_timeout_ms: 9\n") ==
+          "cfg.yaml:2: media_nodes.command_timeout_ms: must be between 10 and 600000, got 9");
+    CHECK(error_of("media_nodes:\n  command_timeout_ms: 600001\n") ==
+          "cfg.yaml:2: media_nodes.command_timeout_ms: must be between 10 and 600000, got 600001");
+    CHECK(parse_config("media_nodes:\n  command_timeout_ms: 10\n", "cfg.yaml")
+              .media_nodes()
+              .command_timeout_ms() == 10);
+  }
+  SUBCASE("drain_deadline_ms is at most one day") {
+    CHECK(error_of("media_nodes:\n  drain_deadline_ms: 86400001\n") ==
+          "cfg.yaml:2: media_nodes.drain_deadline_ms: must be at most 86400000, got 86400001");
+    CHECK(parse_config("media_nodes:\n  drain_deadline_ms: 86400000\n", "cfg.yaml")
+              .media_nodes()
+              .drain_deadline_ms() == 86400000);
+    CHECK(parse_config("media_nodes:\n  drain_deadline_ms: 0\n", "cfg.yaml")
+              .media_nodes()
+              .drain_deadline_ms() == 0);
+  }
+  SUBCASE("max_nodes is 1..1000000") {
+    CHECK(error_of("media_nodes:\n  max_nodes: 0\n") ==
+          "cfg.yaml:2: media_nodes.max_nodes: must be between 1 and 1000000, got 0");
+    CHECK(error_of("media_nodes:\n  max_nodes: 1000001\n") ==
+          "cfg.yaml:2: media_nodes.max_nodes: must be between 1 and 1000000, got 1000001");
+    CHECK(parse_config("media_nodes:\n  max_nodes: 1000000\n", "cfg.yaml")
+              .media_nodes()
+              .max_nodes() == 1000000);
+  }
+  SUBCASE("credential node ids are [a-z0-9._-], 1 to 128 characters") {
+    const std::string head = "media_nodes:\n  credentials:\n";
+    const std::string secret = "      secret: 0123456789abcdef\n";
+    CHECK(error_of(head + "    - node_id: Media-1\n" + secret) ==
+          "cfg.yaml:3: media_nodes.credentials[0].node_id: must be 1 to 128 characters of a-z, "
+          "0-9, '.', '_', '-', got \"Media-1\" (\"M\" is not allowed)");
+    CHECK(error_of(head + "    - node_id: \"media 1\"\n" + secret) ==
+          "cfg.yaml:3: media_nodes.credentials[0].node_id: must be 1 to 128 characters of a-z, "
+          "0-9, '.', '_', '-', got \"media 1\" (\" \" is not allowed)");
+    CHECK(error_of(head + "    - node_id: " + std::string(129, 'a') + "\n" + secret) ==
+          "cfg.yaml:3: media_nodes.credentials[0].node_id: must be at most 128 characters long, "
+          "got 129");
+    CHECK(error_of(head + "    - node_id: \"\"\n" + secret) ==
+          "cfg.yaml:3: media_nodes.credentials[0].node_id: must not be empty (1 to 128 "
+          "characters of a-z, 0-9, '.', '_', '-')");
+    // A credential without node_id: reported on the element's line.
+    CHECK(error_of(head + "    - node_id: a\n" + secret + "    - secret: 0123456789abcdef\n") ==
+          "cfg.yaml:5: media_nodes.credentials[1].node_id: must not be empty (1 to 128 "
+          "characters of a-z, 0-9, '.', '_', '-')");
+    CHECK(parse_config(head + "    - node_id: " + std::string(128, 'a') + "\n" + secret +
+                           "    - node_id: 0.a_b-c\n" + secret,
+                       "cfg.yaml")
+              .media_nodes()
+              .credentials_size() == 2);
+  }
+  SUBCASE("a node_id listed twice names both lines") {
+    CHECK(error_of("media_nodes:\n"
+                   "  credentials:\n"
+                   "    - node_id: media-1\n"
+                   "      secret: 0123456789abcdef\n"
+                   "    - node_id: media-2\n"
+                   "      secret: 0123456789abcdef\n"
+                   "    - secret: 0123456789abcdef\n"
+                   "      node_id: media-1\n") ==
+          "cfg.yaml:8: media_nodes.credentials[2].node_id: duplicate node_id \"media-1\" (first "
+          "listed on line 3)");
+  }
+  SUBCASE("credential secrets are at least 16 characters, and never shown") {
+    const std::string head = "media_nodes:\n  credentials:\n    - node_id: media-1\n";
+    const std::string short_secret = error_of(head + "      secret: fifteen-chars-x\n");
+    CHECK(short_secret == "cfg.yaml:4: media_nodes.credentials[0].secret: must be at least 16 "
+                          "characters long, got 15 characters");
+    CHECK(!contains(short_secret, "fifteen"));
+    CHECK(error_of(head + "      secret: \"\"\n") ==
+          "cfg.yaml:4: media_nodes.credentials[0].secret: must not be empty (at least 16 "
+          "characters)");
+    // No secret key at all: the element's line.
+    CHECK(error_of(head) == "cfg.yaml:3: media_nodes.credentials[0].secret: must not be empty "
+                            "(at least 16 characters)");
+    CHECK(error_of("media_nodes:\n  credentials: [{node_id: a, secret: x}]\n") ==
+          "cfg.yaml:2: media_nodes.credentials[0].secret: must be at least 16 characters long, "
+          "got 1 character");
+  }
+  SUBCASE("secret_key, when set, is at least 16 characters, and never shown") {
+    const std::string error = error_of("media_nodes:\n  secret_key: short-key\n");
+    CHECK(error == "cfg.yaml:2: media_nodes.secret_key: must be empty or at least 16 characters "
+                   "long, got 9 characters");
+    CHECK(!contains(error, "short-key"));
+    CHECK(parse_config("media_nodes:\n  secret_key: 0123456789abcdef\n", "cfg.yaml")
+              .media_nodes()
+              .secret_key() == "0123456789abcdef");
+  }
+}
+
+TEST_CASE("peer_id is [A-Za-z0-9._-], 1 to 64 characters") {
+  CHECK(error_of("peer_id: \"\"\n") ==
+        "cfg.yaml:1: peer_id: must not be empty (1 to 64 characters of A-Z, a-z, 0-9, '.', '_', "
+        "'-')");
+  CHECK(error_of("log: {}\npeer_id: peer/1\n") ==
+        "cfg.yaml:2: peer_id: must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-', got "
+        "\"peer/1\" (\"/\" is not allowed)");
+  CHECK(error_of("peer_id: " + std::string(65, 'p') + "\n") ==
+        "cfg.yaml:1: peer_id: must be at most 64 characters long, got 65");
+  CHECK(parse_config("peer_id: " + std::string(64, 'P') + "\n", "cfg.yaml").peer_id() ==
+        std::string(64, 'P'));
+  CHECK(parse_config("peer_id: eu-1.Orchestrator_2\n", "cfg.yaml").peer_id() ==
+        "eu-1.Orchestrator_2");
+  // Left out: the default, valid on any host.
+  CHECK(parse_config("log: {}\n", "cfg.yaml").peer_id() == expected_default_peer_id());
+}
+
 TEST_CASE("load_config_file") {
   SUBCASE("a missing file names the path and the reason") {
     CHECK_THROWS_WITH_AS(load_config_file("/nonexistent/chroom/orchestrator.yaml"),
@@ -406,13 +633,15 @@ TEST_CASE("load_config_file") {
 TEST_CASE("the shipped example file loads, holds the defaults and mentions every key") {
   const std::filesystem::path example =
       source_root() / "deploy" / "config" / "orchestrator.example.yaml";
+  // peer_id is commented out in the example (its default is the host name), so the two
+  // compare equal on any host.
   const OrchestratorConfig config = load_config_file(example.string());
   CHECK(differences(config, default_config()) == "");
 
   const std::string text = read_text(example);
   const std::string docs = read_text(source_root() / "docs" / "configuration.md");
   REQUIRE(!docs.empty());
-  for (const std::string& path : config_leaf_paths()) {
+  for (const std::string& path : config_documented_paths()) {
     CAPTURE(path);
     CHECK(contains(text, path.substr(path.rfind('.') + 1) + ":"));
     CHECK(contains(docs, "`" + path + "`"));

@@ -1,0 +1,287 @@
+#include "actors/registry.hpp"
+
+#include "actors/atoms.hpp"
+#include "actors/media_node.hpp"
+#include "actors/proto_messages.hpp"
+#include "actors/send_later.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unordered_map>
+#include <unordered_set>
+
+namespace chroom::actors {
+
+namespace {
+
+using namespace transport;
+using allocation::clock;
+using allocation::node_event;
+using allocation::table_error;
+using chroom::admin::v1::NodeEvent;
+using chroom::admin::v1::NodeInfo;
+
+/// Longest a command can take at a node actor: two attempts and some slack.
+constexpr auto command_answer_timeout = std::chrono::seconds{30};
+
+/// The one place table errors become gRPC statuses.
+grpc_status status_of(table_error error, std::string_view node_id) {
+  switch (error) {
+    case table_error::none:
+      return grpc_status::ok();
+    case table_error::unknown_node:
+      return make_status(grpc_code::not_found, "unknown node '" + std::string{node_id} + "'");
+    case table_error::not_running:
+      return make_status(grpc_code::failed_precondition,
+                         "node '" + std::string{node_id} + "' is dead or gone");
+    case table_error::unknown_reservation:
+      return make_status(grpc_code::not_found, "unknown reservation");
+    case table_error::no_capacity:
+      return make_status(grpc_code::resource_exhausted,
+                         "node '" + std::string{node_id} + "' has no room");
+  }
+  return make_status(grpc_code::internal, "unexpected registry error");
+}
+
+int64_t unix_ms(clock::time_point at, clock::time_point now) {
+  auto system_now = std::chrono::system_clock::now();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           (system_now - (now - at)).time_since_epoch())
+    .count();
+}
+
+NodeEvent to_proto(const node_event& event, clock::time_point now) {
+  NodeEvent out;
+  out.set_node_id(event.node_id);
+  out.set_state(event.state);
+  out.set_previous_state(event.previous_state);
+  out.set_at_unix_ms(unix_ms(event.at, now));
+  for (const auto& room : event.lost_rooms)
+    out.add_lost_room_ids(room);
+  out.set_reason(event.reason);
+  return out;
+}
+
+struct registry_state {
+  allocation::node_table table;
+  registry_settings settings;
+  /// The media node actor of each live session.
+  std::unordered_map<uint64_t, caf::actor> sessions;
+  /// Which session a media node actor serves (for down messages).
+  std::unordered_map<caf::actor_addr, std::pair<std::string, uint64_t>> session_of;
+  std::vector<caf::actor> subscribers;
+  uint64_t next_session = 1;
+};
+
+using registry_actor = caf::stateful_actor<registry_state>;
+
+void end_session(registry_actor* self, uint64_t session, grpc_status status) {
+  auto it = self->state.sessions.find(session);
+  if (it == self->state.sessions.end())
+    return;
+  self->send(it->second, node_end_atom::value, std::move(status));
+  self->state.session_of.erase(it->second.address());
+  self->state.sessions.erase(it);
+}
+
+void publish(registry_actor* self, std::vector<node_event>& events, clock::time_point now) {
+  auto& st = self->state;
+  for (auto& event : events) {
+    spdlog::info("registry: node {} {} -> {} ({}){}", event.node_id,
+                 chroom::admin::v1::NodeState_Name(event.previous_state),
+                 chroom::admin::v1::NodeState_Name(event.state), event.reason,
+                 event.lost_rooms.empty()
+                   ? std::string{}
+                   : ", rooms lost: " + std::to_string(event.lost_rooms.size()));
+    if (const auto* record = st.table.find(event.node_id); record && record->connected) {
+      // A frozen node may still hold its stream: end it, the node must re-register. A
+      // drained node is done: its stream ends cleanly.
+      if (event.state == chroom::admin::v1::NODE_STATE_DEAD)
+        end_session(self, record->session,
+                    make_status(grpc_code::unavailable, "declared dead: " + event.reason));
+      else if (event.state == chroom::admin::v1::NODE_STATE_GONE)
+        end_session(self, record->session, make_status(grpc_code::ok, "gone: " + event.reason));
+    }
+    auto message = to_proto(event, now);
+    for (const auto& subscriber : st.subscribers)
+      self->send(subscriber, node_event_atom::value, message);
+  }
+  events.clear();
+}
+
+caf::result<grpc_status, NodeInfo> node_answer(registry_actor* self, table_error error,
+                                               const std::string& node_id) {
+  if (error != table_error::none)
+    return {status_of(error, node_id), NodeInfo{}};
+  const auto* record = self->state.table.find(node_id);
+  if (record == nullptr) // a drain without rooms made it gone and it may have been forgotten
+    return {grpc_status::ok(), NodeInfo{}};
+  return {grpc_status::ok(), allocation::node_table::to_info(*record, clock::now())};
+}
+
+caf::behavior registry(registry_actor* self, registry_settings settings) {
+  auto& st = self->state;
+  st.settings = settings;
+  st.table = allocation::node_table{settings.rules};
+  send_later(self, settings.sweep_interval, sweep_atom::value);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    st.subscribers.erase(std::remove_if(st.subscribers.begin(), st.subscribers.end(),
+                                        [&](const caf::actor& a) { return a.address() == msg.source; }),
+                         st.subscribers.end());
+    auto it = st.session_of.find(msg.source);
+    if (it == st.session_of.end())
+      return;
+    auto [node_id, session] = it->second;
+    st.session_of.erase(it);
+    st.sessions.erase(session);
+    auto now = clock::now();
+    auto events = st.table.on_stream_closed(node_id, session, now);
+    publish(self, events, now);
+  });
+  return {
+    [self](node_register_atom, const chroom::medianode::v1::Register& registration,
+           const caf::actor& media_node) -> node_admission {
+      auto& st = self->state;
+      auto now = clock::now();
+      auto session = st.next_session++;
+      auto result = st.table.on_register(registration, session, now);
+      node_admission answer;
+      if (result.result == allocation::register_result::outcome::table_full) {
+        answer.refusal = make_status(grpc_code::resource_exhausted,
+                                     "this peer accepts at most " +
+                                       std::to_string(st.settings.rules.max_nodes) +
+                                       " nodes; connect to another peer");
+        return answer;
+      }
+      if (result.replaced_session)
+        end_session(self, *result.replaced_session,
+                    make_status(grpc_code::aborted, "replaced by a newer stream of this node"));
+      st.sessions[session] = media_node;
+      st.session_of[media_node.address()] = {registration.node_id(), session};
+      self->monitor(media_node);
+      publish(self, result.events, now);
+      answer.accepted = true;
+      answer.session = session;
+      answer.close_rooms = std::move(result.close_rooms);
+      return answer;
+    },
+    [self](node_stats_atom, const std::string& node_id, uint64_t session,
+           const chroom::medianode::v1::Stats& stats) {
+      auto now = clock::now();
+      auto events = self->state.table.on_stats(node_id, session, stats, now);
+      publish(self, events, now);
+    },
+    [self](node_closed_atom, const std::string& node_id, uint64_t session) {
+      auto& st = self->state;
+      if (auto it = st.sessions.find(session); it != st.sessions.end()) {
+        st.session_of.erase(it->second.address());
+        st.sessions.erase(it);
+      }
+      auto now = clock::now();
+      auto events = st.table.on_stream_closed(node_id, session, now);
+      publish(self, events, now);
+    },
+    [self](node_report_atom, const std::string& node_id, const chroom::medianode::v1::Event& event) {
+      // The allocation engine (issue 4) acts on these; until then they are logged.
+      spdlog::debug("registry: node {} reports {}", node_id, event.ShortDebugString());
+    },
+    [self](sweep_atom) {
+      auto& st = self->state;
+      auto now = clock::now();
+      auto events = st.table.sweep(now);
+      publish(self, events, now);
+      send_later(self, st.settings.sweep_interval, sweep_atom::value);
+    },
+    [self](list_nodes_atom, const chroom::admin::v1::ListNodesRequest& request) {
+      chroom::admin::v1::ListNodesResponse response;
+      auto now = clock::now();
+      for (const auto& [id, record] : self->state.table.nodes()) {
+        if (!request.region().empty() && record.registration.location().region() != request.region())
+          continue;
+        if (request.states_size() > 0 &&
+            std::find(request.states().begin(), request.states().end(), record.state) ==
+              request.states().end())
+          continue;
+        *response.add_nodes() = allocation::node_table::to_info(record, now);
+      }
+      return response;
+    },
+    [self](get_node_atom, const std::string& node_id) -> caf::result<grpc_status, NodeInfo> {
+      auto error = self->state.table.find(node_id) ? table_error::none : table_error::unknown_node;
+      return node_answer(self, error, node_id);
+    },
+    [self](drain_atom, const std::string& node_id,
+           uint32_t deadline_ms) -> caf::result<grpc_status, NodeInfo> {
+      auto now = clock::now();
+      std::vector<node_event> events;
+      auto error =
+        self->state.table.drain(node_id, std::chrono::milliseconds{deadline_ms}, now, events);
+      if (error == table_error::none) {
+        if (const auto* record = self->state.table.find(node_id); record && record->connected) {
+          chroom::medianode::v1::Command command;
+          command.mutable_drain()->set_deadline_ms(
+            static_cast<uint32_t>((record->drain_deadline.value_or(now) - now) / std::chrono::milliseconds{1}));
+          if (auto it = self->state.sessions.find(record->session); it != self->state.sessions.end())
+            self->request(it->second, command_answer_timeout, node_command_atom::value,
+                          std::move(command))
+              .then(
+                [node_id](const command_outcome& outcome) {
+                  if (!outcome.acked)
+                    spdlog::warn("registry: node {} did not take Drain: {}", node_id,
+                                 outcome.status.message);
+                },
+                [node_id](caf::error&) {
+                  spdlog::warn("registry: node {} did not answer Drain", node_id);
+                });
+        }
+      }
+      publish(self, events, now);
+      return node_answer(self, error, node_id);
+    },
+    [self](cordon_atom, const std::string& node_id) -> caf::result<grpc_status, NodeInfo> {
+      auto now = clock::now();
+      std::vector<node_event> events;
+      auto error = self->state.table.cordon(node_id, now, events);
+      publish(self, events, now);
+      return node_answer(self, error, node_id);
+    },
+    [self](uncordon_atom, const std::string& node_id) -> caf::result<grpc_status, NodeInfo> {
+      auto now = clock::now();
+      std::vector<node_event> events;
+      auto error = self->state.table.uncordon(node_id, now, events);
+      publish(self, events, now);
+      return node_answer(self, error, node_id);
+    },
+    [self](subscribe_atom, const caf::actor& subscriber) {
+      auto& st = self->state;
+      st.subscribers.push_back(subscriber);
+      self->monitor(subscriber);
+      auto now = clock::now();
+      for (const auto& [id, record] : st.table.nodes()) {
+        node_event current{id, record.state, record.previous_state, now, {}, "current state"};
+        self->send(subscriber, node_event_atom::value, to_proto(current, now));
+      }
+    },
+    [self](node_command_atom, const std::string& node_id,
+           chroom::medianode::v1::Command& command) -> caf::result<caf::message> {
+      // Answered by the node's actor (command_outcome), or here when it has none.
+      const auto* record = self->state.table.find(node_id);
+      auto it = record && record->connected ? self->state.sessions.find(record->session)
+                                            : self->state.sessions.end();
+      if (it == self->state.sessions.end())
+        return caf::make_message(command_outcome{
+          false, make_status(grpc_code::unavailable, "node '" + node_id + "' is not connected")});
+      return self->delegate(it->second, node_command_atom::value, std::move(command));
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_registry(caf::actor_system& system, registry_settings settings) {
+  return system.spawn(registry, std::move(settings));
+}
+
+} // namespace chroom::actors

@@ -1,0 +1,58 @@
+#pragma once
+
+// The registry: one per peer, owner of the node table (allocation/node_table.hpp). Media
+// node actors report registrations, Stats and closed streams to it; it applies the
+// lifecycle rules on a sweep timer, tells media node actors to end streams that were
+// replaced or died, and publishes every state change to its subscribers (WatchNodes, the
+// allocation engine).
+//
+// Messages (all local):
+//   (node_register_atom, Register, actor media_node) -> node_admission
+//   (node_stats_atom, node_id, session, Stats)
+//   (node_closed_atom, node_id, session)
+//   (node_report_atom, node_id, Event)                 events a node sent by itself
+//   (list_nodes_atom, ListNodesRequest) -> ListNodesResponse
+//   (get_node_atom | cordon_atom | uncordon_atom, node_id) -> (grpc_status, NodeInfo)
+//   (drain_atom, node_id, uint32 deadline_ms) -> (grpc_status, NodeInfo)
+//   (subscribe_atom, actor) -> the subscriber gets (node_event_atom, NodeEvent) for the
+//                              current state of every node, then for every change
+//   (node_command_atom, node_id, Command) -> command_outcome (delegated to the node)
+
+#include "allocation/node_table.hpp"
+#include "transport/call_protocol.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include <string>
+#include <vector>
+
+namespace chroom::actors {
+
+struct registry_settings {
+  allocation::liveness_rules rules;
+  /// How often the lifecycle rules are applied.
+  std::chrono::milliseconds sweep_interval{100};
+};
+
+/// The registry's answer to a Register.
+struct node_admission {
+  bool accepted = false;
+  /// Why not, for the node (accepted == false).
+  transport::grpc_status refusal;
+  /// The stream's session id (accepted == true).
+  uint64_t session = 0;
+  /// Rooms the node must close.
+  std::vector<std::string> close_rooms;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_admission& x) {
+  return f(caf::meta::type_name("node_admission"), x.accepted, x.refusal, x.session,
+           x.close_rooms);
+}
+
+caf::actor spawn_registry(caf::actor_system& system, registry_settings settings);
+
+} // namespace chroom::actors
