@@ -95,6 +95,11 @@ constexpr std::uint32_t default_max_nodes = 20000;
 // 10 minutes: operators (and a node that comes back) still see a dead node for a while,
 // then its entry stops taking memory.
 constexpr std::uint32_t default_forget_after_ms = 600000;
+// 10 s: a real node sends Register at once; a connection that does not is not a node and
+// should not hold a stream.
+constexpr std::uint32_t default_register_timeout_ms = 10000;
+constexpr std::uint32_t min_register_timeout_ms = 100;
+constexpr std::uint32_t max_register_timeout_ms = 600000;
 // The peer id when the host name is not a valid one (see default_peer_id()).
 constexpr std::string_view fallback_peer_id = "peer";
 
@@ -209,6 +214,7 @@ OrchestratorConfig make_default_config() {
   media_nodes.set_drain_deadline_ms(default_drain_deadline_ms);
   media_nodes.set_max_nodes(default_max_nodes);
   media_nodes.set_forget_after_ms(default_forget_after_ms);
+  media_nodes.set_register_timeout_ms(default_register_timeout_ms);
   config.set_peer_id(default_peer_id());
   return config;
 }
@@ -1018,6 +1024,8 @@ void validate_media_nodes(const chroom::config::v1::MediaNodesConfig& media_node
   check.check_range("media_nodes.drain_deadline_ms", media_nodes.drain_deadline_ms(), 0,
                     max_drain_deadline_ms);
   check.check_range("media_nodes.max_nodes", media_nodes.max_nodes(), 1, max_max_nodes);
+  check.check_range("media_nodes.register_timeout_ms", media_nodes.register_timeout_ms(),
+                    min_register_timeout_ms, max_register_timeout_ms);
 }
 
 void validate(const OrchestratorConfig& config, const validator& check) {

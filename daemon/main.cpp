@@ -181,6 +181,7 @@ media_node_settings_from(const config::v1::OrchestratorConfig& cfg) {
   settings->suspect_after = std::chrono::milliseconds{nodes.suspect_after_ms()};
   settings->dead_after = std::chrono::milliseconds{nodes.dead_after_ms()};
   settings->command_timeout = std::chrono::milliseconds{nodes.command_timeout_ms()};
+  settings->register_timeout = std::chrono::milliseconds{nodes.register_timeout_ms()};
   settings->peer_id = cfg.peer_id();
   return settings;
 }

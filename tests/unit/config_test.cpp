@@ -168,6 +168,7 @@ TEST_CASE("default_config fills in every default") {
   CHECK(media_nodes.drain_deadline_ms() == 600000);
   CHECK(media_nodes.max_nodes() == 20000);
   CHECK(media_nodes.forget_after_ms() == 600000);
+  CHECK(media_nodes.register_timeout_ms() == 10000);
   CHECK(config.peer_id() == expected_default_peer_id());
 }
 
@@ -218,6 +219,7 @@ TEST_CASE("a full file sets every field") {
                            "  drain_deadline_ms: 3600000\n"
                            "  max_nodes: 100\n"
                            "  forget_after_ms: 5000\n"
+                           "  register_timeout_ms: 2500\n"
                            "peer_id: Peer-1.eu_west\n";
   const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
   CHECK(config.listen().host() == "0.0.0.0");
@@ -242,7 +244,8 @@ TEST_CASE("a full file sets every field") {
            credentials { node_id: "eu-west.media_2" secret: "a secret, 16+ chars" }
            secret_key: "a-key-of-sixteen-characters" stats_interval_ms: 500
            suspect_after_ms: 2000 dead_after_ms: 5000 command_timeout_ms: 750
-           drain_deadline_ms: 3600000 max_nodes: 100 forget_after_ms: 5000)pb",
+           drain_deadline_ms: 3600000 max_nodes: 100 forget_after_ms: 5000
+           register_timeout_ms: 2500)pb",
       &media_nodes));
   CHECK(differences(config.media_nodes(), media_nodes) == "");
   CHECK(config.peer_id() == "Peer-1.eu_west");
