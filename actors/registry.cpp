@@ -22,6 +22,10 @@ using allocation::table_error;
 using chroom::admin::v1::NodeEvent;
 using chroom::admin::v1::NodeInfo;
 
+/// ListNodes pages: the default keeps a page far below the 4 MiB message limit.
+constexpr uint32_t default_page_size = 1000;
+constexpr uint32_t max_page_size = 5000;
+
 /// Longest a command can take at a node actor: two attempts and some slack.
 constexpr auto command_answer_timeout = std::chrono::seconds{30};
 
@@ -195,17 +199,30 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       send_later(self, st.settings.sweep_interval, sweep_atom::value);
     },
     [self](list_nodes_atom, const chroom::admin::v1::ListNodesRequest& request) {
+      // Pages are ranges of node ids: the token is the last id of the previous page, so a
+      // page stays correct while nodes come and go between calls.
       chroom::admin::v1::ListNodesResponse response;
       auto now = clock::now();
-      for (const auto& [id, record] : self->state.table.nodes()) {
+      auto page_size = request.page_size() == 0 ? default_page_size
+                                                : std::min(request.page_size(), max_page_size);
+      const auto& nodes = self->state.table.nodes();
+      uint32_t total = 0;
+      for (const auto& [id, record] : nodes) {
         if (!request.region().empty() && record.registration.location().region() != request.region())
           continue;
         if (request.states_size() > 0 &&
             std::find(request.states().begin(), request.states().end(), record.state) ==
               request.states().end())
           continue;
-        *response.add_nodes() = allocation::node_table::to_info(record, now);
+        ++total;
+        if (id <= request.page_token() && !request.page_token().empty())
+          continue;
+        if (static_cast<uint32_t>(response.nodes_size()) < page_size)
+          *response.add_nodes() = allocation::node_table::to_info(record, now);
+        else if (response.next_page_token().empty())
+          response.set_next_page_token(response.nodes(response.nodes_size() - 1).node_id());
       }
+      response.set_total_size(total);
       return response;
     },
     [self](get_node_atom, const std::string& node_id) -> caf::result<grpc_status, NodeInfo> {
