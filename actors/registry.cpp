@@ -75,6 +75,8 @@ struct registry_state {
   /// Which session a media node actor serves (for down messages).
   std::unordered_map<caf::actor_addr, std::pair<std::string, uint64_t>> session_of;
   std::vector<caf::actor> subscribers;
+  /// Nodes whose Drain command is unanswered: a gone node's stream waits for it.
+  std::unordered_set<std::string> drain_in_flight;
   uint64_t next_session = 1;
 };
 
@@ -104,7 +106,8 @@ void publish(registry_actor* self, std::vector<node_event>& events, clock::time_
       if (event.state == chroom::admin::v1::NODE_STATE_DEAD)
         end_session(self, record->session,
                     make_status(grpc_code::unavailable, "declared dead: " + event.reason));
-      else if (event.state == chroom::admin::v1::NODE_STATE_GONE)
+      else if (event.state == chroom::admin::v1::NODE_STATE_GONE &&
+               st.drain_in_flight.count(event.node_id) == 0)
         end_session(self, record->session, make_status(grpc_code::ok, "gone: " + event.reason));
     }
     auto message = to_proto(event, now);
@@ -112,6 +115,17 @@ void publish(registry_actor* self, std::vector<node_event>& events, clock::time_
       self->send(subscriber, node_event_atom::value, message);
   }
   events.clear();
+}
+
+/// A Drain was answered (or given up on): a node that is gone meanwhile is let go.
+void drain_answered(registry_actor* self, const std::string& node_id, uint64_t session) {
+  auto& st = self->state;
+  st.drain_in_flight.erase(node_id);
+  const auto* record = st.table.find(node_id);
+  if (record == nullptr || record->session != session || !record->connected)
+    return;
+  if (record->state == chroom::admin::v1::NODE_STATE_GONE)
+    end_session(self, session, make_status(grpc_code::ok, "gone: drained"));
 }
 
 caf::result<grpc_status, NodeInfo> node_answer(registry_actor* self, table_error error,
@@ -231,28 +245,35 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
     },
     [self](drain_atom, const std::string& node_id,
            uint32_t deadline_ms) -> caf::result<grpc_status, NodeInfo> {
+      auto& st = self->state;
       auto now = clock::now();
+      auto deadline = deadline_ms == 0 ? st.settings.rules.drain_deadline
+                                       : std::chrono::milliseconds{deadline_ms};
       std::vector<node_event> events;
-      auto error =
-        self->state.table.drain(node_id, std::chrono::milliseconds{deadline_ms}, now, events);
-      if (error == table_error::none) {
-        if (const auto* record = self->state.table.find(node_id); record && record->connected) {
-          chroom::medianode::v1::Command command;
-          command.mutable_drain()->set_deadline_ms(
-            static_cast<uint32_t>((record->drain_deadline.value_or(now) - now) / std::chrono::milliseconds{1}));
-          if (auto it = self->state.sessions.find(record->session); it != self->state.sessions.end())
-            self->request(it->second, command_answer_timeout, node_command_atom::value,
-                          std::move(command))
-              .then(
-                [node_id](const command_outcome& outcome) {
-                  if (!outcome.acked)
-                    spdlog::warn("registry: node {} did not take Drain: {}", node_id,
-                                 outcome.status.message);
-                },
-                [node_id](caf::error&) {
-                  spdlog::warn("registry: node {} did not answer Drain", node_id);
-                });
-        }
+      auto error = st.table.drain(node_id, deadline, now, events);
+      const auto* record = st.table.find(node_id);
+      auto session = record && record->connected ? st.sessions.find(record->session)
+                                                 : st.sessions.end();
+      if (error == table_error::none && session != st.sessions.end()) {
+        // The node hears of the drain before its stream ends (a node without rooms is
+        // gone at once): the stream ends when the node has answered, or given up on.
+        chroom::medianode::v1::Command command;
+        command.mutable_drain()->set_deadline_ms(static_cast<uint32_t>(deadline.count()));
+        st.drain_in_flight.insert(node_id);
+        auto node_session = record->session;
+        self->request(session->second, command_answer_timeout, node_command_atom::value,
+                      std::move(command))
+          .then(
+            [self, node_id, node_session](const command_outcome& outcome) {
+              if (!outcome.acked)
+                spdlog::warn("registry: node {} did not take Drain: {}", node_id,
+                             outcome.status.message);
+              drain_answered(self, node_id, node_session);
+            },
+            [self, node_id, node_session](caf::error&) {
+              spdlog::warn("registry: node {} did not answer Drain", node_id);
+              drain_answered(self, node_id, node_session);
+            });
       }
       publish(self, events, now);
       return node_answer(self, error, node_id);

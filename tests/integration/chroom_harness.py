@@ -65,6 +65,8 @@ class _Stubs:
     def __init__(self) -> None:
         self._dir: Optional[Path] = None
         self.diag_pb2 = self.diag_grpc = self.health_pb2 = self.health_grpc = None
+        # chroom.medianode.v1 and chroom.admin.v1 (the admin proto imports the media node one).
+        self.node_pb2 = self.node_grpc = self.admin_pb2 = self.admin_grpc = None
 
     def load(self) -> "_Stubs":
         if self._dir is not None:
@@ -81,7 +83,15 @@ class _Stubs:
             "chroom_diagnostics.proto": messages / "chroom/diag/v1/diagnostics.proto",
             "chroom_health.proto": messages / "grpc/health/v1/health.proto",
         }
+        # The chroom.medianode.v1 / chroom.admin.v1 protos keep their directories: one imports
+        # the other by that path, and their modules land in a `chroom` namespace package
+        # (chroom.medianode.v1.media_node_pb2), which clashes with nothing.
+        sources.update({
+            "chroom/medianode/v1/media_node.proto": messages / "chroom/medianode/v1/media_node.proto",
+            "chroom/admin/v1/admin_service.proto": messages / "chroom/admin/v1/admin_service.proto",
+        })
         for name, src in sources.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out / name)
         rc = protoc.main(["protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}",
                           *[str(out / n) for n in sources]])
@@ -93,8 +103,13 @@ class _Stubs:
         import chroom_health_pb2
         import chroom_health_pb2_grpc
 
+        from chroom.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+        from chroom.medianode.v1 import media_node_pb2, media_node_pb2_grpc
+
         self.diag_pb2, self.diag_grpc = chroom_diagnostics_pb2, chroom_diagnostics_pb2_grpc
         self.health_pb2, self.health_grpc = chroom_health_pb2, chroom_health_pb2_grpc
+        self.node_pb2, self.node_grpc = media_node_pb2, media_node_pb2_grpc
+        self.admin_pb2, self.admin_grpc = admin_service_pb2, admin_service_pb2_grpc
         self._dir = out
         return self
 
@@ -134,20 +149,39 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _yaml_scalar(item: Any) -> str:
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, (int, float)):
+        return str(item)
+    return json.dumps(str(item))
+
+
 def to_yaml(value: Any, indent: int = 0) -> str:
-    """A tiny YAML emitter for nested dicts of scalars (JSON strings are valid YAML)."""
+    """A tiny YAML emitter for nested dicts of scalars and lists (of scalars or dicts)
+    (JSON strings are valid YAML)."""
     lines = []
     pad = "  " * indent
     for key, item in value.items():
         if isinstance(item, dict):
             lines.append(f"{pad}{key}:")
             lines.append(to_yaml(item, indent + 1))
-        elif isinstance(item, bool):
-            lines.append(f"{pad}{key}: {'true' if item else 'false'}")
-        elif isinstance(item, (int, float)):
-            lines.append(f"{pad}{key}: {item}")
+        elif isinstance(item, (list, tuple)):
+            if not item:
+                lines.append(f"{pad}{key}: []")
+                continue
+            lines.append(f"{pad}{key}:")
+            for element in item:
+                if isinstance(element, dict):
+                    # "- first: 1" then the other keys aligned under "first"
+                    body = to_yaml(element, indent + 2).splitlines()
+                    inner = "  " * (indent + 2)
+                    lines.append(f"{pad}  - {body[0][len(inner):]}")
+                    lines.extend(f"{pad}    {line[len(inner):]}" for line in body[1:])
+                else:
+                    lines.append(f"{pad}  - {_yaml_scalar(element)}")
         else:
-            lines.append(f"{pad}{key}: {json.dumps(str(item))}")
+            lines.append(f"{pad}{key}: {_yaml_scalar(item)}")
     return "\n".join(lines)
 
 
@@ -371,6 +405,10 @@ class Server:
     def health(self, channel: Optional[grpc.Channel] = None):
         return stubs().health_grpc.HealthStub(channel or self.new_channel())
 
+    def admin(self, channel: Optional[grpc.Channel] = None):
+        """A chroom.admin.v1.AdminService stub."""
+        return stubs().admin_grpc.AdminServiceStub(channel or self.new_channel())
+
     def counters(self):
         if self._counters_channel is None:
             self._counters_channel = self.new_channel()
@@ -402,6 +440,190 @@ class Server:
                                  f"{self.log_tail()}") from e
         finally:
             channel.close()
+
+
+# --------------------------------------------------------------------------- WatchNodes
+
+class NodeWatcher:
+    """A chroom.admin.v1.AdminService.WatchNodes call read by a background thread.
+
+    events: every NodeEvent so far with the monotonic time it arrived, in order."""
+
+    def __init__(self, server: "Server", timeout: float = 60.0, initial: int = 0):
+        """initial: wait (up to 5 s) for this many events, the current state of the nodes
+        the peer knows, so that the subscription is known to be in place."""
+        import queue
+        import threading
+
+        self._queue: "queue.Queue" = queue.Queue()
+        self.events: list = []          # (arrived monotonic, NodeEvent)
+        self.error: Optional[grpc.RpcError] = None
+        self.done = threading.Event()
+        self._channel = server.new_channel(track=False)
+        self.call = server.admin(self._channel).WatchNodes(
+            stubs().admin_pb2.WatchNodesRequest(), timeout=timeout)
+        self._thread = threading.Thread(target=self._read, name="watch-nodes", daemon=True)
+        self._thread.start()
+        if initial:
+            got = self.wait_count(initial, 5)
+            assert len(got) >= initial, f"WatchNodes sent {len(got)} of {initial} current states"
+
+    def _read(self) -> None:
+        try:
+            for event in self.call:
+                self._queue.put((time.monotonic(), event))
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+    def _drain(self) -> None:
+        import queue
+        while True:
+            try:
+                self.events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def snapshot(self) -> list:
+        """The NodeEvents received so far."""
+        self._drain()
+        return [e for _, e in self.events]
+
+    def wait_for(self, pred: Callable[[Any], bool], timeout: float, start: int = 0):
+        """The first event from index `start` on for which pred holds (waiting up to timeout),
+        or None."""
+        import queue
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            self._drain()
+            while index < len(self.events):
+                if pred(self.events[index][1]):
+                    return self.events[index][1]
+                index += 1
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.done.is_set() and self._queue.empty()):
+                return None
+            try:
+                self.events.append(self._queue.get(timeout=min(left, 0.1)))
+            except queue.Empty:
+                pass
+
+    def wait_count(self, count: int, timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        while len(self.snapshot()) < count and time.monotonic() < deadline and not self.done.is_set():
+            time.sleep(0.02)
+        return self.snapshot()
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.done.wait(5)
+        with contextlib.suppress(Exception):
+            self._channel.close()
+
+    def __enter__(self) -> "NodeWatcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- media nodes
+
+class NodePeer:
+    """A running peer plus the media nodes a test connects to it (media_node_client.py) and
+    an AdminService stub. Nodes are closed before the server stops."""
+
+    def __init__(self, server: "Server", channels: int = 1):
+        import media_node_client
+
+        self.server = server
+        self.client = media_node_client
+        media = server.config.get("media_nodes", {})
+        self.secret_key: str = media.get("secret_key", "")
+        self.listed: dict = {c["node_id"]: c["secret"] for c in media.get("credentials", [])}
+        # grpcio shares one connection among channels with equal arguments (a global
+        # subchannel pool): a local pool gives each channel its own TCP connection, so that
+        # nodes spread over `channels` connections and admin calls never queue behind node
+        # streams (the peer allows max_concurrent_streams per connection).
+        self.admin_channel = self.new_channel()
+        self.admin = server.admin(self.admin_channel)
+        self.channels = [self.new_channel() for _ in range(channels)]
+        self.nodes: list = []
+        self._next_channel = 0
+
+    def new_channel(self) -> grpc.Channel:
+        """A channel with a connection of its own."""
+        return self.server.new_channel([("grpc.use_local_subchannel_pool", 1)])
+
+    def secret(self, node_id: str) -> str:
+        if node_id in self.listed:
+            return self.listed[node_id]
+        return self.client.derive_secret(self.secret_key, node_id)
+
+    def node(self, node_id: str, credential: Optional[str] = None,
+             channel: Optional[grpc.Channel] = None, **kw):
+        """A MediaNode (not yet connected) with its proper credential unless one is given."""
+        if channel is None:
+            channel = self.channels[self._next_channel % len(self.channels)]
+            self._next_channel += 1
+        node = self.client.MediaNode(channel, node_id,
+                                     self.secret(node_id) if credential is None else credential,
+                                     **kw)
+        self.nodes.append(node)
+        return node
+
+    def active_node(self, node_id: str, heartbeat: bool = True, **kw):
+        """A registered node that has sent Stats (and goes on sending them if heartbeat)."""
+        node = self.node(node_id, **kw)
+        node.register()
+        if heartbeat:
+            node.start_heartbeat()
+        else:
+            node.send_stats()
+        pb = stubs().admin_pb2
+        assert wait_until(lambda: self.state(node_id) == pb.NODE_STATE_ACTIVE, 5), \
+            f"{node_id} not ACTIVE: {self.get(node_id)}"
+        return node
+
+    # ---- AdminService
+    def list(self, **request):
+        return self.admin.ListNodes(stubs().admin_pb2.ListNodesRequest(**request), timeout=5)
+
+    def get(self, node_id: str):
+        return self.admin.GetNode(stubs().admin_pb2.GetNodeRequest(node_id=node_id), timeout=5).node
+
+    def state(self, node_id: str) -> int:
+        try:
+            return self.get(node_id).state
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return -1
+            raise
+
+    def state_name(self, node_id: str) -> str:
+        state = self.state(node_id)
+        return "unknown" if state < 0 else stubs().admin_pb2.NodeState.Name(state)
+
+    def wait_state(self, node_id: str, state: int, timeout: float) -> bool:
+        return bool(wait_until(lambda: self.state(node_id) == state, timeout, 0.02))
+
+    def assert_undisturbed(self, node, registrations: int = 1, why: str = "") -> None:
+        """A healthy node is still ACTIVE on its first stream, and the peer serves."""
+        pb = stubs().admin_pb2
+        assert not node.ended, f"healthy node {node.node_id}'s stream ended {why}: {node.end}"
+        info = self.get(node.node_id)
+        assert info.state == pb.NODE_STATE_ACTIVE, \
+            f"healthy node {node.node_id} is {pb.NodeState.Name(info.state)} {why}"
+        assert info.registrations == registrations, info
+        self.server.assert_serving(why)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.close()
+        self.nodes.clear()
 
 
 # --------------------------------------------------------------------------- raw HTTP/2

@@ -22,6 +22,18 @@ def health_pb():
     return harness.stubs().health_pb2
 
 
+@pytest.fixture(scope="session")
+def node_pb():
+    """The generated chroom.medianode.v1 messages module (Register, Stats, ...)."""
+    return harness.stubs().node_pb2
+
+
+@pytest.fixture(scope="session")
+def admin_pb():
+    """The generated chroom.admin.v1 messages module (ListNodesRequest, NodeState, ...)."""
+    return harness.stubs().admin_pb2
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: start_server({"limits": {...}}) -> a running harness.Server.
@@ -46,6 +58,23 @@ def start_server(tmp_path):
             srv.kill()
     if failures:
         pytest.fail("server teardown failed:\n" + "\n\n".join(failures), pytrace=False)
+
+
+@pytest.fixture
+def start_node_peer(start_server):
+    """Factory: start_node_peer({"media_nodes": {...}}, channels=1) -> a harness.NodePeer
+    (a running server, an AdminService stub and a factory of media nodes). Its nodes are
+    closed at teardown, before the server is stopped."""
+    peers: list[harness.NodePeer] = []
+
+    def start(overrides: dict | None = None, channels: int = 1) -> harness.NodePeer:
+        peer = harness.NodePeer(start_server(overrides), channels)
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.close()
 
 
 @pytest.fixture
