@@ -197,6 +197,11 @@ int wait_for_signal() {
 int run(const config::v1::OrchestratorConfig& cfg) {
   caf::actor_system_config caf_cfg;
   caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.worker_threads()));
+  // CAF's default work-stealing workers poll (spin, then sleep 50 us) while idle: with
+  // 1,000 nodes reporting once a second that polling alone took 13% of a core. Sharing
+  // workers block on a condition variable: 2.6% for the same fleet (bench/node_bench), and
+  // less CPU per gateway call too (2.3 against 3.0 us, bench/gateway_bench).
+  caf_cfg.set("scheduler.policy", caf::atom("sharing"));
   caf_cfg.load<caf::io::middleman>();
   caf::actor_system system{caf_cfg};
 
