@@ -186,15 +186,27 @@ def main():
         checks.run("participants leave by themselves", departures)
 
         def crash_restart():
+            acks = fake.ask_json("status")["acks"]
+            fake.ask("prepare sim-00006 r6")
+            wait_until("r6 acked", lambda: fake.ask_json("status")["acks"] > acks)
             assert sim.ask("crash sim-00006") == "ok crash sim-00006"
             assert sim.ask_json("status")["down"] == 1
             wait_until("fake loses it", lambda: fake.ask_json("status")["connected"] == n - 1)
             assert sim.ask("crash sim-00006").startswith("error ")
             assert sim.ask("restart sim-00006") == "ok restart sim-00006"
             wait_until("it is back", lambda: sim.ask_json("status")["registered"] == n)
+            reg = fake.ask_json("node sim-00006")["register"]
+            assert "r6" in reg["rooms"], reg  # restart keeps the rooms by default
+            assert sim.ask("crash sim-00006") == "ok crash sim-00006"
+            assert sim.ask("restart sim-00006 fresh") == "ok restart sim-00006 fresh"
+            wait_until("back fresh", lambda: sim.ask_json("status")["registered"] == n)
+            reg = fake.ask_json("node sim-00006")["register"]
+            assert reg["rooms"] == {}, reg
+            assert sim.ask("restart sim-00006").startswith("error ")  # not down
             assert sim.ask("crash nobody").startswith("error unknown node")
             assert sim.ask("bogus").startswith("error unknown command")
-        checks.run("crash and restart", crash_restart)
+            assert sim.ask("flap sim-00001 soon").startswith("error usage")
+        checks.run("crash and restart (keeping rooms, then fresh)", crash_restart)
 
         def freeze_thaw():
             assert sim.ask("freeze sim-00007") == "ok freeze sim-00007"
