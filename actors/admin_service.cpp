@@ -54,7 +54,9 @@ caf::behavior node_watcher(watcher_actor* self, call_context context, caf::actor
       st.backlog.push_back(std::move(event));
       pump(self);
     },
-    [self](call_data_atom, int32_t, const std::string&) { self->state.stream.ack(self); },
+    [self](call_data_atom, int32_t, const std::string& bytes) {
+      self->state.stream.ack(self, bytes.size());
+    },
     [self](call_close_atom, int32_t) {},
     [self](call_credit_atom, int32_t, uint32_t credit) {
       self->state.stream.add_credit(credit);

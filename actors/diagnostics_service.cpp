@@ -104,8 +104,9 @@ void pump(diag_call_actor* self) {
   if (st.method == stream_method::echo_stream) {
     while (!st.backlog.empty() && st.stream.can_send()) {
       send_echo(self, st.backlog.front());
+      auto request_bytes = st.backlog.front().ByteSizeLong();
       st.backlog.pop_front();
-      st.stream.ack(self);
+      st.stream.ack(self, request_bytes);
     }
     if (st.client_closed && st.backlog.empty())
       end(self, grpc_status::ok());
@@ -157,10 +158,10 @@ caf::behavior diag_call(diag_call_actor* self, call_context context, stream_meth
           st.collected.set_message_count(st.collected.message_count() + 1);
           st.collected.set_payload_bytes(st.collected.payload_bytes() + request.payload().size());
           st.collected.mutable_text()->append(request.text());
-          st.stream.ack(self);
+          st.stream.ack(self, bytes.size());
           break;
         case stream_method::echo_repeat:
-          st.stream.ack(self);
+          st.stream.ack(self, bytes.size());
           if (st.repeat_request)
             return; // server streaming takes one request; later ones are ignored
           if (request.interval_ms() > st.max_delay_ms) {

@@ -101,7 +101,7 @@ caf::behavior health_service(health_actor* self, std::vector<std::string> servic
       if (it == self->state.watchers.end())
         return;
       auto& w = it->second;
-      w.stream.ack(self);
+      w.stream.ack(self, bytes.size());
       HealthCheckRequest request;
       if (w.has_request || !request.ParseFromString(bytes)) {
         w.stream.end(self, make_status(grpc_code::invalid_argument,

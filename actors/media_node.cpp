@@ -257,7 +257,7 @@ caf::behavior media_node(media_node_actor* self, call_context context, caf::acto
   send_later(self, st.settings->register_timeout, timeout_atom::value, uint64_t{0}, 0);
   return {
     [self](call_data_atom, int32_t, const std::string& bytes) {
-      self->state.stream.ack(self);
+      self->state.stream.ack(self, bytes.size());
       on_message(self, bytes);
     },
     [self](call_close_atom, int32_t) {

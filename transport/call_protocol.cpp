@@ -81,9 +81,17 @@ void call_stream::send_headers(caf::local_actor* self, metadata headers) {
     caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_head_atom::value, context_.stream_id, std::move(headers));
 }
 
-void call_stream::ack(caf::local_actor* self, uint32_t n) {
-  if (!ended_)
-    caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_ack_atom::value, context_.stream_id, n);
+void call_stream::ack(caf::local_actor* self, size_t message_bytes) {
+  if (ended_)
+    return;
+  ++unacked_messages_;
+  unacked_bytes_ += message_bytes;
+  if (unacked_messages_ < ack_batch_messages && unacked_bytes_ < ack_batch_bytes)
+    return;
+  caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_ack_atom::value,
+               context_.stream_id, unacked_messages_);
+  unacked_messages_ = 0;
+  unacked_bytes_ = 0;
 }
 
 void call_stream::end(caf::local_actor* self, grpc_status status) {

@@ -46,6 +46,12 @@ class local_actor;
 
 namespace chroom::transport {
 
+/// Batching of request acknowledgements (call_stream::ack): at most this many messages or
+/// bytes stay unacknowledged per stream. The connection sizes stream windows with
+/// ack_batch_bytes in mind (grpc_connection.cpp), so a batch never stalls a client.
+inline constexpr uint32_t ack_batch_messages = 32;
+inline constexpr size_t ack_batch_bytes = 64u << 10;
+
 /// Responses a streaming handler may send before its first credit arrives.
 inline constexpr uint32_t initial_stream_credit = 8;
 
@@ -186,8 +192,11 @@ public:
   void send_headers(caf::local_actor* self, metadata headers);
   /// The gateway granted `n` more responses.
   void add_credit(uint32_t n) { credit_ += n; }
-  /// Tells the gateway `n` request messages were consumed.
-  void ack(caf::local_actor* self, uint32_t n = 1);
+  /// One request message of `message_bytes` was consumed. Acknowledgements are sent to
+  /// the gateway in batches (every ack_batch_messages messages or ack_batch_bytes bytes):
+  /// a node's Stats every second need not cost a message back each time, and what stays
+  /// unacknowledged is far below the stream's flow-control window.
+  void ack(caf::local_actor* self, size_t message_bytes);
   /// Ends the call; further sends are ignored.
   void end(caf::local_actor* self, grpc_status status);
   bool ended() const { return ended_; }
@@ -195,6 +204,8 @@ public:
 private:
   call_context context_;
   uint32_t credit_ = initial_stream_credit;
+  uint32_t unacked_messages_ = 0;
+  size_t unacked_bytes_ = 0;
   bool ended_ = false;
 };
 

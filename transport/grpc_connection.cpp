@@ -1,5 +1,6 @@
 #include "transport/grpc_connection.hpp"
 
+#include "transport/call_protocol.hpp"
 #include "transport/grpc_wire.hpp"
 
 #include <nghttp2/nghttp2.h>
@@ -184,6 +185,9 @@ struct grpc_connection::impl {
   size_t preface_checked = 0; // how many bytes of the client preface were verified
   bool broken = false;
   bool http1_rejected = false;
+  /// Streams whose sent_messages went above 0 since take_sent_counts last ran: credits
+  /// are granted per stream that sent something, not by scanning every stream.
+  std::vector<int32_t> streams_with_sent;
   // Header scratch space reused by every response (nghttp2 copies what it is given).
   std::vector<nghttp2_nv> nv_scratch;
   std::vector<std::string> encoded_scratch;
@@ -306,13 +310,15 @@ grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& lis
                             const connection_limits& limits)
   : self(self), listener(listener), limits(limits) {
   nghttp2_session_server_new2(&session, server_callbacks(), this, server_options());
-  // Stream window: a whole message must fit even while up to half the window is
-  // consumed but not yet announced (nghttp2 sends WINDOW_UPDATE at half), hence twice
-  // the largest message. Connection window: bounds the delivered messages that handlers
-  // have not consumed yet, summed over streams (partial messages do not count, see
-  // on_data_chunk).
+  // Stream window W: the largest message (M, with its prefix) must always fit. Held
+  // against W are messages the handler consumed but has not acknowledged yet (less than
+  // ack_batch_bytes, B) and bytes consumed but not yet announced (less than W/2: nghttp2
+  // sends WINDOW_UPDATE at half). W = 2 (M + B) leaves W - B - W/2 = M free.
   auto stream_window = static_cast<uint32_t>(std::min<size_t>(
-    2 * (limits.max_message_bytes + grpc_prefix_bytes), NGHTTP2_MAX_WINDOW_SIZE));
+    2 * (limits.max_message_bytes + grpc_prefix_bytes + ack_batch_bytes),
+    NGHTTP2_MAX_WINDOW_SIZE));
+  // Connection window: bounds the delivered messages that handlers have not consumed
+  // yet, summed over streams (partial messages do not count, see on_data_chunk).
   auto connection_window = static_cast<int32_t>(std::min<size_t>(
     std::max<size_t>(2 * size_t{stream_window}, 16u << 20), NGHTTP2_MAX_WINDOW_SIZE));
   nghttp2_settings_entry settings[] = {
@@ -669,7 +675,8 @@ ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t
     if (s->outbound_offset == front.size()) {
       s->outbound.pop_front();
       s->outbound_offset = 0;
-      ++s->sent_messages;
+      if (s->sent_messages++ == 0)
+        streams_with_sent.push_back(s->id);
     }
   }
   if (s->outbound.empty() && s->finished) {
@@ -925,6 +932,14 @@ void grpc_connection::consume(int32_t stream_id, size_t count) {
   auto& d = *impl_;
   if (auto* s = d.find(stream_id))
     d.release(*s, count, false);
+}
+
+void grpc_connection::take_sent_counts(std::vector<std::pair<int32_t, size_t>>& counts) {
+  auto& d = *impl_;
+  for (auto id : d.streams_with_sent)
+    if (auto* s = d.find(id); s != nullptr && s->sent_messages > 0)
+      counts.emplace_back(id, std::exchange(s->sent_messages, 0));
+  d.streams_with_sent.clear();
 }
 
 size_t grpc_connection::take_sent_messages(int32_t stream_id) {

@@ -112,6 +112,8 @@ public:
   /// Response messages of `stream_id` handed to HTTP/2 since the last call; the owner
   /// grants that many new credits to the handler. Resets the count.
   size_t take_sent_messages(int32_t stream_id);
+  /// The same for every stream that sent something: appends (stream id, count) pairs.
+  void take_sent_counts(std::vector<std::pair<int32_t, size_t>>& counts);
 
   /// Sends a PING; ping_outstanding() stays true until its ACK arrives.
   void ping();

@@ -1106,19 +1106,20 @@ TEST_CASE_FIXTURE(back_to_back, "calls on unknown streams are no-ops") {
 
 TEST_CASE_FIXTURE(small_messages,
                   "flow control: unconsumed messages hold the stream window; consume() reopens") {
-  // 100 bytes on the wire per message; the stream window is 2 * (1000 + 5).
-  std::string forty;
-  for (int i = 0; i < 40; ++i)
-    forty += grpc_frame(std::string(95, static_cast<char>('a' + i)));
-  auto id = client.open(grpc_request(), forty);
+  // 100 bytes on the wire per message; the stream window is 2 * (1000 + 5 + ack_batch_bytes)
+  // = 133082 bytes: 1330 whole messages and 82 bytes of the next.
+  std::string many;
+  for (int i = 0; i < 1400; ++i)
+    many += grpc_frame(std::string(95, static_cast<char>('a' + i % 26)));
+  auto id = client.open(grpc_request(), many);
   pump();
-  CHECK(listener.messages[id].size() == 20);
+  CHECK(listener.messages[id].size() == 1330);
   CHECK(nghttp2_session_get_stream_remote_window_size(client.session(), id) == 0);
-  CHECK(client.unsent_body_bytes() == 4000 - 2010);
+  CHECK(client.unsent_body_bytes() == 140000 - 133082);
 
-  server->consume(id, 20);
+  server->consume(id, 1330);
   pump();
-  CHECK(listener.messages[id].size() == 40);
+  CHECK(listener.messages[id].size() == 1400);
   CHECK(client.unsent_body_bytes() == 0);
 
   listener.on_half_close = [&](int32_t call) { server->finish(call, grpc_status::ok()); };
@@ -1129,19 +1130,19 @@ TEST_CASE_FIXTURE(small_messages,
 
 TEST_CASE_FIXTURE(small_messages,
                   "flow control: consume(1) reopens the window of one message only") {
-  std::string forty;
-  for (int i = 0; i < 40; ++i)
-    forty += grpc_frame(std::string(95, 'x'));
-  auto id = client.open(grpc_request(), forty);
+  std::string many;
+  for (int i = 0; i < 1400; ++i)
+    many += grpc_frame(std::string(95, 'x'));
+  auto id = client.open(grpc_request(), many);
   pump();
-  REQUIRE(listener.messages[id].size() == 20);
+  REQUIRE(listener.messages[id].size() == 1330);
 
   server->consume(id, 1);
   pump();
-  // Nineteen messages are still unconsumed (1900 bytes): at most one more fits the window.
-  CHECK(listener.messages[id].size() <= 21);
+  // 1329 messages are still unconsumed: at most one more fits the window.
+  CHECK(listener.messages[id].size() <= 1331);
 
-  server->consume(id, 20);
+  server->consume(id, 1400);
   listener.on_half_close = [&](int32_t call) { server->finish(call, grpc_status::ok()); };
   client.send(id, {}, true);
   pump();
