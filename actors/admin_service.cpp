@@ -46,8 +46,8 @@ caf::behavior node_watcher(watcher_actor* self, call_context context, caf::actor
     [self](node_event_atom, NodeEvent& event) {
       auto& st = self->state;
       if (st.backlog.size() >= max_watch_backlog) {
-        st.stream.end(self, make_status(grpc_code::resource_exhausted,
-                                        "WatchNodes client reads too slowly"));
+        st.stream.end(
+          self, make_status(grpc_code::resource_exhausted, "WatchNodes client reads too slowly"));
         self->quit();
         return;
       }
@@ -72,8 +72,7 @@ using admin_actor = caf::event_based_actor;
 
 /// Sends one answer for a call whose result comes from the registry later.
 template <class Response>
-void answer_node(admin_actor* self, const call_context& call, grpc_status& status,
-                 NodeInfo& info) {
+void answer_node(admin_actor* self, const call_context& call, grpc_status& status, NodeInfo& info) {
   unary_replies replies{self};
   if (!status.is_ok()) {
     replies.fail(call, std::move(status));
@@ -85,18 +84,15 @@ void answer_node(admin_actor* self, const call_context& call, grpc_status& statu
 }
 
 template <class Response, class... Ts>
-void ask_node(admin_actor* self, const caf::actor& registry, const call_context& call,
-              Ts&&... xs) {
+void ask_node(admin_actor* self, const caf::actor& registry, const call_context& call, Ts&&... xs) {
   self->request(registry, registry_timeout, std::forward<Ts>(xs)...)
-    .then(
-      [self, call](grpc_status& status, NodeInfo& info) {
-        answer_node<Response>(self, call, status, info);
-      },
-      [self, call](caf::error& err) {
-        unary_replies replies{self};
-        replies.fail(call, make_status(grpc_code::unavailable,
-                                       "registry: " + self->system().render(err)));
-      });
+    .then([self, call](grpc_status& status,
+                       NodeInfo& info) { answer_node<Response>(self, call, status, info); },
+          [self, call](caf::error& err) {
+            unary_replies replies{self};
+            replies.fail(
+              call, make_status(grpc_code::unavailable, "registry: " + self->system().render(err)));
+          });
 }
 
 void handle(admin_actor* self, const caf::actor& registry, unary_replies& replies,

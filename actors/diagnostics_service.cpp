@@ -121,7 +121,7 @@ void pump(diag_call_actor* self) {
       return;
     }
     send_later(self, std::chrono::milliseconds{st.repeat_request->interval_ms()},
-                       repeat_atom::value);
+               repeat_atom::value);
   }
 }
 
@@ -226,8 +226,7 @@ void answer_echo(diag_service_actor* self, unary_replies& replies, const call_co
                  const diag_request& request) {
   auto echoed = echoed_metadata(call);
   if (request.fail_code() != 0) {
-    auto status =
-      make_status(grpc_code_from_int(request.fail_code()), request.fail_message());
+    auto status = make_status(grpc_code_from_int(request.fail_code()), request.fail_message());
     status.trailers = echoed;
     replies.fail(call, std::move(status), std::move(echoed));
     finish_counted(self, false);
@@ -306,8 +305,7 @@ caf::behavior diagnostics_service(diag_service_actor* self, uint32_t max_delay_m
         method = stream_method::echo_repeat;
       else if (call.path.ends_with("/EchoCollect"))
         method = stream_method::echo_collect;
-      return self->spawn(diag_call, call, method, caf::actor_cast<caf::actor>(self),
-                         max_delay_ms);
+      return self->spawn(diag_call, call, method, caf::actor_cast<caf::actor>(self), max_delay_ms);
     },
     [self](diag_event_atom, int event, uint64_t count) {
       auto& c = self->state.counters;

@@ -66,7 +66,8 @@ caf::behavior health_service(health_actor* self, std::vector<std::string> servic
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     st.gateways.erase(msg.source);
-    std::erase_if(st.watchers, [&](const auto& entry) { return entry.first.gateway == msg.source; });
+    std::erase_if(st.watchers,
+                  [&](const auto& entry) { return entry.first.gateway == msg.source; });
   });
   auto sender_key = [self](int32_t stream_id) {
     return call_key{caf::actor_cast<caf::actor_addr>(self->current_sender()), stream_id};
@@ -92,8 +93,8 @@ caf::behavior health_service(health_actor* self, std::vector<std::string> servic
     [self](call_open_atom, const call_context& call) -> caf::actor {
       if (self->state.gateways.insert(call.gateway.address()).second)
         self->monitor(call.gateway);
-      self->state.watchers.emplace(key_of(call), watcher{call_stream{call}, {}, false,
-                                                          HealthCheckResponse::UNKNOWN, false});
+      self->state.watchers.emplace(
+        key_of(call), watcher{call_stream{call}, {}, false, HealthCheckResponse::UNKNOWN, false});
       return caf::actor_cast<caf::actor>(self);
     },
     [self, sender_key](call_data_atom, int32_t stream_id, const std::string& bytes) {

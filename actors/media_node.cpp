@@ -62,8 +62,9 @@ void end(media_node_actor* self, grpc_status status, bool tell_registry = true) 
   if (st.current == phase::ended)
     return;
   if (status.code != grpc_code::ok)
-    spdlog::info("media node {}: session ends: {} {}", st.node_id.empty() ? st.stream.context().peer : st.node_id,
-                 to_string(status.code), status.message);
+    spdlog::info("media node {}: session ends: {} {}",
+                 st.node_id.empty() ? st.stream.context().peer : st.node_id, to_string(status.code),
+                 status.message);
   if (tell_registry && st.current == phase::registered)
     self->send(st.registry, node_closed_atom::value, st.node_id, st.session);
   st.current = phase::ended;
@@ -77,9 +78,9 @@ void send_to_node(media_node_actor* self, OrchestratorMessage message) {
   if (st.outbox.empty() && st.stream.send(self, message))
     return;
   if (st.outbox.size() >= max_outbox) {
-    end(self, make_status(grpc_code::resource_exhausted,
-                          "the node does not read its stream (" + std::to_string(max_outbox) +
-                            " messages waiting)"));
+    end(self, make_status(grpc_code::resource_exhausted, "the node does not read its stream (" +
+                                                           std::to_string(max_outbox) +
+                                                           " messages waiting)"));
     return;
   }
   st.outbox.push_back(std::move(message));
@@ -95,8 +96,8 @@ void send_command(media_node_actor* self, const Command& command) {
   OrchestratorMessage message;
   *message.mutable_command() = command;
   send_to_node(self, std::move(message));
-  send_later(self, self->state.settings->command_timeout, timeout_atom::value,
-             command.command_id(), self->state.pending[command.command_id()].attempts);
+  send_later(self, self->state.settings->command_timeout, timeout_atom::value, command.command_id(),
+             self->state.pending[command.command_id()].attempts);
 }
 
 void on_register(media_node_actor* self, const chroom::medianode::v1::Register& registration) {
@@ -107,9 +108,9 @@ void on_register(media_node_actor* self, const chroom::medianode::v1::Register& 
   }
   auto version = allocation::parse_protocol_version(registration.protocol_version());
   if (!version) {
-    end(self, make_status(grpc_code::invalid_argument,
-                          "Register: protocol_version '" + registration.protocol_version() +
-                            "' is not major.minor"));
+    end(self, make_status(grpc_code::invalid_argument, "Register: protocol_version '" +
+                                                         registration.protocol_version() +
+                                                         "' is not major.minor"));
     return;
   }
   if (version->major != allocation::protocol_major) {
@@ -130,8 +131,9 @@ void on_register(media_node_actor* self, const chroom::medianode::v1::Register& 
   }
   st.node_id = registration.node_id();
   st.current = phase::registering;
-  self->request(st.registry, std::chrono::seconds{10}, node_register_atom::value, registration,
-                caf::actor_cast<caf::actor>(self))
+  self
+    ->request(st.registry, std::chrono::seconds{10}, node_register_atom::value, registration,
+              caf::actor_cast<caf::actor>(self))
     .then(
       [self](node_admission& admission) {
         auto& st = self->state;
@@ -150,7 +152,8 @@ void on_register(media_node_actor* self, const chroom::medianode::v1::Register& 
         OrchestratorMessage message;
         auto& registered = *message.mutable_registered();
         registered.set_protocol_version(std::string{allocation::protocol_version});
-        registered.set_stats_interval_ms(static_cast<uint32_t>(st.settings->stats_interval.count()));
+        registered.set_stats_interval_ms(
+          static_cast<uint32_t>(st.settings->stats_interval.count()));
         registered.set_suspect_after_ms(static_cast<uint32_t>(st.settings->suspect_after.count()));
         registered.set_dead_after_ms(static_cast<uint32_t>(st.settings->dead_after.count()));
         registered.set_peer_id(st.settings->peer_id);
@@ -181,8 +184,8 @@ void on_reply(media_node_actor* self, uint64_t command_id, bool acked,
   } else {
     it->second.promise.deliver(command_outcome{
       false, make_status(grpc_code::failed_precondition,
-                         "node " + st.node_id + " refused: " +
-                           chroom::medianode::v1::Nack::Reason_Name(reason) +
+                         "node " + st.node_id +
+                           " refused: " + chroom::medianode::v1::Nack::Reason_Name(reason) +
                            (why.empty() ? "" : " (" + why + ")"))});
   }
   st.pending.erase(it);
@@ -192,8 +195,7 @@ void on_message(media_node_actor* self, const std::string& bytes) {
   auto& st = self->state;
   NodeMessage message;
   if (!message.ParseFromString(bytes)) {
-    end(self, make_status(grpc_code::invalid_argument,
-                          "not a chroom.medianode.v1.NodeMessage"));
+    end(self, make_status(grpc_code::invalid_argument, "not a chroom.medianode.v1.NodeMessage"));
     return;
   }
   switch (st.current) {
@@ -251,9 +253,8 @@ caf::behavior media_node(media_node_actor* self, call_context context, caf::acto
   st.registry = std::move(registry);
   st.settings = std::move(settings);
   self->monitor(st.stream.context().gateway);
-  self->set_down_handler([self](caf::down_msg&) {
-    end(self, make_status(grpc_code::unavailable, "connection lost"));
-  });
+  self->set_down_handler(
+    [self](caf::down_msg&) { end(self, make_status(grpc_code::unavailable, "connection lost")); });
   send_later(self, st.settings->register_timeout, timeout_atom::value, uint64_t{0}, 0);
   return {
     [self](call_data_atom, int32_t, const std::string& bytes) {
@@ -281,8 +282,8 @@ caf::behavior media_node(media_node_actor* self, call_context context, caf::acto
       if (st.current != phase::registered)
         return command_outcome{false, make_status(grpc_code::unavailable, "node not registered")};
       if (st.pending.size() >= max_pending_commands)
-        return command_outcome{false, make_status(grpc_code::resource_exhausted,
-                                                  "too many commands in flight")};
+        return command_outcome{
+          false, make_status(grpc_code::resource_exhausted, "too many commands in flight")};
       command.set_command_id(st.next_command_id++);
       command.set_deadline_ms(static_cast<uint32_t>(st.settings->command_timeout.count()));
       auto& pending = st.pending[command.command_id()];
@@ -309,10 +310,10 @@ caf::behavior media_node(media_node_actor* self, call_context context, caf::acto
         send_command(self, it->second.command);
         return;
       }
-      it->second.promise.deliver(command_outcome{
-        false, make_status(grpc_code::unavailable,
-                           "node " + st.node_id + " did not answer command " +
-                             std::to_string(command_id) + " (sent twice)")});
+      it->second.promise.deliver(
+        command_outcome{false, make_status(grpc_code::unavailable,
+                                           "node " + st.node_id + " did not answer command " +
+                                             std::to_string(command_id) + " (sent twice)")});
       st.pending.erase(it);
     },
   };

@@ -145,9 +145,10 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
   send_later(self, settings.sweep_interval, sweep_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    st.subscribers.erase(std::remove_if(st.subscribers.begin(), st.subscribers.end(),
-                                        [&](const caf::actor& a) { return a.address() == msg.source; }),
-                         st.subscribers.end());
+    st.subscribers.erase(
+      std::remove_if(st.subscribers.begin(), st.subscribers.end(),
+                     [&](const caf::actor& a) { return a.address() == msg.source; }),
+      st.subscribers.end());
     auto it = st.session_of.find(msg.source);
     if (it == st.session_of.end())
       return;
@@ -167,10 +168,10 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto result = st.table.on_register(registration, session, now);
       node_admission answer;
       if (result.result == allocation::register_result::outcome::table_full) {
-        answer.refusal = make_status(grpc_code::resource_exhausted,
-                                     "this peer accepts at most " +
-                                       std::to_string(st.settings.rules.max_nodes) +
-                                       " nodes; connect to another peer");
+        answer.refusal =
+          make_status(grpc_code::resource_exhausted, "this peer accepts at most " +
+                                                       std::to_string(st.settings.rules.max_nodes) +
+                                                       " nodes; connect to another peer");
         return answer;
       }
       if (result.replaced_session)
@@ -201,7 +202,8 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto events = st.table.on_stream_closed(node_id, session, now);
       publish(self, events, now);
     },
-    [self](node_report_atom, const std::string& node_id, const chroom::medianode::v1::Event& event) {
+    [self](node_report_atom, const std::string& node_id,
+           const chroom::medianode::v1::Event& event) {
       // The allocation engine (issue 4) acts on these; until then they are logged.
       spdlog::debug("registry: node {} reports {}", node_id, event.ShortDebugString());
     },
@@ -217,16 +219,16 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       // page stays correct while nodes come and go between calls.
       chroom::admin::v1::ListNodesResponse response;
       auto now = clock::now();
-      auto page_size = request.page_size() == 0 ? default_page_size
-                                                : std::min(request.page_size(), max_page_size);
+      auto page_size =
+        request.page_size() == 0 ? default_page_size : std::min(request.page_size(), max_page_size);
       const auto& nodes = self->state.table.nodes();
       uint32_t total = 0;
       for (const auto& [id, record] : nodes) {
-        if (!request.region().empty() && record.registration.location().region() != request.region())
+        if (!request.region().empty() &&
+            record.registration.location().region() != request.region())
           continue;
-        if (request.states_size() > 0 &&
-            std::find(request.states().begin(), request.states().end(), record.state) ==
-              request.states().end())
+        if (request.states_size() > 0 && std::find(request.states().begin(), request.states().end(),
+                                                   record.state) == request.states().end())
           continue;
         ++total;
         if (id <= request.page_token() && !request.page_token().empty())
@@ -252,8 +254,8 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       std::vector<node_event> events;
       auto error = st.table.drain(node_id, deadline, now, events);
       const auto* record = st.table.find(node_id);
-      auto session = record && record->connected ? st.sessions.find(record->session)
-                                                 : st.sessions.end();
+      auto session =
+        record && record->connected ? st.sessions.find(record->session) : st.sessions.end();
       if (error == table_error::none && session != st.sessions.end()) {
         // The node hears of the drain before its stream ends (a node without rooms is
         // gone at once): the stream ends when the node has answered, or given up on.
@@ -261,8 +263,9 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
         command.mutable_drain()->set_deadline_ms(static_cast<uint32_t>(deadline.count()));
         st.drain_in_flight.insert(node_id);
         auto node_session = record->session;
-        self->request(session->second, command_answer_timeout, node_command_atom::value,
-                      std::move(command))
+        self
+          ->request(session->second, command_answer_timeout, node_command_atom::value,
+                    std::move(command))
           .then(
             [self, node_id, node_session](const command_outcome& outcome) {
               if (!outcome.acked)

@@ -49,8 +49,7 @@ struct node_admission {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_admission& x) {
-  return f(caf::meta::type_name("node_admission"), x.accepted, x.refusal, x.session,
-           x.close_rooms);
+  return f(caf::meta::type_name("node_admission"), x.accepted, x.refusal, x.session, x.close_rooms);
 }
 
 caf::actor spawn_registry(caf::actor_system& system, registry_settings settings);

@@ -22,8 +22,7 @@ void send_later(Self* self, std::chrono::duration<Rep, Period> delay, Ts&&... xs
 
 /// Delivers `xs` to `self` once the messages already in its mailbox are handled.
 /// Anonymous for the same reason as send_later.
-template <class Self, class... Ts>
-void send_self(Self* self, Ts&&... xs) {
+template <class Self, class... Ts> void send_self(Self* self, Ts&&... xs) {
   caf::anon_send(caf::actor_cast<caf::actor>(self), std::forward<Ts>(xs)...);
 }
 

@@ -81,7 +81,8 @@ std::string validate_register(const chroom::medianode::v1::Register& message) {
   if (location.region().size() > max_text)
     return fmt::format("location.region is longer than {} characters", max_text);
   if (!location.country().empty() &&
-      (location.country().size() != 2 || !std::isupper(static_cast<unsigned char>(location.country()[0])) ||
+      (location.country().size() != 2 ||
+       !std::isupper(static_cast<unsigned char>(location.country()[0])) ||
        !std::isupper(static_cast<unsigned char>(location.country()[1]))))
     return fmt::format("location.country '{}' is not an ISO 3166-1 alpha-2 code",
                        location.country().substr(0, max_text));

@@ -118,7 +118,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
   if (node.connected && !is_ended(node.state) && node.session != session) {
     result.replaced_session = node.session;
     result.events.push_back(
-        {node.node_id, node.state, node.state, now, {}, "replaced by a newer stream"});
+      {node.node_id, node.state, node.state, now, {}, "replaced by a newer stream"});
   }
   node.session = session;
   node.registration = registration;
@@ -258,7 +258,7 @@ table_error node_table::drain(std::string_view node_id, std::chrono::millisecond
   auto& node = *record;
   // Draining again sets a new deadline: the operator's latest word counts.
   node.drain_deadline =
-      now + (deadline > std::chrono::milliseconds::zero() ? deadline : rules_.drain_deadline);
+    now + (deadline > std::chrono::milliseconds::zero() ? deadline : rules_.drain_deadline);
   if (node.state == admin::NODE_STATE_SUSPECT)
     node.previous_state = admin::NODE_STATE_DRAINING;
   else if (node.state != admin::NODE_STATE_DRAINING)
@@ -364,8 +364,8 @@ table_error node_table::confirm(std::string_view node_id, uint64_t reservation_i
   if (record == nullptr)
     return table_error::unknown_node;
   auto held =
-      std::find_if(record->reservations.begin(), record->reservations.end(),
-                   [reservation_id](const reservation& r) { return r.id == reservation_id; });
+    std::find_if(record->reservations.begin(), record->reservations.end(),
+                 [reservation_id](const reservation& r) { return r.id == reservation_id; });
   if (held == record->reservations.end())
     return table_error::unknown_reservation;
   // A repeated confirm (a retried Ack) keeps the first time: Stats after it already count.

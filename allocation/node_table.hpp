@@ -145,8 +145,8 @@ public:
   /// Room bookkeeping (the allocation engine calls these when a node acked PrepareRoom /
   /// CloseRoom). Removing a draining node's last room makes it gone.
   table_error add_room(std::string_view node_id, std::string room_id);
-  table_error remove_room(std::string_view node_id, std::string_view room_id,
-                          clock::time_point now, std::vector<node_event>& events);
+  table_error remove_room(std::string_view node_id, std::string_view room_id, clock::time_point now,
+                          std::vector<node_event>& events);
 
   /// Reserves `participants` on a node that accepts work and has them available.
   /// Returns the reservation id (0 with `error` set otherwise).
@@ -168,9 +168,8 @@ public:
 
 private:
   node_record* find_mutable(std::string_view node_id);
-  void change_state(node_record& record, node_state next, clock::time_point now,
-                    std::string reason, std::vector<node_event>& events,
-                    std::vector<std::string> lost_rooms = {});
+  void change_state(node_record& record, node_state next, clock::time_point now, std::string reason,
+                    std::vector<node_event>& events, std::vector<std::string> lost_rooms = {});
 
   liveness_rules rules_;
   std::map<std::string, node_record, std::less<>> nodes_;

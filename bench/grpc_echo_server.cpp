@@ -57,14 +57,14 @@ constexpr auto shutdown_grace = std::chrono::seconds(2);
 
 // Echo async; every other method left to the generic service (see the file comment).
 using async_service = diag::Diagnostics::WithAsyncMethod_Echo<
-    diag::Diagnostics::WithGenericMethod_EchoStream<diag::Diagnostics::WithGenericMethod_EchoRepeat<
-        diag::Diagnostics::WithGenericMethod_EchoCollect<
-            diag::Diagnostics::WithGenericMethod_GetCounters<diag::Diagnostics::Service>>>>>;
+  diag::Diagnostics::WithGenericMethod_EchoStream<diag::Diagnostics::WithGenericMethod_EchoRepeat<
+    diag::Diagnostics::WithGenericMethod_EchoCollect<
+      diag::Diagnostics::WithGenericMethod_GetCounters<diag::Diagnostics::Service>>>>>;
 
 using callback_base = diag::Diagnostics::WithCallbackMethod_Echo<
-    diag::Diagnostics::WithGenericMethod_EchoStream<diag::Diagnostics::WithGenericMethod_EchoRepeat<
-        diag::Diagnostics::WithGenericMethod_EchoCollect<
-            diag::Diagnostics::WithGenericMethod_GetCounters<diag::Diagnostics::Service>>>>>;
+  diag::Diagnostics::WithGenericMethod_EchoStream<diag::Diagnostics::WithGenericMethod_EchoRepeat<
+    diag::Diagnostics::WithGenericMethod_EchoCollect<
+      diag::Diagnostics::WithGenericMethod_GetCounters<diag::Diagnostics::Service>>>>>;
 
 void echo_into(const diag::EchoRequest& request, diag::EchoResponse& response) {
   response.set_payload(request.payload());
@@ -168,7 +168,7 @@ private:
       slot.finishing = true;
       slot.call->stream.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                             "Method not implemented by the benchmark server: " +
-                                                slot.call->context.method()),
+                                              slot.call->context.method()),
                                &slot);
       return;
     }
@@ -214,7 +214,7 @@ struct options {
 };
 
 constexpr const char* usage_line =
-    "usage: chroom-bench-grpc-echo [--port P] [--threads N] [--api async|callback]\n";
+  "usage: chroom-bench-grpc-echo [--port P] [--threads N] [--api async|callback]\n";
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr, "chroom-bench-grpc-echo: %s\n%s", why, usage_line);

@@ -287,15 +287,15 @@ std::string quote(std::string_view text) {
 // What a YAML node is, for "got ..." in messages.
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
-  case YAML::NodeType::Scalar:
-    return quote(node.Scalar());
-  case YAML::NodeType::Map:
-    return "a map";
-  case YAML::NodeType::Sequence:
-    return "a sequence";
-  case YAML::NodeType::Null:
-  case YAML::NodeType::Undefined:
-    break;
+    case YAML::NodeType::Scalar:
+      return quote(node.Scalar());
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      break;
   }
   return "an empty value";
 }
@@ -505,30 +505,30 @@ std::string expectation(const pb::FieldDescriptor& field, bool element) {
   if (!element && field.is_repeated())
     return "a sequence";
   switch (field.cpp_type()) {
-  case pb::FieldDescriptor::CPPTYPE_INT32:
-  case pb::FieldDescriptor::CPPTYPE_INT64:
-    return "an integer";
-  case pb::FieldDescriptor::CPPTYPE_UINT32:
-  case pb::FieldDescriptor::CPPTYPE_UINT64:
-    return "an unsigned integer";
-  case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-  case pb::FieldDescriptor::CPPTYPE_FLOAT:
-    return "a number";
-  case pb::FieldDescriptor::CPPTYPE_BOOL:
-    return "true or false";
-  case pb::FieldDescriptor::CPPTYPE_STRING:
-    return "a string";
-  case pb::FieldDescriptor::CPPTYPE_MESSAGE:
-    return "a map";
-  case pb::FieldDescriptor::CPPTYPE_ENUM: {
-    std::string names = "one of";
-    const pb::EnumDescriptor& type = *field.enum_type();
-    for (int i = 0; i < type.value_count(); ++i) {
-      names += i == 0 ? " " : ", ";
-      names += type.value(i)->name();
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return "an integer";
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return "an unsigned integer";
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return "a number";
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return "true or false";
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      return "a string";
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      return "a map";
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      std::string names = "one of";
+      const pb::EnumDescriptor& type = *field.enum_type();
+      for (int i = 0; i < type.value_count(); ++i) {
+        names += i == 0 ? " " : ", ";
+        names += type.value(i)->name();
+      }
+      return names;
     }
-    return names;
-  }
   }
   return "a value";
 }
@@ -628,7 +628,7 @@ private:
       if (auto found = seen.find(other.name()); found != seen.end())
         fail(line, path,
              "only one of the keys of '" + oneof.name() + "' may be set, and '" + other.name() +
-                 "' is set on line " + std::to_string(found->second));
+               "' is set on line " + std::to_string(found->second));
     }
   }
 
@@ -715,54 +715,54 @@ private:
       }
     };
     switch (field.cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT32:
-      put(&pb::Reflection::SetInt32, &pb::Reflection::AddInt32,
-          to_integer<std::int32_t>(text, path, line));
-      break;
-    case pb::FieldDescriptor::CPPTYPE_INT64:
-      put(&pb::Reflection::SetInt64, &pb::Reflection::AddInt64,
-          to_integer<std::int64_t>(text, path, line));
-      break;
-    case pb::FieldDescriptor::CPPTYPE_UINT32:
-      put(&pb::Reflection::SetUInt32, &pb::Reflection::AddUInt32,
-          to_integer<std::uint32_t>(text, path, line));
-      break;
-    case pb::FieldDescriptor::CPPTYPE_UINT64:
-      put(&pb::Reflection::SetUInt64, &pb::Reflection::AddUInt64,
-          to_integer<std::uint64_t>(text, path, line));
-      break;
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-      put(&pb::Reflection::SetDouble, &pb::Reflection::AddDouble, to_double(text, path, line));
-      break;
-    case pb::FieldDescriptor::CPPTYPE_FLOAT:
-      put(&pb::Reflection::SetFloat, &pb::Reflection::AddFloat, to_float(text, path, line));
-      break;
-    case pb::FieldDescriptor::CPPTYPE_BOOL: {
-      const std::optional<bool> parsed = parse_bool(text);
-      if (!parsed)
-        fail(line, path, "expected true or false, got " + quote(text));
-      put(&pb::Reflection::SetBool, &pb::Reflection::AddBool, *parsed);
-      break;
-    }
-    case pb::FieldDescriptor::CPPTYPE_STRING:
-      // Bytes fields take the text as is, too: config values are text.
-      put(&pb::Reflection::SetString, &pb::Reflection::AddString, text);
-      break;
-    case pb::FieldDescriptor::CPPTYPE_ENUM: {
-      const pb::EnumDescriptor& type = *field.enum_type();
-      const pb::EnumValueDescriptor* enum_value = type.FindValueByName(text);
-      if (enum_value == nullptr) {
-        std::string problem = "expected " + expectation(field, true) + ", got " + quote(text);
-        if (auto suggestion = suggest_enum_value(type, text))
-          problem += "; did you mean '" + *suggestion + "'?";
-        fail(line, path, problem);
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        put(&pb::Reflection::SetInt32, &pb::Reflection::AddInt32,
+            to_integer<std::int32_t>(text, path, line));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        put(&pb::Reflection::SetInt64, &pb::Reflection::AddInt64,
+            to_integer<std::int64_t>(text, path, line));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+        put(&pb::Reflection::SetUInt32, &pb::Reflection::AddUInt32,
+            to_integer<std::uint32_t>(text, path, line));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT64:
+        put(&pb::Reflection::SetUInt64, &pb::Reflection::AddUInt64,
+            to_integer<std::uint64_t>(text, path, line));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        put(&pb::Reflection::SetDouble, &pb::Reflection::AddDouble, to_double(text, path, line));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        put(&pb::Reflection::SetFloat, &pb::Reflection::AddFloat, to_float(text, path, line));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL: {
+        const std::optional<bool> parsed = parse_bool(text);
+        if (!parsed)
+          fail(line, path, "expected true or false, got " + quote(text));
+        put(&pb::Reflection::SetBool, &pb::Reflection::AddBool, *parsed);
+        break;
       }
-      put(&pb::Reflection::SetEnum, &pb::Reflection::AddEnum, enum_value);
-      break;
-    }
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
-      // Message fields never reach here (decode_field and decode_sequence route them).
-      fail_type(line, path, field, true, value);
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        // Bytes fields take the text as is, too: config values are text.
+        put(&pb::Reflection::SetString, &pb::Reflection::AddString, text);
+        break;
+      case pb::FieldDescriptor::CPPTYPE_ENUM: {
+        const pb::EnumDescriptor& type = *field.enum_type();
+        const pb::EnumValueDescriptor* enum_value = type.FindValueByName(text);
+        if (enum_value == nullptr) {
+          std::string problem = "expected " + expectation(field, true) + ", got " + quote(text);
+          if (auto suggestion = suggest_enum_value(type, text))
+            problem += "; did you mean '" + *suggestion + "'?";
+          fail(line, path, problem);
+        }
+        put(&pb::Reflection::SetEnum, &pb::Reflection::AddEnum, enum_value);
+        break;
+      }
+      case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+        // Message fields never reach here (decode_field and decode_sequence route them).
+        fail_type(line, path, field, true, value);
     }
   }
 
@@ -860,7 +860,7 @@ std::optional<std::string> read_file(const std::string& path, std::string& conte
 std::optional<std::string> name_problem(std::string_view text, std::size_t max_length,
                                         bool (*allowed)(char), std::string_view alphabet) {
   const std::string rule =
-      "1 to " + std::to_string(max_length) + " characters of " + std::string(alphabet);
+    "1 to " + std::to_string(max_length) + " characters of " + std::string(alphabet);
   if (text.empty())
     return "must not be empty (" + rule + ")";
   if (text.size() > max_length)
@@ -912,9 +912,9 @@ public:
     };
     if (!from_file(path) && from_file(other_path))
       fail(other_path, std::string(or_equal ? "must be at most " : "must be less than ") +
-                           shown(path, value) + ", got " + std::to_string(other));
+                         shown(path, value) + ", got " + std::to_string(other));
     fail(path, std::string(or_equal ? "must be at least " : "must be greater than ") +
-                   shown(other_path, other) + ", got " + std::to_string(value));
+                 shown(other_path, other) + ", got " + std::to_string(value));
   }
 
   void check_name(std::string_view path, std::string_view name, std::size_t max_length,
@@ -928,7 +928,7 @@ public:
                            std::string_view problem) const {
     if (secret.size() < min_secret_length)
       fail(path, std::string(problem) + ", got " + std::to_string(secret.size()) +
-                     (secret.size() == 1 ? " character" : " characters"));
+                   (secret.size() == 1 ? " character" : " characters"));
   }
 
   void check_range(std::string_view path, std::uint64_t value, std::uint64_t low,
@@ -998,9 +998,9 @@ void validate_media_nodes(const chroom::config::v1::MediaNodesConfig& media_node
         !inserted) {
       const int first_line = check.line(first->second);
       check.fail(node_id_path, "duplicate node_id " + quote(credential.node_id()) + " (first " +
-                                   (first_line > 0 ? "listed on line " + std::to_string(first_line)
-                                                   : "in " + first->second) +
-                                   ")");
+                                 (first_line > 0 ? "listed on line " + std::to_string(first_line)
+                                                 : "in " + first->second) +
+                                 ")");
     }
     if (credential.secret().empty())
       check.fail(path + ".secret", "must not be empty (at least " + min_secret + " characters)");
@@ -1042,7 +1042,7 @@ void validate(const OrchestratorConfig& config, const validator& check) {
     const std::string_view set = has_cert ? "listen.cert_file" : "listen.key_file";
     const std::string_view unset = has_cert ? "listen.key_file" : "listen.cert_file";
     check.fail(set, "is set but " + std::string(unset) +
-                        " is not; set both to serve TLS, or neither to serve h2c");
+                      " is not; set both to serve TLS, or neither to serve h2c");
   }
   if (has_cert) {
     check.check_readable_file("listen.cert_file", listen.cert_file());
@@ -1087,7 +1087,7 @@ template <class Body> auto only_config_errors(std::string_view source, Body&& bo
     // yaml-cpp gives this one a meaningless message ("bad file").
     throw config_error(format_error(source, line_of(error.mark), "",
                                     "invalid YAML: nested more than " +
-                                        std::to_string(error.depth() - 1) + " levels deep"));
+                                      std::to_string(error.depth() - 1) + " levels deep"));
   } catch (const YAML::Exception& error) {
     const int line = line_of(error.mark);
     std::string problem = "invalid YAML";
@@ -1096,7 +1096,7 @@ template <class Body> auto only_config_errors(std::string_view source, Body&& bo
     throw config_error(format_error(source, line, "", problem + ": " + error.msg));
   } catch (const std::exception& error) {
     throw config_error(
-        format_error(source, 0, "", std::string("cannot load the configuration: ") + error.what()));
+      format_error(source, 0, "", std::string("cannot load the configuration: ") + error.what()));
   } catch (...) {
     throw config_error(format_error(source, 0, "", "cannot load the configuration"));
   }

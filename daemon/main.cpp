@@ -11,8 +11,8 @@
 #include "actors/media_node.hpp"
 #include "actors/registry.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
-#include "chroom/medianode/v1/media_node.pb.h"
 #include "chroom/diag/v1/diagnostics.pb.h"
+#include "chroom/medianode/v1/media_node.pb.h"
 #include "daemon/config.hpp"
 #include "daemon/logging.hpp"
 #include "grpc/health/v1/health.pb.h"
@@ -22,8 +22,8 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <google/protobuf/descriptor.h>
 #include <fmt/ranges.h>
+#include <google/protobuf/descriptor.h>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -39,7 +39,8 @@ namespace {
 
 using namespace chroom;
 
-constexpr std::string_view usage = R"(usage: chroom-orchestrator [--config FILE] [--log-level L] [--log-format text|json]
+constexpr std::string_view usage =
+  R"(usage: chroom-orchestrator [--config FILE] [--log-level L] [--log-format text|json]
 
   --config FILE       YAML configuration (schema: chroom.config.v1.OrchestratorConfig,
                       see docs/configuration.md); without it the peer runs on embedded
@@ -89,8 +90,8 @@ command_line parse_command_line(int argc, char** argv) {
 
 /// Loads the file (or the defaults) and applies command-line overrides, re-validated.
 config::v1::OrchestratorConfig load_configuration(const command_line& args) {
-  auto cfg = args.config_file ? daemon::load_config_file(*args.config_file)
-                              : daemon::default_config();
+  auto cfg =
+    args.config_file ? daemon::load_config_file(*args.config_file) : daemon::default_config();
   if (args.log_level || args.log_format) {
     // Overrides go through the same parser so they are validated the same way.
     std::string yaml = "log: {";
@@ -206,7 +207,8 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   caf::actor_system system{caf_cfg};
 
   auto registry = actors::spawn_registry(system, registry_settings_from(cfg));
-  auto media_nodes = actors::spawn_media_node_service(system, registry, media_node_settings_from(cfg));
+  auto media_nodes =
+    actors::spawn_media_node_service(system, registry, media_node_settings_from(cfg));
   auto admin = actors::spawn_admin_service(system, registry);
   auto diagnostics = actors::spawn_diagnostics_service(system);
 
@@ -248,8 +250,7 @@ int run(const config::v1::OrchestratorConfig& cfg) {
 
   int signal_number = wait_for_signal();
   auto grace = std::chrono::milliseconds{cfg.shutdown_grace_ms()};
-  spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signal_number),
-               grace.count());
+  spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signal_number), grace.count());
   actors::set_serving(health, false);
   caf::scoped_actor self{system};
   self->monitor(listener.actor);

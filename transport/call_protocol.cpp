@@ -60,7 +60,8 @@ void unary_replies::flush() {
 }
 
 void end_call(caf::local_actor* self, const call_context& call, grpc_status status) {
-  caf::send_as(caf::actor_cast<caf::actor>(self), call.gateway, call_end_atom::value, call.stream_id, std::move(status));
+  caf::send_as(caf::actor_cast<caf::actor>(self), call.gateway, call_end_atom::value,
+               call.stream_id, std::move(status));
 }
 
 bool call_stream::send(caf::local_actor* self, const google::protobuf::Message& response) {
@@ -72,13 +73,15 @@ bool call_stream::send(caf::local_actor* self, const google::protobuf::Message& 
     return false;
   }
   --credit_;
-  caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_data_atom::value, context_.stream_id, std::move(bytes));
+  caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_data_atom::value,
+               context_.stream_id, std::move(bytes));
   return true;
 }
 
 void call_stream::send_headers(caf::local_actor* self, metadata headers) {
   if (!ended_)
-    caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_head_atom::value, context_.stream_id, std::move(headers));
+    caf::send_as(caf::actor_cast<caf::actor>(self), context_.gateway, call_head_atom::value,
+                 context_.stream_id, std::move(headers));
 }
 
 void call_stream::ack(caf::local_actor* self, size_t message_bytes) {

@@ -80,14 +80,12 @@ struct call_context {
   }
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, call_context& x) {
-  return f(caf::meta::type_name("call_context"), x.gateway, x.stream_id, x.path,
-           x.request_metadata, x.peer, x.deadline_ns);
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, call_context& x) {
+  return f(caf::meta::type_name("call_context"), x.gateway, x.stream_id, x.path, x.request_metadata,
+           x.peer, x.deadline_ns);
 }
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, grpc_status& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, grpc_status& x) {
   return f(caf::meta::type_name("grpc_status"), x.code, x.message, x.trailers);
 }
 
@@ -115,8 +113,7 @@ struct unary_call {
   std::string request;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, unary_call& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, unary_call& x) {
   return f(caf::meta::type_name("unary_call"), x.context, x.request);
 }
 
@@ -131,10 +128,9 @@ struct unary_reply {
   grpc_status status;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, unary_reply& x) {
-  return f(caf::meta::type_name("unary_reply"), x.stream_id, x.headers, x.has_response,
-           x.response, x.status);
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, unary_reply& x) {
+  return f(caf::meta::type_name("unary_reply"), x.stream_id, x.headers, x.has_response, x.response,
+           x.status);
 }
 
 /// Steady-clock nanoseconds now, the clock of call_context::deadline_ns.

@@ -107,18 +107,17 @@ struct gateway_state : grpc_connection_listener {
     if (method == nullptr) {
       auto slash = head.path.find('/', 1);
       auto service = slash == std::string::npos ? std::string{} : head.path.substr(1, slash - 1);
-      connection->finish(stream_id,
-                         make_status(grpc_code::unimplemented,
-                                     settings->router->has_service(service)
-                                       ? "unknown method " + head.path
-                                       : "unknown service " + service));
+      connection->finish(
+        stream_id, make_status(grpc_code::unimplemented, settings->router->has_service(service)
+                                                           ? "unknown method " + head.path
+                                                           : "unknown service " + service));
       return;
     }
     if (head.encoding == call_encoding::json && method->kind != call_kind::unary) {
-      connection->finish(stream_id, make_status(grpc_code::unimplemented,
-                                                "JSON is accepted for unary methods only; "
-                                                "use application/grpc for " +
-                                                  head.path));
+      connection->finish(
+        stream_id, make_status(grpc_code::unimplemented, "JSON is accepted for unary methods only; "
+                                                         "use application/grpc for " +
+                                                           head.path));
       return;
     }
     auto& call = calls[stream_id];
@@ -145,8 +144,8 @@ struct gateway_state : grpc_connection_listener {
     auto& call = it->second;
     if (call.method->kind == call_kind::unary) {
       if (++call.request_count > 1) {
-        fail(stream_id, make_status(grpc_code::internal,
-                                    "unary call received more than one request message"));
+        fail(stream_id,
+             make_status(grpc_code::internal, "unary call received more than one request message"));
         return;
       }
       call.unary_request = std::move(message);
@@ -232,9 +231,9 @@ struct gateway_state : grpc_connection_listener {
       std::unique_ptr<google::protobuf::Message> request{call.method->request_prototype->New()};
       auto parsed = google::protobuf::util::JsonStringToMessage(call.unary_request, request.get());
       if (!parsed.ok()) {
-        fail(stream_id, make_status(grpc_code::invalid_argument,
-                                    "request is not valid JSON for " + request->GetTypeName() +
-                                      ": " + std::string{parsed.message()}));
+        fail(stream_id, make_status(grpc_code::invalid_argument, "request is not valid JSON for " +
+                                                                   request->GetTypeName() + ": " +
+                                                                   std::string{parsed.message()}));
         return;
       }
       call.unary_request = request->SerializeAsString();
@@ -242,8 +241,8 @@ struct gateway_state : grpc_connection_listener {
     call.handler = call.method->target;
     call.dispatched = true;
     watch(call.handler);
-    batch_for(call.handler).push_back(
-      unary_call{std::move(call.context), std::move(call.unary_request)});
+    batch_for(call.handler)
+      .push_back(unary_call{std::move(call.context), std::move(call.unary_request)});
   }
 
   std::vector<unary_call>& batch_for(const caf::actor& service) {
@@ -387,8 +386,8 @@ struct gateway_state : grpc_connection_listener {
         return;
       }
       if (!plain_in.empty())
-        ok = connection->receive(
-          {reinterpret_cast<const uint8_t*>(plain_in.data()), plain_in.size()});
+        ok =
+          connection->receive({reinterpret_cast<const uint8_t*>(plain_in.data()), plain_in.size()});
     } else {
       ok = connection->receive(bytes);
     }
@@ -557,12 +556,11 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
   self->configure_read(hdl, caf::io::receive_policy::at_most(read_chunk_bytes));
   // Down messages overtake the handler's last messages (its call_end may still be queued):
   // look at the orphans only once everything already in the mailbox was handled.
-  self->set_down_handler([self](caf::down_msg& msg) {
-    send_self(self, handler_down_atom::value, msg.source);
-  });
+  self->set_down_handler(
+    [self](caf::down_msg& msg) { send_self(self, handler_down_atom::value, msg.source); });
   if (refuse) {
     spdlog::debug("gateway: refusing connection from {}: max_connections ({}) reached", st.peer,
-                 settings->max_connections);
+                  settings->max_connections);
     st.connection->terminate(h2_error::refused_stream, "too many connections");
     // The GOAWAY goes out when the client's first bytes arrive (or at the first tick),
     // not from here: CAF 0.17 leaks the scribe of a broker that closes it before it has
@@ -574,8 +572,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
   send_later(self, st.tick_interval(), tick_atom::value);
   return {
     [self](const caf::io::new_data_msg& msg) {
-      self->state.on_bytes(
-        {reinterpret_cast<const uint8_t*>(msg.buf.data()), msg.buf.size()});
+      self->state.on_bytes({reinterpret_cast<const uint8_t*>(msg.buf.data()), msg.buf.size()});
     },
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
@@ -605,9 +602,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
       if (it != st.calls.end() && it->second.serial == serial && !it->second.handler_ended)
         st.fail(stream_id, make_status(grpc_code::deadline_exceeded, "deadline exceeded"));
     },
-    [self](call_reply_atom, std::vector<unary_reply>& replies) {
-      self->state.on_replies(replies);
-    },
+    [self](call_reply_atom, std::vector<unary_reply>& replies) { self->state.on_replies(replies); },
     [self](call_data_atom, int32_t stream_id, std::string& message) {
       self->state.on_data(stream_id, message);
     },

@@ -46,7 +46,8 @@ struct gateway_listener {
 };
 
 /// Binds and starts accepting. Throws std::runtime_error when the address cannot be bound.
-gateway_listener start_gateway(caf::actor_system& system, std::shared_ptr<const gateway_settings> settings);
+gateway_listener start_gateway(caf::actor_system& system,
+                               std::shared_ptr<const gateway_settings> settings);
 
 /// Asks the listener to stop: stop accepting, GOAWAY every connection, let calls finish
 /// for `grace`, then cancel what remains (UNAVAILABLE). The listener actor terminates

@@ -56,8 +56,7 @@ bool starts_like_http1(std::span<const uint8_t> bytes) {
 
 /// A FIFO on a vector: unlike std::deque it allocates nothing until first used, which
 /// matters at one stream per call.
-template <class T>
-class vector_fifo {
+template <class T> class vector_fifo {
 public:
   bool empty() const { return head_ == items_.size(); }
   T& front() { return items_[head_]; }
@@ -225,8 +224,7 @@ struct grpc_connection::impl {
 
 namespace {
 
-template <class Fn>
-int guarded(Fn&& fn) noexcept {
+template <class Fn> int guarded(Fn&& fn) noexcept {
   // No exception may cross into nghttp2's C code.
   try {
     return fn();
@@ -255,9 +253,8 @@ const nghttp2_session_callbacks* server_callbacks() {
       cbs, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
               const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
         return guarded([&] {
-          return self_of(user_data).on_header(
-            frame, {reinterpret_cast<const char*>(name), namelen},
-            {reinterpret_cast<const char*>(value), valuelen});
+          return self_of(user_data).on_header(frame, {reinterpret_cast<const char*>(name), namelen},
+                                              {reinterpret_cast<const char*>(value), valuelen});
         });
       });
     nghttp2_session_callbacks_set_on_frame_recv_callback(
@@ -308,15 +305,14 @@ ssize_t read_body_callback(nghttp2_session*, int32_t stream_id, uint8_t* buf, si
 
 grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& listener,
                             const connection_limits& limits)
-  : self(self), listener(listener), limits(limits) {
+    : self(self), listener(listener), limits(limits) {
   nghttp2_session_server_new2(&session, server_callbacks(), this, server_options());
   // Stream window W: the largest message (M, with its prefix) must always fit. Held
   // against W are messages the handler consumed but has not acknowledged yet (less than
   // ack_batch_bytes, B) and bytes consumed but not yet announced (less than W/2: nghttp2
   // sends WINDOW_UPDATE at half). W = 2 (M + B) leaves W - B - W/2 = M free.
   auto stream_window = static_cast<uint32_t>(std::min<size_t>(
-    2 * (limits.max_message_bytes + grpc_prefix_bytes + ack_batch_bytes),
-    NGHTTP2_MAX_WINDOW_SIZE));
+    2 * (limits.max_message_bytes + grpc_prefix_bytes + ack_batch_bytes), NGHTTP2_MAX_WINDOW_SIZE));
   // Connection window: bounds the delivered messages that handlers have not consumed
   // yet, summed over streams (partial messages do not count, see on_data_chunk).
   auto connection_window = static_cast<int32_t>(std::min<size_t>(
@@ -376,8 +372,7 @@ int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_vie
   } else if (name == "grpc-timeout") {
     s->has_timeout = true;
     s->grpc_timeout = value;
-  }
-  else if (name == "grpc-encoding")
+  } else if (name == "grpc-encoding")
     s->grpc_encoding = value;
   else if (!is_transport_header(name)) {
     if (is_binary_metadata_key(name)) {
@@ -451,8 +446,9 @@ void grpc_connection::impl::start_call(stream_state& s) {
   }
   s.encoding = s.content == content_kind::json ? call_encoding::json : call_encoding::grpc;
   if (s.method != "POST") {
-    reject(s, 405, make_status(grpc_code::unimplemented, "method " + s.method +
-                                                           " not allowed: gRPC calls use POST"));
+    reject(s, 405,
+           make_status(grpc_code::unimplemented,
+                       "method " + s.method + " not allowed: gRPC calls use POST"));
     return;
   }
   if (s.bad_metadata) {
@@ -463,8 +459,8 @@ void grpc_connection::impl::start_call(stream_state& s) {
   if (s.has_timeout) {
     head.timeout = parse_grpc_timeout(s.grpc_timeout);
     if (!head.timeout) {
-      reject(s, 200, make_status(grpc_code::internal,
-                                 "malformed grpc-timeout '" + s.grpc_timeout + "'"));
+      reject(s, 200,
+             make_status(grpc_code::internal, "malformed grpc-timeout '" + s.grpc_timeout + "'"));
       return;
     }
   }
@@ -484,8 +480,9 @@ void grpc_connection::impl::half_close(stream_state& s) {
     s.pending_wire_bytes = 0;
     listener.on_call_message(s.id, std::move(s.json_body));
   } else if (!s.decoder.at_boundary()) {
-    reject(s, 200, make_status(grpc_code::internal,
-                               "request ended inside a message: length prefix or body truncated"));
+    reject(s, 200,
+           make_status(grpc_code::internal,
+                       "request ended inside a message: length prefix or body truncated"));
     return;
   }
   listener.on_call_half_close(s.id);
@@ -502,9 +499,10 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
     nghttp2_session_consume_connection(session, len);
     s->pending_wire_bytes += len;
     if (s->json_body.size() + len > limits.max_message_bytes) {
-      reject(*s, 413, make_status(grpc_code::resource_exhausted,
-                                  "JSON request body exceeds " +
-                                    std::to_string(limits.max_message_bytes) + " bytes"));
+      reject(*s, 413,
+             make_status(grpc_code::resource_exhausted, "JSON request body exceeds " +
+                                                          std::to_string(limits.max_message_bytes) +
+                                                          " bytes"));
       return 0;
     }
     s->json_body.append(reinterpret_cast<const char*>(data), len);
@@ -539,20 +537,21 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
     case decode_error::none:
       break;
     case decode_error::too_large:
-      reject(*s, 200, make_status(grpc_code::resource_exhausted,
-                                  "request message of " +
-                                    std::to_string(s->decoder.announced_bytes()) +
-                                    " bytes exceeds the limit of " +
-                                    std::to_string(limits.max_message_bytes) + " bytes"));
+      reject(*s, 200,
+             make_status(grpc_code::resource_exhausted,
+                         "request message of " + std::to_string(s->decoder.announced_bytes()) +
+                           " bytes exceeds the limit of " +
+                           std::to_string(limits.max_message_bytes) + " bytes"));
       break;
     case decode_error::compressed:
       if (s->grpc_encoding.empty() || s->grpc_encoding == "identity") {
-        reject(*s, 200, make_status(grpc_code::internal,
-                                    "compressed message without a grpc-encoding"));
+        reject(*s, 200,
+               make_status(grpc_code::internal, "compressed message without a grpc-encoding"));
       } else {
-        reject(*s, 200, make_status(grpc_code::unimplemented,
-                                    "grpc-encoding '" + s->grpc_encoding +
-                                      "' is not supported; this server accepts identity"));
+        reject(*s, 200,
+               make_status(grpc_code::unimplemented,
+                           "grpc-encoding '" + s->grpc_encoding +
+                             "' is not supported; this server accepts identity"));
       }
       break;
     case decode_error::bad_flag:
@@ -761,8 +760,8 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
   std::string message = percent_encode(status.message);
   nghttp2_nv nva[] = {
     make_nv(":status", code_text),
-    make_nv("content-type", s.encoding == call_encoding::json ? "application/json"
-                                                              : "application/grpc"),
+    make_nv("content-type",
+            s.encoding == call_encoding::json ? "application/json" : "application/grpc"),
     make_nv("grpc-accept-encoding", "identity"),
     make_nv("grpc-status", grpc_code_text),
     make_nv("grpc-message", message),
@@ -793,7 +792,7 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
 
 grpc_connection::grpc_connection(grpc_connection_listener& listener,
                                  const connection_limits& limits)
-  : impl_(std::make_unique<impl>(*this, listener, limits)) {}
+    : impl_(std::make_unique<impl>(*this, listener, limits)) {}
 
 grpc_connection::~grpc_connection() = default;
 
@@ -880,11 +879,10 @@ bool grpc_connection::send_message(int32_t stream_id, std::string&& message) {
   if (s == nullptr || s->rejected || s->finished)
     return false;
   if (message.size() > d.limits.max_message_bytes) {
-    finish(stream_id,
-           make_status(grpc_code::resource_exhausted,
-                       "response message of " + std::to_string(message.size()) +
-                         " bytes exceeds the limit of " +
-                         std::to_string(d.limits.max_message_bytes) + " bytes"));
+    finish(stream_id, make_status(grpc_code::resource_exhausted,
+                                  "response message of " + std::to_string(message.size()) +
+                                    " bytes exceeds the limit of " +
+                                    std::to_string(d.limits.max_message_bytes) + " bytes"));
     return false;
   }
   d.submit_response_head(*s, {});
@@ -963,10 +961,9 @@ void grpc_connection::go_away() {
 
 void grpc_connection::terminate(h2_error code, std::string_view debug) {
   auto& d = *impl_;
-  nghttp2_submit_goaway(d.session, NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(d.session),
-                        static_cast<uint32_t>(code),
-                        reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
+  nghttp2_submit_goaway(
+    d.session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(d.session),
+    static_cast<uint32_t>(code), reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
   d.broken = true;
 }
 

@@ -12,8 +12,8 @@ void grpc_router::add_service(const google::protobuf::ServiceDescriptor* service
     const auto* method = service->method(i);
     grpc_method entry;
     if (method->client_streaming())
-      entry.kind = method->server_streaming() ? call_kind::bidi_streaming
-                                              : call_kind::client_streaming;
+      entry.kind =
+        method->server_streaming() ? call_kind::bidi_streaming : call_kind::client_streaming;
     else
       entry.kind = method->server_streaming() ? call_kind::server_streaming : call_kind::unary;
     entry.target = target;

@@ -8,11 +8,10 @@ namespace chroom::transport {
 
 std::string_view to_string(grpc_code code) {
   static constexpr std::array<std::string_view, 17> names{
-    "OK",       "CANCELLED",           "UNKNOWN",           "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED", "NOT_FOUND",   "ALREADY_EXISTS",    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",       "DATA_LOSS",
-    "UNAUTHENTICATED"};
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
   auto index = static_cast<size_t>(code);
   return index < names.size() ? names[index] : "UNKNOWN";
 }
@@ -275,14 +274,13 @@ bool is_valid_custom_metadata_key(std::string_view key) {
 }
 
 bool is_valid_ascii_metadata_value(std::string_view value) {
-  return std::all_of(value.begin(), value.end(),
-                     [](char c) { return c >= 0x20 && c <= 0x7E; });
+  return std::all_of(value.begin(), value.end(), [](char c) { return c >= 0x20 && c <= 0x7E; });
 }
 
 bool is_transport_header(std::string_view key) {
   static constexpr std::string_view consumed[] = {
-    "content-type",   "te",         "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
-    "content-length", "connection", "keep-alive",   "transfer-encoding", "upgrade",
+    "content-type",     "te",         "grpc-timeout", "grpc-encoding",     "grpc-accept-encoding",
+    "content-length",   "connection", "keep-alive",   "transfer-encoding", "upgrade",
     "proxy-connection", "host"};
   if (!key.empty() && key.front() == ':')
     return true;

@@ -15,7 +15,7 @@ public:
   /// @param secrets    node id -> secret (listed nodes)
   /// @param secret_key key for derived secrets; empty: only listed nodes may register
   node_credentials(std::map<std::string, std::string, std::less<>> secrets, std::string secret_key)
-    : secrets_(std::move(secrets)), secret_key_(std::move(secret_key)) {}
+      : secrets_(std::move(secrets)), secret_key_(std::move(secret_key)) {}
 
   /// True when `credential` is the secret of `node_id` (listed, else derived). The
   /// comparison takes the same time wherever the strings differ.

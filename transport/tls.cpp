@@ -55,16 +55,16 @@ std::string drain_error_queue() {
 
 std::string_view ssl_error_name(int ssl_error) {
   switch (ssl_error) {
-  case SSL_ERROR_SSL:
-    return "SSL_ERROR_SSL";
-  case SSL_ERROR_SYSCALL:
-    return "SSL_ERROR_SYSCALL";
-  case SSL_ERROR_WANT_WRITE:
-    return "SSL_ERROR_WANT_WRITE";
-  case SSL_ERROR_ZERO_RETURN:
-    return "SSL_ERROR_ZERO_RETURN";
-  default:
-    return "unexpected SSL error";
+    case SSL_ERROR_SSL:
+      return "SSL_ERROR_SSL";
+    case SSL_ERROR_SYSCALL:
+      return "SSL_ERROR_SYSCALL";
+    case SSL_ERROR_WANT_WRITE:
+      return "SSL_ERROR_WANT_WRITE";
+    case SSL_ERROR_ZERO_RETURN:
+      return "SSL_ERROR_ZERO_RETURN";
+    default:
+      return "unexpected SSL error";
   }
 }
 
@@ -184,7 +184,7 @@ bool tls_session::receive(std::span<const std::byte> ciphertext,
   do {
     const std::size_t piece = std::min(ciphertext.size(), input_piece_bytes);
     if (piece > 0 && BIO_write(network_in_, ciphertext.data(), static_cast<int>(piece)) !=
-                         static_cast<int>(piece))
+                       static_cast<int>(piece))
       return fail("BIO_write", SSL_ERROR_SYSCALL); // only on allocation failure
     ciphertext = ciphertext.subspan(piece);
     if (!process_input(plaintext))

@@ -92,18 +92,21 @@ std::vector<std::string> values_of(const std::multimap<grpc::string_ref, grpc::s
                                    const std::string& key) {
   std::vector<std::string> out;
   auto [first, last] = md.equal_range(key);
-  for (auto it = first; it != last; ++it) out.emplace_back(it->second.data(), it->second.size());
+  for (auto it = first; it != last; ++it)
+    out.emplace_back(it->second.data(), it->second.size());
   return out;
 }
 
 std::string all_bytes() {
   std::string out;
-  for (int i = 0; i < 256; ++i) out.push_back(static_cast<char>(i));
+  for (int i = 0; i < 256; ++i)
+    out.push_back(static_cast<char>(i));
   return out;
 }
 
 // An unknown method, called with the generic stub (raw bytes, no generated code).
-grpc::Status generic_unary(const std::shared_ptr<grpc::Channel>& channel, const std::string& method) {
+grpc::Status generic_unary(const std::shared_ptr<grpc::Channel>& channel,
+                           const std::string& method) {
   grpc::GenericStub stub{channel};
   grpc::ClientContext ctx;
   set_deadline(ctx);
@@ -255,15 +258,15 @@ TEST_CASE("TryCancel on EchoRepeat stops the call") {
   }
   ctx.TryCancel();
   int drained = 0;
-  while (drained < 1000 && reader->Read(&reply)) ++drained; // bounded
+  while (drained < 1000 && reader->Read(&reply))
+    ++drained; // bounded
   auto status = reader->Finish();
   CHECK(status.error_code() == grpc::StatusCode::CANCELLED);
 
   auto deadline = clock_type::now() + 1s;
   auto after = counters(*stub);
-  while (clock_type::now() < deadline
-         && (after.calls_cancelled() <= before.calls_cancelled()
-             || after.calls_active() != before.calls_active())) {
+  while (clock_type::now() < deadline && (after.calls_cancelled() <= before.calls_cancelled() ||
+                                          after.calls_active() != before.calls_active())) {
     std::this_thread::sleep_for(50ms);
     after = counters(*stub);
   }

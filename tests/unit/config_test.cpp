@@ -128,10 +128,10 @@ std::string expected_default_peer_id() {
     return "peer";
   const std::string host(name);
   const bool valid =
-      !host.empty() && host.size() <= 64 && std::all_of(host.begin(), host.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '.' || c == '_' || c == '-';
-      });
+    !host.empty() && host.size() <= 64 && std::all_of(host.begin(), host.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '_' || c == '-';
+    });
   return valid ? host : "peer";
 }
 
@@ -240,13 +240,13 @@ TEST_CASE("a full file sets every field") {
   CHECK(config.worker_threads() == 3);
   chroom::config::v1::MediaNodesConfig media_nodes;
   REQUIRE(pb::TextFormat::ParseFromString(
-      R"pb(credentials { node_id: "media-1" secret: "0123456789abcdef" }
+    R"pb(credentials { node_id: "media-1" secret: "0123456789abcdef" }
            credentials { node_id: "eu-west.media_2" secret: "a secret, 16+ chars" }
            secret_key: "a-key-of-sixteen-characters" stats_interval_ms: 500
            suspect_after_ms: 2000 dead_after_ms: 5000 command_timeout_ms: 750
            drain_deadline_ms: 3600000 max_nodes: 100 forget_after_ms: 5000
            register_timeout_ms: 2500)pb",
-      &media_nodes));
+    &media_nodes));
   CHECK(differences(config.media_nodes(), media_nodes) == "");
   CHECK(config.peer_id() == "Peer-1.eu_west");
 
@@ -281,7 +281,7 @@ TEST_CASE("keys left out keep their defaults; keys present win, even when zero")
   }
   SUBCASE("numbers in other spellings") {
     const OrchestratorConfig config =
-        parse_config("listen:\n  port: \"0x1F90\"\nshutdown_grace_ms: +0o17\n", "cfg.yaml");
+      parse_config("listen:\n  port: \"0x1F90\"\nshutdown_grace_ms: +0o17\n", "cfg.yaml");
     CHECK(config.listen().port() == 8080);
     CHECK(config.shutdown_grace_ms() == 15);
   }
@@ -399,8 +399,8 @@ TEST_CASE("validation after defaults") {
   SUBCASE("listen") {
     CHECK(error_of("listen:\n  port: 70000\n") ==
           "cfg.yaml:2: listen.port: must be at most 65535, got 70000");
-    CHECK(contains(error_of("listen:\n  host: \"\"\n"),
-                   "cfg.yaml:2: listen.host: must not be empty"));
+    CHECK(
+      contains(error_of("listen:\n  host: \"\"\n"), "cfg.yaml:2: listen.host: must not be empty"));
   }
   SUBCASE("log") {
     CHECK(error_of("log:\n  level: verbose\n") ==
@@ -451,8 +451,8 @@ TEST_CASE("media_nodes validation") {
     CHECK(config.media_nodes().credentials().empty());
     CHECK(config.media_nodes().secret_key().empty());
     CHECK(parse_config("media_nodes:\n  credentials: []\n  secret_key: \"\"\n", "cfg.yaml")
-              .media_nodes()
-              .max_nodes() == 20000);
+            .media_nodes()
+            .max_nodes() == 20000);
   }
   SUBCASE("stats_interval_ms is 100..60000") {
     CHECK(error_of("media_nodes:\n  stats_interval_ms: 99\n") ==
@@ -461,13 +461,13 @@ TEST_CASE("media_nodes validation") {
                    "dead_after_ms: 80000\n  forget_after_ms: 80000\n") ==
           "cfg.yaml:2: media_nodes.stats_interval_ms: must be between 100 and 60000, got 60001");
     CHECK(parse_config("media_nodes:\n  stats_interval_ms: 100\n", "cfg.yaml")
-              .media_nodes()
-              .stats_interval_ms() == 100);
+            .media_nodes()
+            .stats_interval_ms() == 100);
     CHECK(parse_config("media_nodes:\n  stats_interval_ms: 60000\n  suspect_after_ms: 60001\n  "
                        "dead_after_ms: 60002\n  forget_after_ms: 60002\n",
                        "cfg.yaml")
-              .media_nodes()
-              .forget_after_ms() == 60002);
+            .media_nodes()
+            .forget_after_ms() == 60002);
   }
   SUBCASE("suspect_after_ms > stats_interval_ms, the key the file set is blamed") {
     CHECK(error_of("media_nodes:\n  stats_interval_ms: 1000\n  suspect_after_ms: 1000\n") ==
@@ -496,8 +496,8 @@ TEST_CASE("media_nodes validation") {
           "cfg.yaml:2: media_nodes.dead_after_ms: must be at most media_nodes.forget_after_ms "
           "(600000, the default), got 700000");
     CHECK(parse_config("media_nodes:\n  forget_after_ms: 3000\n", "cfg.yaml")
-              .media_nodes()
-              .forget_after_ms() == 3000);
+            .media_nodes()
+            .forget_after_ms() == 3000);
   }
   SUBCASE("command_timeout_ms is 10..600000") {
     CHECK(error_of("media_nodes:\n  command_timeout_ms: 9\n") ==
@@ -505,27 +505,27 @@ TEST_CASE("media_nodes validation") {
     CHECK(error_of("media_nodes:\n  command_timeout_ms: 600001\n") ==
           "cfg.yaml:2: media_nodes.command_timeout_ms: must be between 10 and 600000, got 600001");
     CHECK(parse_config("media_nodes:\n  command_timeout_ms: 10\n", "cfg.yaml")
-              .media_nodes()
-              .command_timeout_ms() == 10);
+            .media_nodes()
+            .command_timeout_ms() == 10);
   }
   SUBCASE("drain_deadline_ms is at most one day") {
     CHECK(error_of("media_nodes:\n  drain_deadline_ms: 86400001\n") ==
           "cfg.yaml:2: media_nodes.drain_deadline_ms: must be at most 86400000, got 86400001");
     CHECK(parse_config("media_nodes:\n  drain_deadline_ms: 86400000\n", "cfg.yaml")
-              .media_nodes()
-              .drain_deadline_ms() == 86400000);
+            .media_nodes()
+            .drain_deadline_ms() == 86400000);
     CHECK(parse_config("media_nodes:\n  drain_deadline_ms: 0\n", "cfg.yaml")
-              .media_nodes()
-              .drain_deadline_ms() == 0);
+            .media_nodes()
+            .drain_deadline_ms() == 0);
   }
   SUBCASE("max_nodes is 1..1000000") {
     CHECK(error_of("media_nodes:\n  max_nodes: 0\n") ==
           "cfg.yaml:2: media_nodes.max_nodes: must be between 1 and 1000000, got 0");
     CHECK(error_of("media_nodes:\n  max_nodes: 1000001\n") ==
           "cfg.yaml:2: media_nodes.max_nodes: must be between 1 and 1000000, got 1000001");
-    CHECK(parse_config("media_nodes:\n  max_nodes: 1000000\n", "cfg.yaml")
-              .media_nodes()
-              .max_nodes() == 1000000);
+    CHECK(
+      parse_config("media_nodes:\n  max_nodes: 1000000\n", "cfg.yaml").media_nodes().max_nodes() ==
+      1000000);
   }
   SUBCASE("credential node ids are [a-z0-9._-], 1 to 128 characters") {
     const std::string head = "media_nodes:\n  credentials:\n";
@@ -547,10 +547,10 @@ TEST_CASE("media_nodes validation") {
           "cfg.yaml:5: media_nodes.credentials[1].node_id: must not be empty (1 to 128 "
           "characters of a-z, 0-9, '.', '_', '-')");
     CHECK(parse_config(head + "    - node_id: " + std::string(128, 'a') + "\n" + secret +
-                           "    - node_id: 0.a_b-c\n" + secret,
+                         "    - node_id: 0.a_b-c\n" + secret,
                        "cfg.yaml")
-              .media_nodes()
-              .credentials_size() == 2);
+            .media_nodes()
+            .credentials_size() == 2);
   }
   SUBCASE("a node_id listed twice names both lines") {
     CHECK(error_of("media_nodes:\n"
@@ -586,8 +586,8 @@ TEST_CASE("media_nodes validation") {
                    "long, got 9 characters");
     CHECK(!contains(error, "short-key"));
     CHECK(parse_config("media_nodes:\n  secret_key: 0123456789abcdef\n", "cfg.yaml")
-              .media_nodes()
-              .secret_key() == "0123456789abcdef");
+            .media_nodes()
+            .secret_key() == "0123456789abcdef");
   }
 }
 
@@ -624,7 +624,7 @@ TEST_CASE("load_config_file") {
     CHECK_THROWS_WITH_AS(load_config_file(file.path()),
                          (file.path() + ":2: log.level: must be one of trace, debug, info, warn, "
                                         "error, critical, off, got \"loud\"")
-                             .c_str(),
+                           .c_str(),
                          config_error);
   }
   SUBCASE("a good file loads") {
@@ -635,7 +635,7 @@ TEST_CASE("load_config_file") {
 
 TEST_CASE("the shipped example file loads, holds the defaults and mentions every key") {
   const std::filesystem::path example =
-      source_root() / "deploy" / "config" / "orchestrator.example.yaml";
+    source_root() / "deploy" / "config" / "orchestrator.example.yaml";
   // peer_id is commented out in the example (its default is the host name), so the two
   // compare equal on any host.
   const OrchestratorConfig config = load_config_file(example.string());
@@ -749,14 +749,14 @@ TEST_CASE("decode_yaml handles every field kind by reflection") {
                 "t.yaml", *message);
     const std::unique_ptr<pb::Message> expected(message->New());
     REQUIRE(pb::TextFormat::ParseFromString(
-        R"pb(i32: -2147483648 i64: -9223372036854775808 u64: 18446744073709551615 s32: -7
+      R"pb(i32: -2147483648 i64: -9223372036854775808 u64: 18446744073709551615 s32: -7
            sf64: 9223372036854775807 f64: 0.0025 f32: -inf flag: true mode: MODE_SAFE
            blob: "raw bytes" tags: ["a", "b"] ports: [80, 443] modes: [MODE_FAST, MODE_SAFE]
            inners { label: "x" weight: 1 } inners { label: "y" }
            labels { key: "region" value: "eu" } labels { key: "tier" value: "gold" }
            by_id { key: 7 value { label: "seven" weight: 7 } } by_id { key: -1 value {} }
            inner { weight: 3 } by_number: 0)pb",
-        expected.get()));
+      expected.get()));
     CHECK(differences(*message, *expected) == "");
     // A oneof member set to zero is still the chosen member.
     CHECK(message->GetReflection()->GetOneofFieldDescriptor(*message, all->oneof_decl(0)) ==

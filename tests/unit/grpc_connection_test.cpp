@@ -198,37 +198,37 @@ public:
     nghttp2_session_callbacks* callbacks = nullptr;
     nghttp2_session_callbacks_new(&callbacks);
     nghttp2_session_callbacks_set_on_header_callback(
-        callbacks,
-        [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
-           const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
-          self(user_data).on_header(frame, {reinterpret_cast<const char*>(name), namelen},
-                                    {reinterpret_cast<const char*>(value), valuelen});
-          return 0;
-        });
+      callbacks,
+      [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+         const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
+        self(user_data).on_header(frame, {reinterpret_cast<const char*>(name), namelen},
+                                  {reinterpret_cast<const char*>(value), valuelen});
+        return 0;
+      });
     nghttp2_session_callbacks_set_on_frame_recv_callback(
-        callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
-          self(user_data).on_frame_recv(frame);
-          return 0;
-        });
+      callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+        self(user_data).on_frame_recv(frame);
+        return 0;
+      });
     nghttp2_session_callbacks_set_on_frame_send_callback(
-        callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
-          if (frame->hd.type == NGHTTP2_DATA)
-            ++self(user_data).streams_[frame->hd.stream_id].data_frames_sent;
-          return 0;
-        });
+      callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+        if (frame->hd.type == NGHTTP2_DATA)
+          ++self(user_data).streams_[frame->hd.stream_id].data_frames_sent;
+        return 0;
+      });
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-        callbacks, [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t len,
-                      void* user_data) {
-          self(user_data).streams_[stream_id].data.append(reinterpret_cast<const char*>(data), len);
-          return 0;
-        });
+      callbacks, [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t len,
+                    void* user_data) {
+        self(user_data).streams_[stream_id].data.append(reinterpret_cast<const char*>(data), len);
+        return 0;
+      });
     nghttp2_session_callbacks_set_on_stream_close_callback(
-        callbacks, [](nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user_data) {
-          auto& s = self(user_data).streams_[stream_id];
-          s.closed = true;
-          s.close_error = error_code;
-          return 0;
-        });
+      callbacks, [](nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user_data) {
+        auto& s = self(user_data).streams_[stream_id];
+        s.closed = true;
+        s.close_error = error_code;
+        return 0;
+      });
     nghttp2_session_client_new(&session_, callbacks, this);
     nghttp2_session_callbacks_del(callbacks);
     nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
@@ -291,7 +291,7 @@ public:
 
   size_t open_streams() const {
     return static_cast<size_t>(std::count_if(
-        streams_.begin(), streams_.end(), [](const auto& entry) { return !entry.second.closed; }));
+      streams_.begin(), streams_.end(), [](const auto& entry) { return !entry.second.closed; }));
   }
   size_t unsent_body_bytes() const {
     size_t bytes = 0;
@@ -367,29 +367,29 @@ private:
 
   void on_frame_recv(const nghttp2_frame* frame) {
     switch (frame->hd.type) {
-    case NGHTTP2_HEADERS:
-      if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE &&
-          (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
-        streams_[frame->hd.stream_id].headers_ended_stream = true;
-      break;
-    case NGHTTP2_DATA:
-      ++streams_[frame->hd.stream_id].data_frames;
-      break;
-    case NGHTTP2_RST_STREAM:
-      streams_[frame->hd.stream_id].rst_error = frame->rst_stream.error_code;
-      break;
-    case NGHTTP2_GOAWAY:
-      goaway_error = frame->goaway.error_code;
-      goaway_last_stream_id = frame->goaway.last_stream_id;
-      goaway_debug.assign(reinterpret_cast<const char*>(frame->goaway.opaque_data),
-                          frame->goaway.opaque_data_len);
-      break;
-    case NGHTTP2_PING:
-      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0)
-        ++pings_received;
-      break;
-    default:
-      break;
+      case NGHTTP2_HEADERS:
+        if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE &&
+            (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+          streams_[frame->hd.stream_id].headers_ended_stream = true;
+        break;
+      case NGHTTP2_DATA:
+        ++streams_[frame->hd.stream_id].data_frames;
+        break;
+      case NGHTTP2_RST_STREAM:
+        streams_[frame->hd.stream_id].rst_error = frame->rst_stream.error_code;
+        break;
+      case NGHTTP2_GOAWAY:
+        goaway_error = frame->goaway.error_code;
+        goaway_last_stream_id = frame->goaway.last_stream_id;
+        goaway_debug.assign(reinterpret_cast<const char*>(frame->goaway.opaque_data),
+                            frame->goaway.opaque_data_len);
+        break;
+      case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0)
+          ++pings_received;
+        break;
+      default:
+        break;
     }
   }
 
@@ -727,8 +727,8 @@ TEST_CASE("client bytes in random pieces (the preface too) give the same calls")
     std::vector<int32_t> ids;
     for (int i = 0; i < 3; ++i)
       ids.push_back(t.client.open(
-          grpc_request(), grpc_frame("m" + std::to_string(i)) + grpc_frame(std::string(300, 'z')),
-          true, 97));
+        grpc_request(), grpc_frame("m" + std::to_string(i)) + grpc_frame(std::string(300, 'z')),
+        true, 97));
     t.pump();
     for (size_t i = 0; i < ids.size(); ++i) {
       auto expected = std::vector<std::string>{"m" + std::to_string(i), std::string(300, 'z')};
@@ -931,8 +931,7 @@ TEST_CASE_FIXTURE(back_to_back,
   CHECK(messages_of(r.data) == std::vector<std::string>{"enough"});
 }
 
-TEST_CASE_FIXTURE(small_messages,
-                  "a JSON body over the limit is 413 and the stream ends") {
+TEST_CASE_FIXTURE(small_messages, "a JSON body over the limit is 413 and the stream ends") {
   auto id = client.open(with(grpc_request(), "content-type", "application/json"),
                         "[" + std::string(1500, '1') + "]", true);
   pump();
@@ -999,7 +998,7 @@ TEST_CASE_FIXTURE(back_to_back, "a compressed message with grpc-encoding gzip is
 TEST_CASE_FIXTURE(back_to_back, "a compressed message without grpc-encoding is INTERNAL") {
   auto a = client.open(grpc_request(), grpc_frame("zip", 1), true);
   auto b =
-      client.open(with(grpc_request(), "grpc-encoding", "identity"), grpc_frame("zip", 1), true);
+    client.open(with(grpc_request(), "grpc-encoding", "identity"), grpc_frame("zip", 1), true);
   auto c = client.open(grpc_request(), grpc_frame("bad", 2), true);
   pump();
   CHECK(client.stream(a).grpc_status() == "13");
@@ -1022,8 +1021,7 @@ TEST_CASE_FIXTURE(back_to_back, "a message truncated at END_STREAM is INTERNAL, 
 }
 
 TEST_CASE_FIXTURE(
-    small_headers,
-    "a header list over the limit is 431 / RESOURCE_EXHAUSTED; the connection lives") {
+  small_headers, "a header list over the limit is 431 / RESOURCE_EXHAUSTED; the connection lives") {
   listener.echo();
   auto big = client.request(with(grpc_request(), "x-big", std::string(2000, 'b')));
   pump();

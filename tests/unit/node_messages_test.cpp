@@ -123,9 +123,10 @@ TEST_CASE("derived node secrets are HMAC-SHA256 in lowercase hex") {
 TEST_CASE("credentials: listed secrets first, then the derivation key") {
   node_credentials credentials{{{"listed", "a-listed-secret-1234"}}, "the-derivation-key"};
   CHECK(credentials.verify("listed", "a-listed-secret-1234"));
-  CHECK_FALSE(credentials.verify("listed", node_credentials::derive_secret("the-derivation-key",
-                                                                           "listed")));
-  CHECK(credentials.verify("other", node_credentials::derive_secret("the-derivation-key", "other")));
+  CHECK_FALSE(
+    credentials.verify("listed", node_credentials::derive_secret("the-derivation-key", "listed")));
+  CHECK(
+    credentials.verify("other", node_credentials::derive_secret("the-derivation-key", "other")));
   CHECK_FALSE(credentials.verify("other", "wrong"));
   CHECK_FALSE(credentials.verify("other", ""));
   CHECK(credentials.knows("anyone"));

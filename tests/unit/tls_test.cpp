@@ -141,8 +141,8 @@ public:
     if (!options.alpn_wire.empty()) {
       // Returns 0 on success, unlike nearly everything else in OpenSSL.
       REQUIRE(SSL_CTX_set_alpn_protos(
-                  ctx_, reinterpret_cast<const unsigned char*>(options.alpn_wire.data()),
-                  static_cast<unsigned int>(options.alpn_wire.size())) == 0);
+                ctx_, reinterpret_cast<const unsigned char*>(options.alpn_wire.data()),
+                static_cast<unsigned int>(options.alpn_wire.size())) == 0);
     }
     ssl_ = SSL_new(ctx_);
     REQUIRE(ssl_ != nullptr);
@@ -258,7 +258,7 @@ struct tls_fixture {
       const std::vector<char> to_server = client->take_output();
       for (std::size_t at = 0; at < to_server.size(); at += piece_bytes) {
         const auto piece =
-            as_bytes(to_server).subspan(at, std::min(piece_bytes, to_server.size() - at));
+          as_bytes(to_server).subspan(at, std::min(piece_bytes, to_server.size() - at));
         if (!server->receive(piece, server_received))
           server_failed = true;
         CHECK(ERR_peek_error() == 0); // the session never leaves errors behind for others

@@ -14,13 +14,13 @@ struct city {
   std::string country;
   // Coarse operator region, e.g. "eu-west" (see docs/node-sim.md for the mapping).
   std::string region;
-  double latitude = 0;   // degrees
-  double longitude = 0;  // degrees
+  double latitude = 0;  // degrees
+  double longitude = 0; // degrees
   std::uint64_t population = 0;
 };
 
 class city_table {
- public:
+public:
   // Reads a CSV with the header name,country,lat,lon,population,region (any column order,
   // RFC 4180 quoting). Returns an empty string on success, else what is wrong and where.
   std::string load(const std::string& path);
@@ -34,7 +34,7 @@ class city_table {
   std::size_t size() const { return cities_.size(); }
   const city& operator[](std::size_t i) const { return cities_[i]; }
 
- private:
+private:
   void index();
 
   std::vector<city> cities_;
@@ -45,4 +45,4 @@ class city_table {
 // Great-circle distance on a spherical Earth (haversine, radius 6371 km), kilometres.
 double great_circle_km(double lat1, double lon1, double lat2, double lon2);
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

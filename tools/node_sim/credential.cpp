@@ -26,4 +26,4 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
   return out;
 }
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

@@ -10,4 +10,4 @@ namespace chroom::node_sim {
 // orchestrator is configured with media_nodes.secret_key = key.
 std::string hmac_sha256_hex(std::string_view key, std::string_view message);
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

@@ -56,24 +56,42 @@ constexpr int max_stream_logs_per_s = 20;
 
 std::string_view code_name(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "?";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "?";
   }
 }
 
@@ -87,7 +105,8 @@ bool gives_up_on(grpc::StatusCode code) {
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("cannot read {}", path));
+  if (!in)
+    throw std::runtime_error(fmt::format("cannot read {}", path));
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
@@ -97,16 +116,18 @@ std::vector<std::string_view> split_words(std::string_view line) {
   std::vector<std::string_view> words;
   std::size_t i = 0;
   while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) ++i;
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+      ++i;
     std::size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r') ++i;
-    if (i > start) words.push_back(line.substr(start, i - start));
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+      ++i;
+    if (i > start)
+      words.push_back(line.substr(start, i - start));
   }
   return words;
 }
 
-template <typename T>
-bool parse_number(std::string_view text, T& out) {
+template <typename T> bool parse_number(std::string_view text, T& out) {
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
   return ec == std::errc{} && ptr == text.data() + text.size();
 }
@@ -118,7 +139,7 @@ milliseconds to_ms(double seconds) {
 // Decides which stream-end messages are logged at their own level (see
 // max_stream_logs_per_s) and reports how many were demoted to debug.
 class log_budget {
- public:
+public:
   // True when this message may be logged at warning/error level.
   bool allow() {
     std::lock_guard lock(mutex_);
@@ -141,7 +162,7 @@ class log_budget {
     return false;
   }
 
- private:
+private:
   std::mutex mutex_;
   sim_clock::time_point window_start_{};
   int used_ = 0;
@@ -150,9 +171,16 @@ class log_budget {
 
 log_budget stream_log_budget;
 
-}  // namespace
+} // namespace
 
-enum class fleet::down_reason : std::uint8_t { none, crashed, flapping, gave_up, finished, stopped };
+enum class fleet::down_reason : std::uint8_t {
+  none,
+  crashed,
+  flapping,
+  gave_up,
+  finished,
+  stopped
+};
 
 namespace {
 
@@ -160,14 +188,17 @@ enum class node_state : std::uint8_t { connecting, registered, down };
 
 std::string_view state_name(node_state state) {
   switch (state) {
-    case node_state::connecting: return "connecting";
-    case node_state::registered: return "registered";
-    case node_state::down: return "down";
+    case node_state::connecting:
+      return "connecting";
+    case node_state::registered:
+      return "registered";
+    case node_state::down:
+      return "down";
   }
   return "?";
 }
 
-}  // namespace
+} // namespace
 
 // One simulated node: its model and everything about its connection. Every field is
 // guarded by `mutex` (the timer thread, grpc's callback threads and the command thread
@@ -175,13 +206,12 @@ std::string_view state_name(node_state state) {
 struct fleet::node {
   node(const node_profile& profile, double mean_session_s, std::uint64_t seed,
        v1::MediaNodeService::Stub& stub)
-      : model(profile, mean_session_s, seed),
-        jitter(seed, profile.index, rng_purpose::faults),
+      : model(profile, mean_session_s, seed), jitter(seed, profile.index, rng_purpose::faults),
         stub(&stub) {}
 
   std::mutex mutex;
   node_model model;
-  rng jitter;  // back-off and Stats interval jitter
+  rng jitter; // back-off and Stats interval jitter
   v1::MediaNodeService::Stub* stub;
 
   node_state state = node_state::connecting;
@@ -217,7 +247,7 @@ struct fleet::node {
 // the node's mutex held cannot re-enter it.
 class fleet::session final
     : public grpc::ClientBidiReactor<v1::NodeMessage, v1::OrchestratorMessage> {
- public:
+public:
   session(fleet& owner, node& n) : fleet_(owner), node_(n) {}
 
   // Node mutex held. Register is the first write; the read is posted before the call
@@ -236,8 +266,10 @@ class fleet::session final
 
   // Node mutex held. False when the stream no longer takes writes.
   bool send(v1::NodeMessage message, bool droppable) {
-    if (closed_ || writes_done_wanted_) return false;
-    if (droppable && outgoing_.size() >= max_queued_messages) return false;
+    if (closed_ || writes_done_wanted_)
+      return false;
+    if (droppable && outgoing_.size() >= max_queued_messages)
+      return false;
     outgoing_.push_back(std::move(message));
     if (!writing_) {
       writing_ = true;
@@ -248,9 +280,11 @@ class fleet::session final
 
   // Node mutex held. Half-closes once the queued writes are out.
   void finish_writes() {
-    if (closed_ || writes_done_wanted_) return;
+    if (closed_ || writes_done_wanted_)
+      return;
     writes_done_wanted_ = true;
-    if (!writing_) start_writes_done();
+    if (!writing_)
+      start_writes_done();
   }
 
   // Any thread: ends the stream abruptly (RST_STREAM with CANCEL on the wire).
@@ -258,7 +292,7 @@ class fleet::session final
 
   bool registered = false;
 
- private:
+private:
   void OnReadDone(bool ok) override {
     std::lock_guard lock(node_.mutex);
     if (!ok) {
@@ -268,7 +302,8 @@ class fleet::session final
       release_hold();
       return;
     }
-    if (node_.current == this) fleet_.on_message_locked(node_, *this, incoming_);
+    if (node_.current == this)
+      fleet_.on_message_locked(node_, *this, incoming_);
     incoming_.Clear();
     StartRead(&incoming_);
   }
@@ -307,7 +342,8 @@ class fleet::session final
   }
 
   void release_hold() {
-    if (hold_removed_) return;
+    if (hold_removed_)
+      return;
     hold_removed_ = true;
     RemoveHold();
   }
@@ -335,8 +371,7 @@ class fleet::session final
 };
 
 fleet::fleet(fleet_options options, const city_table& cities)
-    : options_(std::move(options)),
-      profiles_(make_profiles(options_.parameters, cities)),
+    : options_(std::move(options)), profiles_(make_profiles(options_.parameters, cities)),
       timers_([this](const timer_event& event) { on_timer(event); }, timer_slack),
       random_(options_.parameters.seed, 0, rng_purpose::faults) {
   const auto& connection = options_.connection;
@@ -355,8 +390,8 @@ fleet::fleet(fleet_options options, const city_table& cities)
   const std::uint32_t node_count = options_.parameters.nodes;
   std::uint32_t channel_count = connection.connections;
   if (channel_count == 0) {
-    channel_count = (node_count + default_streams_per_connection - 1) /
-                    default_streams_per_connection;
+    channel_count =
+      (node_count + default_streams_per_connection - 1) / default_streams_per_connection;
   }
   channel_count = std::clamp<std::uint32_t>(channel_count, 1, node_count);
   for (std::uint32_t i = 0; i < channel_count; ++i) {
@@ -382,15 +417,16 @@ fleet::fleet(fleet_options options, const city_table& cities)
   nodes_.reserve(node_count);
   for (std::uint32_t i = 0; i < node_count; ++i) {
     nodes_.push_back(std::make_unique<node>(profiles_[i], options_.mean_session_s,
-                                            options_.parameters.seed,
-                                            *stubs_[i % channel_count]));
+                                            options_.parameters.seed, *stubs_[i % channel_count]));
     index_of_.emplace(profiles_[i].node_id, i);
   }
-  spdlog::info("{} nodes over {} connections to {}{}", node_count, channel_count,
-               connection.target, connection.tls_ca_file.empty() ? " (h2c)" : " (TLS)");
+  spdlog::info("{} nodes over {} connections to {}{}", node_count, channel_count, connection.target,
+               connection.tls_ca_file.empty() ? " (h2c)" : " (TLS)");
 }
 
-fleet::~fleet() { timers_.stop(); }
+fleet::~fleet() {
+  timers_.stop();
+}
 
 void fleet::start() {
   started_at_ = sim_clock::now();
@@ -412,7 +448,7 @@ void fleet::open_stream_locked(node& n) {
     std::lock_guard lock(live_mutex_);
     ++live_sessions_;
   }
-  auto* s = new session(*this, n);  // deletes itself in OnDone
+  auto* s = new session(*this, n); // deletes itself in OnDone
   n.current = s;
   s->start(std::move(registration));
 }
@@ -426,10 +462,12 @@ void fleet::session_ended() {
 }
 
 void fleet::on_message_locked(node& n, session& s, const v1::OrchestratorMessage& message) {
-  if (message.has_command()) commands_.fetch_add(1, std::memory_order_relaxed);
+  if (message.has_command())
+    commands_.fetch_add(1, std::memory_order_relaxed);
   if (n.frozen) {
     // A frozen process reads nothing; the kernel buffers. Handle it all when thawed.
-    if (n.frozen_inbox.size() < max_frozen_inbox) n.frozen_inbox.push_back(message);
+    if (n.frozen_inbox.size() < max_frozen_inbox)
+      n.frozen_inbox.push_back(message);
     return;
   }
   handle_message_locked(n, s, message);
@@ -454,7 +492,8 @@ void fleet::handle_message_locked(node& n, session& s, const v1::OrchestratorMes
       n.failures = 0;
       n.last_logged_code = -1;
       std::uint32_t interval = registered.stats_interval_ms();
-      if (interval == 0) interval = default_stats_interval_ms;
+      if (interval == 0)
+        interval = default_stats_interval_ms;
       n.stats_interval_ms = std::clamp(interval, min_stats_interval_ms, max_stats_interval_ms);
       if (registered.close_rooms_size() > 0) {
         spdlog::debug("{}: closing {} rooms the orchestrator does not know", id,
@@ -467,9 +506,9 @@ void fleet::handle_message_locked(node& n, session& s, const v1::OrchestratorMes
                     n.stats_interval_ms);
       if (now_registered == nodes_.size() &&
           !all_registered_logged_.exchange(true, std::memory_order_relaxed)) {
-        spdlog::info("all {} nodes registered in {} ms", nodes_.size(),
-                     std::chrono::duration_cast<milliseconds>(sim_clock::now() - started_at_)
-                         .count());
+        spdlog::info(
+          "all {} nodes registered in {} ms", nodes_.size(),
+          std::chrono::duration_cast<milliseconds>(sim_clock::now() - started_at_).count());
       }
       start_stats_locked(n, /*send_now=*/true);
       return;
@@ -501,7 +540,8 @@ void fleet::reply_locked(node& n, v1::NodeMessage reply) {
     timers_.schedule({due, n.model.profile().index, timer_kind::delayed_replies, 0});
     return;
   }
-  if (n.current != nullptr) n.current->send(std::move(reply), /*droppable=*/false);
+  if (n.current != nullptr)
+    n.current->send(std::move(reply), /*droppable=*/false);
 }
 
 void fleet::flush_delayed_locked(node& n) {
@@ -517,22 +557,24 @@ void fleet::flush_delayed_locked(node& n) {
   // when replies are out of order (slow-acks lowered meanwhile: a later reply, due earlier,
   // waits behind the front until the front is due).
   if (!n.delayed_replies.empty()) {
-    timers_.schedule({n.delayed_replies.front().first, n.model.profile().index,
-                      timer_kind::delayed_replies, 0});
+    timers_.schedule(
+      {n.delayed_replies.front().first, n.model.profile().index, timer_kind::delayed_replies, 0});
   }
 }
 
 void fleet::start_stats_locked(node& n, bool send_now) {
   ++n.stats_token;
-  if (send_now) send_stats_locked(n);
+  if (send_now)
+    send_stats_locked(n);
   const double period_ms = n.stats_interval_ms * n.jitter.uniform(0.9, 1.1);
-  timers_.schedule({sim_clock::now() + std::chrono::microseconds(
-                                           static_cast<std::int64_t>(period_ms * 1000.0)),
-                    n.model.profile().index, timer_kind::stats_tick, n.stats_token});
+  timers_.schedule(
+    {sim_clock::now() + std::chrono::microseconds(static_cast<std::int64_t>(period_ms * 1000.0)),
+     n.model.profile().index, timer_kind::stats_tick, n.stats_token});
 }
 
 void fleet::send_stats_locked(node& n) {
-  if (n.current == nullptr) return;
+  if (n.current == nullptr)
+    return;
   std::vector<v1::NodeMessage> events;
   n.model.expire_participants(sim_clock::now(), events);
   for (auto& event : events) {
@@ -550,7 +592,8 @@ void fleet::send_stats_locked(node& n) {
 }
 
 void fleet::on_stream_end_locked(node& n, session& s, const grpc::Status& status) {
-  if (n.current != &s) return;  // crashed or flapped away earlier: already accounted for
+  if (n.current != &s)
+    return; // crashed or flapped away earlier: already accounted for
   n.current = nullptr;
   ++n.stats_token;
   n.frozen_inbox.clear();
@@ -563,9 +606,8 @@ void fleet::on_stream_end_locked(node& n, session& s, const grpc::Status& status
     n.state = node_state::down;
     n.why_down = down_reason::stopped;
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
-      spdlog::debug("{}: stream ended at shutdown: {} ({}): {}", id,
-                    code_name(status.error_code()), static_cast<int>(status.error_code()),
-                    status.error_message());
+      spdlog::debug("{}: stream ended at shutdown: {} ({}): {}", id, code_name(status.error_code()),
+                    static_cast<int>(status.error_code()), status.error_message());
     }
     return;
   }
@@ -601,23 +643,24 @@ void fleet::on_stream_end_locked(node& n, session& s, const grpc::Status& status
   }
   const auto exponent = std::min<std::uint32_t>(n.failures, 16);
   ++n.failures;
-  const milliseconds ceiling = std::min<milliseconds>(max_backoff, first_backoff * (std::int64_t{1} << exponent));
+  const milliseconds ceiling =
+    std::min<milliseconds>(max_backoff, first_backoff * (std::int64_t{1} << exponent));
   const auto delay = milliseconds(
-      static_cast<std::int64_t>(static_cast<double>(ceiling.count()) * n.jitter.uniform(0.5, 1.0)));
+    static_cast<std::int64_t>(static_cast<double>(ceiling.count()) * n.jitter.uniform(0.5, 1.0)));
   schedule_reconnect_locked(n, delay);
 }
 
 void fleet::schedule_reconnect_locked(node& n, milliseconds delay) {
   n.state = node_state::connecting;
   ++n.stream_token;
-  timers_.schedule({sim_clock::now() + delay, n.model.profile().index, timer_kind::reconnect,
-                    n.stream_token});
+  timers_.schedule(
+    {sim_clock::now() + delay, n.model.profile().index, timer_kind::reconnect, n.stream_token});
 }
 
 void fleet::take_down_locked(node& n, down_reason why) {
   if (n.current != nullptr) {
     n.current->cancel();
-    n.current = nullptr;  // its OnDone will find itself detached
+    n.current = nullptr; // its OnDone will find itself detached
   }
   if (n.state == node_state::registered) {
     registered_now_.fetch_sub(1, std::memory_order_relaxed);
@@ -640,7 +683,8 @@ void fleet::thaw_locked(node& n) {
   std::deque<v1::OrchestratorMessage> inbox;
   inbox.swap(n.frozen_inbox);
   for (const auto& message : inbox) {
-    if (n.current == nullptr) break;
+    if (n.current == nullptr)
+      break;
     handle_message_locked(n, *n.current, message);
   }
   flush_delayed_locked(n);
@@ -649,7 +693,8 @@ void fleet::thaw_locked(node& n) {
   }
   if (n.reconnect_on_thaw) {
     n.reconnect_on_thaw = false;
-    if (n.current == nullptr && n.state == node_state::connecting) open_stream_locked(n);
+    if (n.current == nullptr && n.state == node_state::connecting)
+      open_stream_locked(n);
   }
 }
 
@@ -665,7 +710,8 @@ void fleet::on_timer(const timer_event& event) {
       start_stats_locked(n, /*send_now=*/true);
       return;
     case timer_kind::reconnect:
-      if (event.token != n.stream_token || n.current != nullptr || stopping_.load()) return;
+      if (event.token != n.stream_token || n.current != nullptr || stopping_.load())
+        return;
       if (n.frozen) {
         n.state = node_state::connecting;
         n.reconnect_on_thaw = true;
@@ -674,10 +720,12 @@ void fleet::on_timer(const timer_event& event) {
       open_stream_locked(n);
       return;
     case timer_kind::thaw:
-      if (event.token == n.freeze_token && n.frozen) thaw_locked(n);
+      if (event.token == n.freeze_token && n.frozen)
+        thaw_locked(n);
       return;
     case timer_kind::delayed_replies:
-      if (!n.frozen) flush_delayed_locked(n);
+      if (!n.frozen)
+        flush_delayed_locked(n);
       return;
   }
 }
@@ -686,14 +734,16 @@ std::vector<fleet::node*> fleet::resolve(std::string_view target, bool (*eligibl
                                          std::string& error) {
   std::vector<node*> out;
   if (target == "all") {
-    for (auto& n : nodes_) out.push_back(n.get());
+    for (auto& n : nodes_)
+      out.push_back(n.get());
     return out;
   }
   if (target == "random") {
     std::vector<node*> candidates;
     for (auto& n : nodes_) {
       std::lock_guard lock(n->mutex);
-      if (eligible(*n)) candidates.push_back(n.get());
+      if (eligible(*n))
+        candidates.push_back(n.get());
     }
     if (candidates.empty()) {
       error = "no node to pick from";
@@ -714,7 +764,8 @@ std::vector<fleet::node*> fleet::resolve(std::string_view target, bool (*eligibl
 
 std::string fleet::execute(std::string_view line) {
   const auto words = split_words(line);
-  if (words.empty()) return {};
+  if (words.empty())
+    return {};
   const auto command = words[0];
   auto usage = [](std::string_view text) { return fmt::format("error usage: {}", text); };
   auto is_registered = [](const node& n) { return n.state == node_state::registered; };
@@ -724,36 +775,44 @@ std::string fleet::execute(std::string_view line) {
   auto reply = [&](std::string_view target, const std::vector<node*>& chosen, std::size_t done,
                    std::string_view extra) {
     fault_commands_.fetch_add(1, std::memory_order_relaxed);
-    if (target == "all") return fmt::format("ok {} all {}{}", command, done, extra);
+    if (target == "all")
+      return fmt::format("ok {} all {}{}", command, done, extra);
     return fmt::format("ok {} {}{}", command, chosen[0]->model.profile().node_id, extra);
   };
   std::string error;
 
-  if (command == "status") return status_json();
+  if (command == "status")
+    return status_json();
   if (command == "help") {
     return "ok commands: status | node ID | crash ID|random|all | restart ID|random|all "
            "[keep|fresh] | freeze ID|random|all [SECONDS] | thaw ID|all | flap ID|random|all "
            "DOWN_MS | slow-acks ID|random|all DELAY_MS | quit";
   }
   if (command == "node") {
-    if (words.size() != 2) return usage("node ID");
+    if (words.size() != 2)
+      return usage("node ID");
     auto chosen = resolve(words[1], any, error);
-    if (chosen.empty()) return "error " + error;
+    if (chosen.empty())
+      return "error " + error;
     return "ok " + node_json(*chosen[0]);
   }
   if (command == "crash") {
-    if (words.size() != 2) return usage("crash ID|random|all");
+    if (words.size() != 2)
+      return usage("crash ID|random|all");
     auto chosen = resolve(words[1], is_registered, error);
-    if (chosen.empty()) return "error " + error;
+    if (chosen.empty())
+      return "error " + error;
     std::size_t done = 0;
     for (node* n : chosen) {
       std::lock_guard lock(n->mutex);
-      if (n->state == node_state::down) continue;
+      if (n->state == node_state::down)
+        continue;
       spdlog::info("{}: crash", n->model.profile().node_id);
       take_down_locked(*n, down_reason::crashed);
       ++done;
     }
-    if (done == 0) return fmt::format("error {} is down already", words[1]);
+    if (done == 0)
+      return fmt::format("error {} is down already", words[1]);
     return reply(words[1], chosen, done, "");
   }
   if (command == "restart") {
@@ -763,20 +822,25 @@ std::string fleet::execute(std::string_view line) {
     }
     const bool fresh = words.size() == 3 && words[2] == "fresh";
     auto chosen = resolve(words[1], is_down, error);
-    if (chosen.empty()) return "error " + error;
-    if (stopping_.load()) return "error shutting down";
+    if (chosen.empty())
+      return "error " + error;
+    if (stopping_.load())
+      return "error shutting down";
     std::size_t done = 0;
     for (node* n : chosen) {
       std::lock_guard lock(n->mutex);
-      if (n->state != node_state::down) continue;
+      if (n->state != node_state::down)
+        continue;
       spdlog::info("{}: restart{}", n->model.profile().node_id, fresh ? " (fresh)" : "");
-      if (fresh) n->model.reset();
+      if (fresh)
+        n->model.reset();
       n->failures = 0;
       n->last_logged_code = -1;
       open_stream_locked(*n);
       ++done;
     }
-    if (done == 0) return fmt::format("error {} is not down", words[1]);
+    if (done == 0)
+      return fmt::format("error {} is not down", words[1]);
     return reply(words[1], chosen, done, fresh ? " fresh" : "");
   }
   if (command == "freeze") {
@@ -786,27 +850,31 @@ std::string fleet::execute(std::string_view line) {
       return usage("freeze ID|random|all [SECONDS]");
     }
     auto chosen = resolve(words[1], is_registered, error);
-    if (chosen.empty()) return "error " + error;
+    if (chosen.empty())
+      return "error " + error;
     for (node* n : chosen) {
       std::lock_guard lock(n->mutex);
       n->frozen = true;
       const auto token = ++n->freeze_token;
       if (seconds > 0) {
-        timers_.schedule({sim_clock::now() + to_ms(seconds), n->model.profile().index,
-                          timer_kind::thaw, token});
+        timers_.schedule(
+          {sim_clock::now() + to_ms(seconds), n->model.profile().index, timer_kind::thaw, token});
       }
     }
     return reply(words[1], chosen, chosen.size(),
                  seconds > 0 ? fmt::format(" {}s", seconds) : std::string());
   }
   if (command == "thaw") {
-    if (words.size() != 2 || words[1] == "random") return usage("thaw ID|all");
+    if (words.size() != 2 || words[1] == "random")
+      return usage("thaw ID|all");
     auto chosen = resolve(words[1], any, error);
-    if (chosen.empty()) return "error " + error;
+    if (chosen.empty())
+      return "error " + error;
     std::size_t done = 0;
     for (node* n : chosen) {
       std::lock_guard lock(n->mutex);
-      if (!n->frozen) continue;
+      if (!n->frozen)
+        continue;
       thaw_locked(*n);
       ++done;
     }
@@ -818,19 +886,23 @@ std::string fleet::execute(std::string_view line) {
       return usage("flap ID|random|all DOWN_MS");
     }
     auto chosen = resolve(words[1], is_registered, error);
-    if (chosen.empty()) return "error " + error;
-    if (stopping_.load()) return "error shutting down";
+    if (chosen.empty())
+      return "error " + error;
+    if (stopping_.load())
+      return "error shutting down";
     std::size_t done = 0;
     for (node* n : chosen) {
       std::lock_guard lock(n->mutex);
-      if (n->state == node_state::down) continue;
+      if (n->state == node_state::down)
+        continue;
       spdlog::info("{}: flap for {} ms", n->model.profile().node_id, down_ms);
       take_down_locked(*n, down_reason::flapping);
       timers_.schedule({sim_clock::now() + milliseconds(down_ms), n->model.profile().index,
                         timer_kind::reconnect, n->stream_token});
       ++done;
     }
-    if (done == 0) return fmt::format("error {} is down", words[1]);
+    if (done == 0)
+      return fmt::format("error {} is down", words[1]);
     return reply(words[1], chosen, done, fmt::format(" {}", down_ms));
   }
   if (command == "slow-acks") {
@@ -839,7 +911,8 @@ std::string fleet::execute(std::string_view line) {
       return usage("slow-acks ID|random|all DELAY_MS");
     }
     auto chosen = resolve(words[1], is_registered, error);
-    if (chosen.empty()) return "error " + error;
+    if (chosen.empty())
+      return "error " + error;
     for (node* n : chosen) {
       std::lock_guard lock(n->mutex);
       n->reply_delay_ms = delay_ms;
@@ -851,29 +924,31 @@ std::string fleet::execute(std::string_view line) {
 
 std::string fleet::crash_random_for(milliseconds down) {
   std::string error;
-  auto chosen = resolve("random", [](const node& n) { return n.state == node_state::registered; },
-                        error);
-  if (chosen.empty()) return {};
+  auto chosen = resolve(
+    "random", [](const node& n) { return n.state == node_state::registered; }, error);
+  if (chosen.empty())
+    return {};
   node& n = *chosen[0];
   std::lock_guard lock(n.mutex);
-  if (n.state != node_state::registered || stopping_.load()) return {};
+  if (n.state != node_state::registered || stopping_.load())
+    return {};
   take_down_locked(n, down_reason::flapping);
-  timers_.schedule({sim_clock::now() + down, n.model.profile().index, timer_kind::reconnect,
-                    n.stream_token});
+  timers_.schedule(
+    {sim_clock::now() + down, n.model.profile().index, timer_kind::reconnect, n.stream_token});
   return n.model.profile().node_id;
 }
 
 std::string fleet::freeze_random_for(milliseconds frozen) {
   std::string error;
   auto chosen = resolve(
-      "random", [](const node& n) { return n.state == node_state::registered && !n.frozen; },
-      error);
-  if (chosen.empty()) return {};
+    "random", [](const node& n) { return n.state == node_state::registered && !n.frozen; }, error);
+  if (chosen.empty())
+    return {};
   node& n = *chosen[0];
   std::lock_guard lock(n.mutex);
   n.frozen = true;
-  timers_.schedule({sim_clock::now() + frozen, n.model.profile().index, timer_kind::thaw,
-                    ++n.freeze_token});
+  timers_.schedule(
+    {sim_clock::now() + frozen, n.model.profile().index, timer_kind::thaw, ++n.freeze_token});
   return n.model.profile().node_id;
 }
 
@@ -882,60 +957,76 @@ std::string fleet::node_json(node& n) {
   const auto& p = n.model.profile();
   std::string_view why;
   switch (n.why_down) {
-    case down_reason::none: why = ""; break;
-    case down_reason::crashed: why = "crashed"; break;
-    case down_reason::flapping: why = "flapping"; break;
-    case down_reason::gave_up: why = "gave_up"; break;
-    case down_reason::finished: why = "finished"; break;
-    case down_reason::stopped: why = "stopped"; break;
+    case down_reason::none:
+      why = "";
+      break;
+    case down_reason::crashed:
+      why = "crashed";
+      break;
+    case down_reason::flapping:
+      why = "flapping";
+      break;
+    case down_reason::gave_up:
+      why = "gave_up";
+      break;
+    case down_reason::finished:
+      why = "finished";
+      break;
+    case down_reason::stopped:
+      why = "stopped";
+      break;
   }
-  auto rooms = n.model.rooms_json();  // {"rooms":[..],"participants":..,"draining":..}
+  auto rooms = n.model.rooms_json(); // {"rooms":[..],"participants":..,"draining":..}
   return fmt::format(
-      "{{\"node_id\":{},\"state\":\"{}\",\"down_reason\":\"{}\",\"frozen\":{},"
-      "\"reply_delay_ms\":{},\"stats_interval_ms\":{},\"city\":{},\"country\":\"{}\","
-      "\"region\":\"{}\",\"latitude\":{:.4f},\"longitude\":{:.4f},\"max_participants\":{},"
-      "\"recording\":{},\"e2ee\":{},\"packet_loss\":{:.4f},\"jitter_ms\":{:.1f},{}",
-      json_string(p.node_id), state_name(n.state), why, n.frozen ? "true" : "false",
-      n.reply_delay_ms, n.stats_interval_ms, json_string(p.city), p.country, p.region,
-      p.latitude, p.longitude, p.max_participants, p.recording ? "true" : "false",
-      p.e2ee ? "true" : "false", p.quality.packet_loss, p.quality.jitter_ms,
-      std::string_view(rooms).substr(1));
+    "{{\"node_id\":{},\"state\":\"{}\",\"down_reason\":\"{}\",\"frozen\":{},"
+    "\"reply_delay_ms\":{},\"stats_interval_ms\":{},\"city\":{},\"country\":\"{}\","
+    "\"region\":\"{}\",\"latitude\":{:.4f},\"longitude\":{:.4f},\"max_participants\":{},"
+    "\"recording\":{},\"e2ee\":{},\"packet_loss\":{:.4f},\"jitter_ms\":{:.1f},{}",
+    json_string(p.node_id), state_name(n.state), why, n.frozen ? "true" : "false", n.reply_delay_ms,
+    n.stats_interval_ms, json_string(p.city), p.country, p.region, p.latitude, p.longitude,
+    p.max_participants, p.recording ? "true" : "false", p.e2ee ? "true" : "false",
+    p.quality.packet_loss, p.quality.jitter_ms, std::string_view(rooms).substr(1));
 }
 
 std::string fleet::status_json() {
-  std::uint64_t registered = 0, connecting = 0, down = 0, gave_up_now = 0, frozen = 0,
-                rooms = 0, participants = 0;
+  std::uint64_t registered = 0, connecting = 0, down = 0, gave_up_now = 0, frozen = 0, rooms = 0,
+                participants = 0;
   for (auto& n : nodes_) {
     std::lock_guard lock(n->mutex);
     switch (n->state) {
-      case node_state::registered: ++registered; break;
-      case node_state::connecting: ++connecting; break;
+      case node_state::registered:
+        ++registered;
+        break;
+      case node_state::connecting:
+        ++connecting;
+        break;
       case node_state::down:
         ++down;
-        if (n->why_down == down_reason::gave_up) ++gave_up_now;
+        if (n->why_down == down_reason::gave_up)
+          ++gave_up_now;
         break;
     }
-    if (n->frozen) ++frozen;
+    if (n->frozen)
+      ++frozen;
     rooms += n->model.rooms();
     participants += n->model.participants();
   }
   auto count = [](const std::atomic<std::uint64_t>& c) {
     return c.load(std::memory_order_relaxed);
   };
-  const double uptime_s =
-      started_at_ == sim_clock::time_point{}
-          ? 0.0
-          : std::chrono::duration<double>(sim_clock::now() - started_at_).count();
+  const double uptime_s = started_at_ == sim_clock::time_point{}
+                            ? 0.0
+                            : std::chrono::duration<double>(sim_clock::now() - started_at_).count();
   return fmt::format(
-      "{{\"nodes\":{},\"registered\":{},\"connecting\":{},\"down\":{},\"rooms\":{},"
-      "\"participants\":{},\"commands\":{},\"errors\":{},\"gave_up\":{},\"frozen\":{},"
-      "\"acks\":{},\"nacks\":{},\"stats_sent\":{},\"stats_dropped\":{},\"events_sent\":{},"
-      "\"registrations\":{},\"stream_errors\":{},\"protocol_errors\":{},\"faults\":{},"
-      "\"uptime_s\":{:.1f}}}",
-      nodes_.size(), registered, connecting, down, rooms, participants, count(commands_),
-      count(gave_up_), gave_up_now, frozen, count(acks_), count(nacks_), count(stats_sent_),
-      count(stats_dropped_), count(events_sent_), count(registrations_), count(stream_errors_),
-      count(protocol_errors_), count(fault_commands_), uptime_s);
+    "{{\"nodes\":{},\"registered\":{},\"connecting\":{},\"down\":{},\"rooms\":{},"
+    "\"participants\":{},\"commands\":{},\"errors\":{},\"gave_up\":{},\"frozen\":{},"
+    "\"acks\":{},\"nacks\":{},\"stats_sent\":{},\"stats_dropped\":{},\"events_sent\":{},"
+    "\"registrations\":{},\"stream_errors\":{},\"protocol_errors\":{},\"faults\":{},"
+    "\"uptime_s\":{:.1f}}}",
+    nodes_.size(), registered, connecting, down, rooms, participants, count(commands_),
+    count(gave_up_), gave_up_now, frozen, count(acks_), count(nacks_), count(stats_sent_),
+    count(stats_dropped_), count(events_sent_), count(registrations_), count(stream_errors_),
+    count(protocol_errors_), count(fault_commands_), uptime_s);
 }
 
 bool fleet::shutdown(milliseconds grace) {
@@ -944,8 +1035,9 @@ bool fleet::shutdown(milliseconds grace) {
     std::lock_guard lock(n->mutex);
     ++n->stats_token;
     ++n->stream_token;
-    n->frozen = false;  // a frozen node is still shut down cleanly
-    if (n->current != nullptr) n->current->finish_writes();
+    n->frozen = false; // a frozen node is still shut down cleanly
+    if (n->current != nullptr)
+      n->current->finish_writes();
   }
   auto wait_for_streams = [&](milliseconds limit) {
     std::unique_lock lock(live_mutex_);
@@ -960,7 +1052,8 @@ bool fleet::shutdown(milliseconds grace) {
     spdlog::warn("{} streams still open after WritesDone; cancelling them", left);
     for (auto& n : nodes_) {
       std::lock_guard lock(n->mutex);
-      if (n->current != nullptr) n->current->cancel();
+      if (n->current != nullptr)
+        n->current->cancel();
     }
     if (!wait_for_streams(grace / 2)) {
       spdlog::error("streams did not end after cancellation");
@@ -977,4 +1070,4 @@ bool fleet::shutdown(milliseconds grace) {
   return true;
 }
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

@@ -55,7 +55,7 @@ struct fleet_options {
 };
 
 class fleet {
- public:
+public:
   // Opens no stream yet. Throws std::runtime_error when a TLS file cannot be read.
   fleet(fleet_options options, const city_table& cities);
   ~fleet();
@@ -86,7 +86,7 @@ class fleet {
 
   std::uint32_t size() const { return static_cast<std::uint32_t>(nodes_.size()); }
 
- private:
+private:
   struct node;
   class session;
   enum class down_reason : std::uint8_t;
@@ -124,7 +124,7 @@ class fleet {
   std::atomic<bool> stopping_{false};
 
   std::mutex random_mutex_;
-  rng random_;  // for "random" targets and scheduled faults
+  rng random_; // for "random" targets and scheduled faults
 
   // Streams whose reactor has not reached OnDone; shutdown waits for zero.
   std::mutex live_mutex_;
@@ -147,4 +147,4 @@ class fleet {
   std::atomic<std::uint64_t> fault_commands_{0};
 };
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

@@ -48,11 +48,12 @@ void print_line(std::string_view line) {
 
 // Why the run loop should stop; the first reason wins.
 class stop_request {
- public:
+public:
   void request(const char* why, bool reply_ok) {
     {
       std::lock_guard lock(mutex_);
-      if (why_ != nullptr) return;
+      if (why_ != nullptr)
+        return;
       why_ = why;
       reply_ok_ = reply_ok;
     }
@@ -76,7 +77,7 @@ class stop_request {
     return reply_ok_;
   }
 
- private:
+private:
   std::mutex mutex_;
   std::condition_variable changed_;
   const char* why_ = nullptr;
@@ -91,11 +92,15 @@ void read_commands(fleet& nodes, stop_request& stop, const std::atomic<bool>& en
   while (!ending.load()) {
     pollfd fd{STDIN_FILENO, POLLIN, 0};
     const int ready = ::poll(&fd, 1, poll_period_ms);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) return;
-    if (ready == 0) continue;
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready < 0)
+      return;
+    if (ready == 0)
+      continue;
     const ssize_t got = ::read(STDIN_FILENO, chunk, sizeof chunk);
-    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
     if (got <= 0) {
       spdlog::debug("stdin closed; no more commands");
       return;
@@ -104,8 +109,10 @@ void read_commands(fleet& nodes, stop_request& stop, const std::atomic<bool>& en
     for (auto end = buffer.find('\n'); end != std::string::npos; end = buffer.find('\n')) {
       std::string line = buffer.substr(0, end);
       buffer.erase(0, end + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.find_first_not_of(" \t") == std::string::npos) continue;
+      if (!line.empty() && line.back() == '\r')
+        line.pop_back();
+      if (line.find_first_not_of(" \t") == std::string::npos)
+        continue;
       if (line == "quit" || line.starts_with("quit ")) {
         stop.request("quit command", /*reply_ok=*/true);
         return;
@@ -168,10 +175,10 @@ int run(const options& opts) {
 
   const auto started = std::chrono::steady_clock::now();
   auto next_status = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                   std::chrono::duration<double>(opts.status_interval_s));
+                                 std::chrono::duration<double>(opts.status_interval_s));
   auto seconds = [](double s) {
     return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(s));
+      std::chrono::duration<double>(s));
   };
   auto next_crash = started + seconds(opts.crash_every_s);
   auto next_freeze = started + seconds(opts.freeze_every_s);
@@ -190,22 +197,26 @@ int run(const options& opts) {
     }
     if (opts.crash_every_s > 0 && now >= next_crash) {
       auto id = nodes->crash_random_for(
-          std::chrono::duration_cast<milliseconds>(seconds(opts.crash_down_s)));
-      if (!id.empty()) spdlog::info("{}: scheduled crash for {} s", id, opts.crash_down_s);
+        std::chrono::duration_cast<milliseconds>(seconds(opts.crash_down_s)));
+      if (!id.empty())
+        spdlog::info("{}: scheduled crash for {} s", id, opts.crash_down_s);
       next_crash += seconds(opts.crash_every_s);
     }
     if (opts.freeze_every_s > 0 && now >= next_freeze) {
-      auto id = nodes->freeze_random_for(
-          std::chrono::duration_cast<milliseconds>(seconds(opts.freeze_s)));
-      if (!id.empty()) spdlog::info("{}: scheduled freeze for {} s", id, opts.freeze_s);
+      auto id =
+        nodes->freeze_random_for(std::chrono::duration_cast<milliseconds>(seconds(opts.freeze_s)));
+      if (!id.empty())
+        spdlog::info("{}: scheduled freeze for {} s", id, opts.freeze_s);
       next_freeze += seconds(opts.freeze_every_s);
     }
   }
 
   spdlog::info("stopping ({})", stop.why());
   const bool clean = nodes->shutdown(shutdown_grace);
-  if (opts.status_interval_s > 0) print_line(nodes->status_json());
-  if (stop.reply_ok()) print_line(clean ? "ok quit" : "error streams did not end");
+  if (opts.status_interval_s > 0)
+    print_line(nodes->status_json());
+  if (stop.reply_ok())
+    print_line(clean ? "ok quit" : "error streams did not end");
   ending.store(true);
   signals.join();
   commands.join();
@@ -220,9 +231,9 @@ int run(const options& opts) {
   return 0;
 }
 
-}  // namespace
+} // namespace
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim
 
 int main(int argc, char** argv) {
   using namespace chroom::node_sim;

@@ -38,25 +38,31 @@ network_quality draw_quality(network_profile profile, rng& r) {
   auto fair = [&] { return network_quality{r.uniform(0.005, 0.015), r.uniform(10, 20)}; };
   auto poor = [&] { return network_quality{r.uniform(0.02, 0.04), r.uniform(20, 40)}; };
   switch (profile) {
-    case network_profile::good: return good();
-    case network_profile::poor: return poor();
+    case network_profile::good:
+      return good();
+    case network_profile::poor:
+      return poor();
     case network_profile::mixed: {
       const double u = r.uniform();
-      if (u < 0.6) return good();
-      if (u < 0.9) return fair();
+      if (u < 0.6)
+        return good();
+      if (u < 0.9)
+        return fair();
       return poor();
     }
   }
   return good();
 }
 
-}  // namespace
+} // namespace
 
 std::string node_id_for(const std::string& prefix, std::uint32_t index) {
   return fmt::format("{}-{:05}", prefix, index);
 }
 
-double modelled_rtt_ms(double distance_km) { return 2.0 + 1.5 * distance_km / 100.0; }
+double modelled_rtt_ms(double distance_km) {
+  return 2.0 + 1.5 * distance_km / 100.0;
+}
 
 std::vector<node_profile> make_profiles(const fleet_parameters& parameters,
                                         const city_table& cities) {
@@ -70,14 +76,14 @@ std::vector<node_profile> make_profiles(const fleet_parameters& parameters,
     p.index = i;
     p.node_id = node_id_for(parameters.id_prefix, i);
     p.credential = parameters.secret_key.empty()
-                       ? parameters.credential
-                       : hmac_sha256_hex(parameters.secret_key, p.node_id);
+                     ? parameters.credential
+                     : hmac_sha256_hex(parameters.secret_key, p.node_id);
     p.media_port = first_media_port + i % media_port_count;
     const city& home = cities.pick_weighted(r.uniform());
-    p.latitude = std::clamp(home.latitude + r.uniform(-city_spread_degrees, city_spread_degrees),
-                            -90.0, 90.0);
-    p.longitude = std::clamp(
-        home.longitude + r.uniform(-city_spread_degrees, city_spread_degrees), -180.0, 180.0);
+    p.latitude =
+      std::clamp(home.latitude + r.uniform(-city_spread_degrees, city_spread_degrees), -90.0, 90.0);
+    p.longitude = std::clamp(home.longitude + r.uniform(-city_spread_degrees, city_spread_degrees),
+                             -180.0, 180.0);
     p.region = home.region;
     p.country = home.country;
     p.city = home.name;
@@ -101,7 +107,8 @@ std::vector<node_profile> make_profiles(const fleet_parameters& parameters,
     for (std::uint32_t attempt = 0; chosen.size() < wanted && attempt < 64 * wanted + 64;
          ++attempt) {
       auto j = static_cast<std::uint32_t>(setup[i].below(parameters.nodes));
-      if (j != i) chosen.insert(j);
+      if (j != i)
+        chosen.insert(j);
     }
     for (const std::uint32_t j : chosen) {
       const node_profile& q = profiles[j];
@@ -113,8 +120,7 @@ std::vector<node_profile> make_profiles(const fleet_parameters& parameters,
 }
 
 node_model::node_model(const node_profile& profile, double mean_session_s, std::uint64_t seed)
-    : profile_(&profile),
-      mean_session_s_(mean_session_s),
+    : profile_(&profile), mean_session_s_(mean_session_s),
       rng_(seed, profile.index, rng_purpose::runtime) {}
 
 void node_model::fill_register(v1::Register& out) const {
@@ -138,7 +144,8 @@ void node_model::fill_register(v1::Register& out) const {
   capacity->set_download_mbps(p.download_mbps);
   capacity->set_cpu_cores(p.cpu_cores);
   auto* features = out.mutable_features();
-  for (const char* codec : {"opus", "vp8", "vp9", "h264"}) features->add_codecs(codec);
+  for (const char* codec : {"opus", "vp8", "vp9", "h264"})
+    features->add_codecs(codec);
   features->set_relay(true);
   features->set_recording(p.recording);
   features->set_e2ee(p.e2ee);
@@ -170,8 +177,10 @@ v1::NodeMessage node_model::apply(const v1::Command& command, sim_clock::time_po
   switch (command.command_case()) {
     case v1::Command::kPrepareRoom: {
       const auto& c = command.prepare_room();
-      if (rooms_.contains(c.room_id())) return ack(id);
-      if (draining_) return nack(id, v1::Nack::REASON_DRAINING, "node is draining");
+      if (rooms_.contains(c.room_id()))
+        return ack(id);
+      if (draining_)
+        return nack(id, v1::Nack::REASON_DRAINING, "node is draining");
       if (c.e2ee() && !profile_->e2ee) {
         return nack(id, v1::Nack::REASON_UNSUPPORTED, "node does not forward e2ee media");
       }
@@ -191,15 +200,17 @@ v1::NodeMessage node_model::apply(const v1::Command& command, sim_clock::time_po
       const bool present = std::any_of(people.begin(), people.end(), [&](const participant& p) {
         return p.participant_id == c.participant_id();
       });
-      if (present) return ack(id);
-      if (draining_) return nack(id, v1::Nack::REASON_DRAINING, "node is draining");
+      if (present)
+        return ack(id);
+      if (draining_)
+        return nack(id, v1::Nack::REASON_DRAINING, "node is draining");
       if (participants_ >= profile_->max_participants) {
-        return nack(id, v1::Nack::REASON_FULL,
-                    fmt::format("{} of {} participants", participants_,
-                                profile_->max_participants));
+        return nack(
+          id, v1::Nack::REASON_FULL,
+          fmt::format("{} of {} participants", participants_, profile_->max_participants));
       }
       const auto session = std::chrono::duration_cast<sim_clock::duration>(
-          std::chrono::duration<double>(rng_.exponential(mean_session_s_)));
+        std::chrono::duration<double>(rng_.exponential(mean_session_s_)));
       people.push_back({c.participant_id(), now + session});
       ++participants_;
       next_departure_ = std::min(next_departure_, people.back().leaves_at);
@@ -253,13 +264,16 @@ void node_model::close_rooms(const google::protobuf::RepeatedPtrField<std::strin
 
 void node_model::expire_participants(sim_clock::time_point now,
                                      std::vector<v1::NodeMessage>& events) {
-  if (now < next_departure_) return;
+  if (now < next_departure_)
+    return;
   for (auto& [room_id, r] : rooms_) {
     auto& people = r.participants;
-    if (people.empty()) continue;
+    if (people.empty())
+      continue;
     auto gone = std::stable_partition(people.begin(), people.end(),
                                       [&](const participant& p) { return p.leaves_at > now; });
-    if (gone == people.end()) continue;
+    if (gone == people.end())
+      continue;
     for (auto it = gone; it != people.end(); ++it) {
       auto* left = events.emplace_back().mutable_event()->mutable_participant_left();
       left->set_room_id(room_id);
@@ -277,13 +291,15 @@ void node_model::expire_participants(sim_clock::time_point now,
 void node_model::recompute_next_departure() {
   next_departure_ = sim_clock::time_point::max();
   for (const auto& [room_id, r] : rooms_) {
-    for (const auto& p : r.participants) next_departure_ = std::min(next_departure_, p.leaves_at);
+    for (const auto& p : r.participants)
+      next_departure_ = std::min(next_departure_, p.leaves_at);
   }
 }
 
 std::uint32_t node_model::relays() const {
   std::uint32_t total = 0;
-  for (const auto& [room_id, r] : rooms_) total += static_cast<std::uint32_t>(r.relays.size());
+  for (const auto& [room_id, r] : rooms_)
+    total += static_cast<std::uint32_t>(r.relays.size());
   return total;
 }
 
@@ -291,11 +307,10 @@ void node_model::fill_stats(v1::Stats& out) {
   const node_profile& p = *profile_;
   const double relay_count = relays();
   const double load = static_cast<double>(participants_) / p.max_participants;
-  const double cpu = std::clamp(p.base_cpu + load * cpu_at_capacity +
-                                    relay_count * cpu_per_relay + rng_.uniform(-0.02, 0.02),
+  const double cpu = std::clamp(p.base_cpu + load * cpu_at_capacity + relay_count * cpu_per_relay +
+                                  rng_.uniform(-0.02, 0.02),
                                 0.0, 1.0);
-  const double congestion =
-      1.0 + std::max(0.0, cpu - cpu_congestion_threshold) * congestion_slope;
+  const double congestion = 1.0 + std::max(0.0, cpu - cpu_congestion_threshold) * congestion_slope;
   const double media_mbps = participants_ * mbps_per_participant + relay_count * mbps_per_relay;
   out.set_participants(participants_);
   out.set_rooms(rooms());
@@ -324,13 +339,15 @@ std::string node_model::rooms_json() const {
   std::string out = "{\"rooms\":[";
   bool first_room = true;
   for (const auto& [room_id, r] : rooms_) {
-    if (!first_room) out += ',';
+    if (!first_room)
+      out += ',';
     first_room = false;
     out += fmt::format("{{\"room_id\":{},\"app_id\":{},\"participants\":{},\"relays\":[",
                        json_string(room_id), json_string(r.app_id), r.participants.size());
     bool first_relay = true;
     for (const auto& relay : r.relays) {
-      if (!first_relay) out += ',';
+      if (!first_relay)
+        out += ',';
       first_relay = false;
       out += json_string(relay);
     }
@@ -341,4 +358,4 @@ std::string node_model::rooms_json() const {
   return out;
 }
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

@@ -25,7 +25,7 @@ enum class network_profile { good, mixed, poor };
 
 // Packet loss and jitter a node sees on its media before load makes them worse.
 struct network_quality {
-  double packet_loss = 0;  // 0..1
+  double packet_loss = 0; // 0..1
   double jitter_ms = 0;
 };
 
@@ -53,8 +53,8 @@ struct node_profile {
   std::string node_id;
   std::string credential;
   std::uint32_t media_port = 0;
-  double latitude = 0;   // degrees
-  double longitude = 0;  // degrees
+  double latitude = 0;  // degrees
+  double longitude = 0; // degrees
   std::string region;
   std::string country;
   std::string city;
@@ -89,7 +89,7 @@ std::vector<node_profile> make_profiles(const fleet_parameters& parameters,
 
 // The changing state of one node and its behaviour. Not thread-safe: the fleet locks.
 class node_model {
- public:
+public:
   node_model(const node_profile& profile, double mean_session_s, std::uint64_t seed);
 
   const node_profile& profile() const { return *profile_; }
@@ -123,7 +123,7 @@ class node_model {
   // {"rooms":[{"room_id":..,"participants":..,"relays":[..]}],"draining":..} for `node`.
   std::string rooms_json() const;
 
- private:
+private:
   struct participant {
     std::string participant_id;
     sim_clock::time_point leaves_at;
@@ -131,7 +131,7 @@ class node_model {
   struct room {
     std::string app_id;
     std::vector<participant> participants;
-    std::set<std::string> relays;  // peer node ids
+    std::set<std::string> relays; // peer node ids
   };
 
   v1::NodeMessage ack(std::uint64_t command_id) const;
@@ -149,4 +149,4 @@ class node_model {
   sim_clock::time_point next_departure_ = sim_clock::time_point::max();
 };
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

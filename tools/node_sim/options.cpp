@@ -18,7 +18,8 @@ constexpr std::uint32_t max_nodes = 100'000;
 // Node ids are at most 128 characters; "-NNNNN" takes 6 of them (more past 99,999 nodes).
 constexpr std::size_t max_prefix_length = 100;
 
-constexpr std::string_view help_text = R"(chroom-node-sim: a fleet of simulated media nodes speaking chroom.medianode.v1 to an
+constexpr std::string_view help_text =
+  R"(chroom-node-sim: a fleet of simulated media nodes speaking chroom.medianode.v1 to an
 orchestrator (one Connect stream per node).
 
 Usage: chroom-node-sim --target HOST:PORT --nodes N [options]
@@ -61,23 +62,24 @@ thaw ID|all, flap ID|random|all DOWN_MS, slow-acks ID|random|all DELAY_MS, help,
 See docs/node-sim.md.
 )";
 
-template <typename T>
-bool parse_number(std::string_view text, T& out) {
+template <typename T> bool parse_number(std::string_view text, T& out) {
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
   return ec == std::errc{} && ptr == text.data() + text.size();
 }
 
 bool valid_prefix(std::string_view prefix) {
-  if (prefix.empty() || prefix.size() > max_prefix_length) return false;
+  if (prefix.empty() || prefix.size() > max_prefix_length)
+    return false;
   for (const char c : prefix) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                    c == '-';
-    if (!ok) return false;
+    const bool ok =
+      (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok)
+      return false;
   }
   return true;
 }
 
-}  // namespace
+} // namespace
 
 parse_result parse_options(int argc, char** argv) {
   options out;
@@ -117,69 +119,75 @@ parse_result parse_options(int argc, char** argv) {
     });
   };
   const std::map<std::string, setter, std::less<>> flags = {
-      {"--target", text(connection.target)},
-      {"--tls-ca", text(connection.tls_ca_file)},
-      {"--tls-cert", text(connection.tls_cert_file)},
-      {"--tls-key", text(connection.tls_key_file)},
-      {"--tls-server-name", text(connection.tls_server_name)},
-      {"--connections", count(connection.connections, 1, max_nodes)},
-      {"--nodes",
-       [&](std::string_view v) {
-         have_nodes = true;
-         return count(parameters.nodes, 1, max_nodes)(v);
-       }},
-      {"--id-prefix",
-       [&](std::string_view v) -> std::string {
-         if (!valid_prefix(v)) return "1 to 100 characters of [a-z0-9._-]";
-         parameters.id_prefix = std::string(v);
-         return {};
-       }},
-      {"--secret-key", text(parameters.secret_key)},
-      {"--credential", text(parameters.credential)},
-      {"--seed",
-       [&](std::string_view v) -> std::string {
-         return parse_number(v, parameters.seed) ? "" : "an unsigned integer";
-       }},
-      {"--cities", text(out.cities_file)},
-      {"--max-participants", count(parameters.max_participants, 1, 1'000'000)},
-      {"--upload-mbps", positive(parameters.upload_mbps, false)},
-      {"--download-mbps",
-       [&](std::string_view v) {
-         have_download = true;
-         return positive(parameters.download_mbps, false)(v);
-       }},
-      {"--cpu-cores", count(parameters.cpu_cores, 1, 4096)},
-      {"--profile",
-       [&](std::string_view v) -> std::string {
-         if (v == "good") parameters.profile = network_profile::good;
-         else if (v == "mixed") parameters.profile = network_profile::mixed;
-         else if (v == "poor") parameters.profile = network_profile::poor;
-         else return "good, mixed or poor";
-         return {};
-       }},
-      {"--peer-rtts", count(parameters.peer_rtts, 0, 64)},
-      {"--mean-session-s", positive(out.fleet.mean_session_s, false)},
-      {"--duration-s", positive(out.duration_s, true)},
-      {"--status-interval-s", positive(out.status_interval_s, true)},
-      {"--log-level",
-       [&](std::string_view v) -> std::string {
-         for (const char* level : {"trace", "debug", "info", "warn", "error", "off"}) {
-           if (v == level) {
-             out.log_level = std::string(v);
-             return {};
-           }
+    {"--target", text(connection.target)},
+    {"--tls-ca", text(connection.tls_ca_file)},
+    {"--tls-cert", text(connection.tls_cert_file)},
+    {"--tls-key", text(connection.tls_key_file)},
+    {"--tls-server-name", text(connection.tls_server_name)},
+    {"--connections", count(connection.connections, 1, max_nodes)},
+    {"--nodes",
+     [&](std::string_view v) {
+       have_nodes = true;
+       return count(parameters.nodes, 1, max_nodes)(v);
+     }},
+    {"--id-prefix",
+     [&](std::string_view v) -> std::string {
+       if (!valid_prefix(v))
+         return "1 to 100 characters of [a-z0-9._-]";
+       parameters.id_prefix = std::string(v);
+       return {};
+     }},
+    {"--secret-key", text(parameters.secret_key)},
+    {"--credential", text(parameters.credential)},
+    {"--seed",
+     [&](std::string_view v) -> std::string {
+       return parse_number(v, parameters.seed) ? "" : "an unsigned integer";
+     }},
+    {"--cities", text(out.cities_file)},
+    {"--max-participants", count(parameters.max_participants, 1, 1'000'000)},
+    {"--upload-mbps", positive(parameters.upload_mbps, false)},
+    {"--download-mbps",
+     [&](std::string_view v) {
+       have_download = true;
+       return positive(parameters.download_mbps, false)(v);
+     }},
+    {"--cpu-cores", count(parameters.cpu_cores, 1, 4096)},
+    {"--profile",
+     [&](std::string_view v) -> std::string {
+       if (v == "good")
+         parameters.profile = network_profile::good;
+       else if (v == "mixed")
+         parameters.profile = network_profile::mixed;
+       else if (v == "poor")
+         parameters.profile = network_profile::poor;
+       else
+         return "good, mixed or poor";
+       return {};
+     }},
+    {"--peer-rtts", count(parameters.peer_rtts, 0, 64)},
+    {"--mean-session-s", positive(out.fleet.mean_session_s, false)},
+    {"--duration-s", positive(out.duration_s, true)},
+    {"--status-interval-s", positive(out.status_interval_s, true)},
+    {"--log-level",
+     [&](std::string_view v) -> std::string {
+       for (const char* level : {"trace", "debug", "info", "warn", "error", "off"}) {
+         if (v == level) {
+           out.log_level = std::string(v);
+           return {};
          }
-         return "trace, debug, info, warn, error or off";
-       }},
-      {"--crash-every-s", positive(out.crash_every_s, true)},
-      {"--crash-down-s", positive(out.crash_down_s, true)},
-      {"--freeze-every-s", positive(out.freeze_every_s, true)},
-      {"--freeze-s", positive(out.freeze_s, false)},
+       }
+       return "trace, debug, info, warn, error or off";
+     }},
+    {"--crash-every-s", positive(out.crash_every_s, true)},
+    {"--crash-down-s", positive(out.crash_down_s, true)},
+    {"--freeze-every-s", positive(out.freeze_every_s, true)},
+    {"--freeze-s", positive(out.freeze_s, false)},
   };
 
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") return print_and_exit{std::string(help_text)};
+    if (arg == "--help" || arg == "-h")
+      return print_and_exit{std::string(help_text)};
     if (arg == "--version") {
       return print_and_exit{"chroom-node-sim " CHROOM_NODE_SIM_VERSION "\n"};
     }
@@ -191,9 +199,11 @@ parse_result parse_options(int argc, char** argv) {
       inline_value = true;
     }
     auto it = flags.find(arg);
-    if (it == flags.end()) return usage_error{fmt::format("unknown option {}", arg)};
+    if (it == flags.end())
+      return usage_error{fmt::format("unknown option {}", arg)};
     if (!inline_value) {
-      if (i + 1 >= argc) return usage_error{fmt::format("{} needs a value", arg)};
+      if (i + 1 >= argc)
+        return usage_error{fmt::format("{} needs a value", arg)};
       value = argv[++i];
     }
     if (auto problem = it->second(value); !problem.empty()) {
@@ -201,8 +211,10 @@ parse_result parse_options(int argc, char** argv) {
     }
   }
 
-  if (connection.target.empty()) return usage_error{"--target HOST:PORT is required"};
-  if (!have_nodes) return usage_error{"--nodes N is required"};
+  if (connection.target.empty())
+    return usage_error{"--target HOST:PORT is required"};
+  if (!have_nodes)
+    return usage_error{"--nodes N is required"};
   if (!parameters.secret_key.empty() && !parameters.credential.empty()) {
     return usage_error{"give --secret-key or --credential, not both"};
   }
@@ -215,8 +227,9 @@ parse_result parse_options(int argc, char** argv) {
   if (!connection.tls_server_name.empty() && connection.tls_ca_file.empty()) {
     return usage_error{"--tls-server-name needs --tls-ca"};
   }
-  if (!have_download) parameters.download_mbps = parameters.upload_mbps;
+  if (!have_download)
+    parameters.download_mbps = parameters.upload_mbps;
   return out;
 }
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

@@ -37,4 +37,4 @@ using parse_result = std::variant<options, print_and_exit, usage_error>;
 
 parse_result parse_options(int argc, char** argv);
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

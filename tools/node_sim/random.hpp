@@ -22,7 +22,7 @@ constexpr std::uint64_t mix64(std::uint64_t x) {
 enum class rng_purpose : std::uint64_t { setup = 1, runtime = 2, faults = 3 };
 
 class rng {
- public:
+public:
   explicit rng(std::uint64_t seed) : state_(seed) {}
   rng(std::uint64_t seed, std::uint64_t index, rng_purpose purpose)
       : state_(mix64(mix64(seed) ^ mix64(index * 0x632be59bd9b4e019ULL) ^
@@ -42,8 +42,8 @@ class rng {
   // Exponentially distributed with the given mean (memoryless session lengths).
   double exponential(double mean) { return -mean * std::log1p(-uniform()); }
 
- private:
+private:
   std::uint64_t state_;
 };
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

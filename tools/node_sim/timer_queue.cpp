@@ -5,18 +5,22 @@ namespace chroom::node_sim {
 timer_queue::timer_queue(handler on_fire, sim_clock::duration slack)
     : on_fire_(std::move(on_fire)), slack_(slack), thread_([this] { run(); }) {}
 
-timer_queue::~timer_queue() { stop(); }
+timer_queue::~timer_queue() {
+  stop();
+}
 
 void timer_queue::schedule(const timer_event& event) {
   bool earliest = false;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) return;
+    if (stopping_)
+      return;
     earliest = heap_.empty() || event.when < heap_.top().when;
     heap_.push(event);
   }
   // Only a new earliest deadline changes how long the thread must sleep.
-  if (earliest) wake_.notify_one();
+  if (earliest)
+    wake_.notify_one();
 }
 
 void timer_queue::stop() {
@@ -25,7 +29,8 @@ void timer_queue::stop() {
     stopping_ = true;
   }
   wake_.notify_one();
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id())
+    thread_.join();
 }
 
 void timer_queue::run() {
@@ -52,9 +57,10 @@ void timer_queue::run() {
       heap_.pop();
     }
     lock.unlock();
-    for (const auto& event : due) on_fire_(event);
+    for (const auto& event : due)
+      on_fire_(event);
     lock.lock();
   }
 }
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim

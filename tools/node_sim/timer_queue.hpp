@@ -17,10 +17,10 @@
 namespace chroom::node_sim {
 
 enum class timer_kind : std::uint8_t {
-  stats_tick,      // send Stats (and participants' departures) if the tick is current
-  reconnect,       // open a new stream after a back-off, a flap or a restart
-  thaw,            // end a timed freeze
-  delayed_replies  // send acks held back by slow-acks
+  stats_tick,     // send Stats (and participants' departures) if the tick is current
+  reconnect,      // open a new stream after a back-off, a flap or a restart
+  thaw,           // end a timed freeze
+  delayed_replies // send acks held back by slow-acks
 };
 
 struct timer_event {
@@ -33,7 +33,7 @@ struct timer_event {
 };
 
 class timer_queue {
- public:
+public:
   using handler = std::function<void(const timer_event&)>;
 
   // Starts the thread; `on_fire` runs on it, never concurrently with itself. Timers due
@@ -48,7 +48,7 @@ class timer_queue {
   // Fires nothing more; returns once the thread has ended. Pending timers are dropped.
   void stop();
 
- private:
+private:
   struct later {
     bool operator()(const timer_event& a, const timer_event& b) const { return a.when > b.when; }
   };
@@ -63,4 +63,4 @@ class timer_queue {
   std::thread thread_;
 };
 
-}  // namespace chroom::node_sim
+} // namespace chroom::node_sim
