@@ -249,11 +249,10 @@ std::vector<node_event> node_table::sweep(clock::time_point now) {
 
 table_error node_table::drain(std::string_view node_id, std::chrono::milliseconds deadline,
                               clock::time_point now, std::vector<node_event>& events) {
-  auto* record = find_mutable(node_id);
+  table_error error = table_error::none;
+  auto* record = find_live(node_id, error);
   if (record == nullptr)
-    return table_error::unknown_node;
-  if (is_ended(record->state))
-    return table_error::not_running;
+    return error;
 
   auto& node = *record;
   // Draining again sets a new deadline: the operator's latest word counts.
@@ -270,11 +269,10 @@ table_error node_table::drain(std::string_view node_id, std::chrono::millisecond
 
 table_error node_table::cordon(std::string_view node_id, clock::time_point now,
                                std::vector<node_event>& events) {
-  auto* record = find_mutable(node_id);
+  table_error error = table_error::none;
+  auto* record = find_live(node_id, error);
   if (record == nullptr)
-    return table_error::unknown_node;
-  if (is_ended(record->state))
-    return table_error::not_running;
+    return error;
 
   auto& node = *record;
   auto cordonable = [](node_state state) {
@@ -290,11 +288,10 @@ table_error node_table::cordon(std::string_view node_id, clock::time_point now,
 
 table_error node_table::uncordon(std::string_view node_id, clock::time_point now,
                                  std::vector<node_event>& events) {
-  auto* record = find_mutable(node_id);
+  table_error error = table_error::none;
+  auto* record = find_live(node_id, error);
   if (record == nullptr)
-    return table_error::unknown_node;
-  if (is_ended(record->state))
-    return table_error::not_running;
+    return error;
 
   auto& node = *record;
   if (node.state == admin::NODE_STATE_CORDONED)
@@ -306,11 +303,10 @@ table_error node_table::uncordon(std::string_view node_id, clock::time_point now
 }
 
 table_error node_table::add_room(std::string_view node_id, std::string room_id) {
-  auto* record = find_mutable(node_id);
+  table_error error = table_error::none;
+  auto* record = find_live(node_id, error);
   if (record == nullptr)
-    return table_error::unknown_node;
-  if (is_ended(record->state))
-    return table_error::not_running;
+    return error;
   // Any live state: the node acknowledged PrepareRoom, so it hosts the room whatever the
   // table thinks of its state now.
   record->rooms.insert(std::move(room_id));
@@ -319,11 +315,10 @@ table_error node_table::add_room(std::string_view node_id, std::string room_id) 
 
 table_error node_table::remove_room(std::string_view node_id, std::string_view room_id,
                                     clock::time_point now, std::vector<node_event>& events) {
-  auto* record = find_mutable(node_id);
+  table_error error = table_error::none;
+  auto* record = find_live(node_id, error);
   if (record == nullptr)
-    return table_error::unknown_node;
-  if (is_ended(record->state))
-    return table_error::not_running;
+    return error;
 
   auto& node = *record;
   // rooms is a std::set<std::string> without a transparent comparator: look up by string.
@@ -392,6 +387,15 @@ const node_record* node_table::find(std::string_view node_id) const {
 node_record* node_table::find_mutable(std::string_view node_id) {
   auto it = nodes_.find(node_id);
   return it == nodes_.end() ? nullptr : &it->second;
+}
+
+node_record* node_table::find_live(std::string_view node_id, table_error& error) {
+  auto* record = find_mutable(node_id);
+  if (record == nullptr)
+    error = table_error::unknown_node;
+  else if (is_ended(record->state))
+    error = table_error::not_running;
+  return error == table_error::none ? record : nullptr;
 }
 
 chroom::admin::v1::NodeInfo node_table::to_info(const node_record& record, clock::time_point now) {

@@ -168,6 +168,8 @@ public:
 
 private:
   node_record* find_mutable(std::string_view node_id);
+  /// The node if it is known and not dead or gone; otherwise nullptr with `error` set.
+  node_record* find_live(std::string_view node_id, table_error& error);
   void change_state(node_record& record, node_state next, clock::time_point now, std::string reason,
                     std::vector<node_event>& events, std::vector<std::string> lost_rooms = {});
 
