@@ -26,7 +26,7 @@ void unary_replies::reply(const call_context& call, const google::protobuf::Mess
   } else {
     answer.status = make_status(grpc_code::internal, "response could not be serialized");
   }
-  replies_for(call.gateway).push_back(std::move(answer));
+  batch_for(by_gateway_, call.gateway).push_back(std::move(answer));
 }
 
 void unary_replies::fail(const call_context& call, grpc_status status, metadata headers) {
@@ -34,7 +34,7 @@ void unary_replies::fail(const call_context& call, grpc_status status, metadata 
   answer.stream_id = call.stream_id;
   answer.headers = std::move(headers);
   answer.status = std::move(status);
-  replies_for(call.gateway).push_back(std::move(answer));
+  batch_for(by_gateway_, call.gateway).push_back(std::move(answer));
 }
 
 bool unary_replies::parse(const unary_call& call, google::protobuf::Message& request) {
@@ -43,13 +43,6 @@ bool unary_replies::parse(const unary_call& call, google::protobuf::Message& req
   fail(call.context, make_status(grpc_code::invalid_argument,
                                  "request is not a valid " + request.GetTypeName() + " message"));
   return false;
-}
-
-std::vector<unary_reply>& unary_replies::replies_for(const caf::actor& gateway) {
-  for (auto& [target, replies] : by_gateway_)
-    if (target == gateway)
-      return replies;
-  return by_gateway_.emplace_back(gateway, std::vector<unary_reply>{}).second;
 }
 
 void unary_replies::flush() {

@@ -133,6 +133,20 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
            x.status);
 }
 
+/// Messages collected per destination actor before being sent as one batch. A batch has
+/// few destinations (services of a read pass, gateways of a reply batch): a flat list
+/// beats a map.
+template <class T> using batches_by_actor = std::vector<std::pair<caf::actor, std::vector<T>>>;
+
+/// The batch for `destination`, appended when there is none yet.
+template <class T>
+std::vector<T>& batch_for(batches_by_actor<T>& batches, const caf::actor& destination) {
+  for (auto& [actor, batch] : batches)
+    if (actor == destination)
+      return batch;
+  return batches.emplace_back(destination, std::vector<T>{}).second;
+}
+
 /// Steady-clock nanoseconds now, the clock of call_context::deadline_ns.
 inline int64_t steady_now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -162,11 +176,8 @@ public:
   void flush();
 
 private:
-  std::vector<unary_reply>& replies_for(const caf::actor& gateway);
-
   caf::local_actor* self_;
-  /// Few gateways per batch: a flat list beats a map.
-  std::vector<std::pair<caf::actor, std::vector<unary_reply>>> by_gateway_;
+  batches_by_actor<unary_reply> by_gateway_;
 };
 
 /// Ends a streaming call with a status.

@@ -84,7 +84,7 @@ struct gateway_state : grpc_connection_listener {
   std::unordered_map<int32_t, gateway_call> calls;
   std::unordered_set<caf::actor_addr> monitored;
   /// Unary calls read in the current pass, per service (sent when the pass ends).
-  std::vector<std::pair<caf::actor, std::vector<unary_call>>> unary_batches;
+  batches_by_actor<unary_call> unary_batches;
   std::vector<char> plain_out;
   std::vector<std::pair<int32_t, size_t>> sent_counts; // scratch of grant_credits
   std::vector<std::byte> plain_in;
@@ -241,15 +241,8 @@ struct gateway_state : grpc_connection_listener {
     call.handler = call.method->target;
     call.dispatched = true;
     watch(call.handler);
-    batch_for(call.handler)
+    batch_for(unary_batches, call.handler)
       .push_back(unary_call{std::move(call.context), std::move(call.unary_request)});
-  }
-
-  std::vector<unary_call>& batch_for(const caf::actor& service) {
-    for (auto& [target, batch] : unary_batches)
-      if (target == service)
-        return batch;
-    return unary_batches.emplace_back(service, std::vector<unary_call>{}).second;
   }
 
   /// Sends the unary calls of one read pass, one message per service.
