@@ -49,4 +49,24 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 
+// Allocation (actors/allocation_messages.hpp, actors/room.hpp, actors/client_session.hpp).
+using alloc_place_atom = caf::atom_constant<caf::atom("a_place")>;
+using alloc_confirm_atom = caf::atom_constant<caf::atom("a_confirm")>;
+using alloc_release_atom = caf::atom_constant<caf::atom("a_release")>;
+using candidates_atom = caf::atom_constant<caf::atom("a_cands")>;
+using room_closed_atom = caf::atom_constant<caf::atom("r_closed")>;
+using allocate_atom = caf::atom_constant<caf::atom("allocate")>;
+using keep_alive_atom = caf::atom_constant<caf::atom("keepalive")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using get_room_atom = caf::atom_constant<caf::atom("r_get")>;
+using watch_room_atom = caf::atom_constant<caf::atom("r_watch")>;
+using room_update_atom = caf::atom_constant<caf::atom("r_update")>;
+using room_idle_atom = caf::atom_constant<caf::atom("r_idle")>;
+using room_for_atom = caf::atom_constant<caf::atom("r_for")>;
+using node_lost_atom = caf::atom_constant<caf::atom("n_lost")>;
+using lease_open_atom = caf::atom_constant<caf::atom("l_open")>;
+using lease_end_atom = caf::atom_constant<caf::atom("l_end")>;
+using moved_atom = caf::atom_constant<caf::atom("moved")>;
+using admitted_atom = caf::atom_constant<caf::atom("admitted")>;
+
 } // namespace chroom

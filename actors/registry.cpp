@@ -1,5 +1,6 @@
 #include "actors/registry.hpp"
 
+#include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
 #include "actors/media_node.hpp"
 #include "actors/proto_messages.hpp"
@@ -78,6 +79,9 @@ struct registry_state {
   /// Nodes whose Drain command is unanswered: a gone node's stream waits for it.
   std::unordered_set<std::string> drain_in_flight;
   uint64_t next_session = 1;
+  /// Where clients of unknown location go (region_centre is O(nodes): cached a while).
+  std::optional<allocation::geo_point> fallback_point;
+  clock::time_point fallback_computed_at;
 };
 
 using registry_actor = caf::stateful_actor<registry_state>;
@@ -126,6 +130,94 @@ void drain_answered(registry_actor* self, const std::string& node_id, uint64_t s
     return;
   if (record->state == chroom::admin::v1::NODE_STATE_GONE)
     end_session(self, session, make_status(grpc_code::ok, "gone: drained"));
+}
+
+/// How long the fallback point (centre of the fallback region) is reused.
+constexpr auto fallback_refresh = std::chrono::seconds{5};
+
+std::optional<allocation::geo_point> fallback_point(registry_actor* self, clock::time_point now) {
+  auto& st = self->state;
+  if (!st.fallback_point || now - st.fallback_computed_at > fallback_refresh) {
+    st.fallback_point = allocation::region_centre(st.table, st.settings.fallback_region);
+    if (!st.fallback_point && !st.settings.fallback_region.empty()) // the region has no node
+      st.fallback_point = allocation::region_centre(st.table, {});
+    st.fallback_computed_at = now;
+  }
+  return st.fallback_point;
+}
+
+chroom::allocation::v1::RttSource to_proto(allocation::rtt_source source) {
+  switch (source) {
+    case allocation::rtt_source::probe:
+      return chroom::allocation::v1::RTT_SOURCE_PROBE;
+    case allocation::rtt_source::node_matrix:
+      return chroom::allocation::v1::RTT_SOURCE_NODE_MATRIX;
+    case allocation::rtt_source::distance:
+      return chroom::allocation::v1::RTT_SOURCE_DISTANCE;
+  }
+  return chroom::allocation::v1::RTT_SOURCE_UNSPECIFIED;
+}
+
+chroom::allocation::v1::NodeChoice choice_of(const allocation::node_record& record,
+                                             const allocation::scored_node& scored) {
+  chroom::allocation::v1::NodeChoice choice;
+  choice.set_node_id(record.node_id);
+  *choice.mutable_endpoints() = record.registration.endpoints();
+  choice.set_region(record.registration.location().region());
+  choice.set_country(record.registration.location().country());
+  choice.set_estimated_rtt_ms(scored.rtt_ms);
+  choice.set_rtt_source(to_proto(scored.source));
+  return choice;
+}
+
+caf::actor node_actor_of(registry_actor* self, const allocation::node_record& record) {
+  if (!record.connected)
+    return {};
+  auto it = self->state.sessions.find(record.session);
+  return it == self->state.sessions.end() ? caf::actor{} : it->second;
+}
+
+/// Places and reserves one query of a batch; updates `room` as the placement changes it.
+place_answer place_one(registry_actor* self, place_query& query, allocation::room_view& room,
+                       const std::string& node_room_id, clock::time_point now) {
+  auto& st = self->state;
+  place_answer answer;
+  answer.result =
+    allocation::place(st.table, query.request, room, st.settings.placement, query.alternates);
+  if (!answer.result.ok())
+    return answer;
+  const auto& chosen_id = answer.result.chosen.node_id;
+  table_error error = table_error::none;
+  answer.reservation_id = st.table.reserve(chosen_id, query.request.participants,
+                                           st.settings.reservation_ttl, now, error);
+  if (error != table_error::none) { // place() checked the room: a bug if it happens
+    answer.result.failure = allocation::placement_failure::capacity;
+    answer.result.reason = status_of(error, chosen_id).message;
+    return answer;
+  }
+  const auto* record = st.table.find(chosen_id);
+  answer.chosen = choice_of(*record, answer.result.chosen);
+  if (record->registration.endpoints_size() > 0)
+    answer.chosen_endpoint = record->registration.endpoints(0);
+  answer.node_actor = node_actor_of(self, *record);
+  answer.chosen_location = {record->registration.location().latitude(),
+                            record->registration.location().longitude()};
+  for (const auto& alternate : answer.result.alternates)
+    if (const auto* other = st.table.find(alternate.node_id))
+      answer.alternates.push_back(choice_of(*other, alternate));
+  if (answer.result.relay_to)
+    if (const auto* peer = st.table.find(*answer.result.relay_to);
+        peer && peer->registration.endpoints_size() > 0)
+      answer.relay_endpoint = peer->registration.endpoints(0);
+  auto part = std::find_if(room.parts.begin(), room.parts.end(),
+                           [&](const auto& p) { return p.node_id == chosen_id; });
+  if (part == room.parts.end()) {
+    room.parts.push_back({chosen_id, query.request.participants});
+    st.table.add_room(chosen_id, node_room_id);
+  } else {
+    part->participants += query.request.participants;
+  }
+  return answer;
 }
 
 caf::result<grpc_status, NodeInfo> node_answer(registry_actor* self, table_error error,
@@ -294,6 +386,47 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto error = self->state.table.uncordon(node_id, now, events);
       publish(self, events, now);
       return node_answer(self, error, node_id);
+    },
+    [self](alloc_place_atom, place_batch& batch) {
+      auto& st = self->state;
+      auto now = clock::now();
+      place_batch_answer out;
+      for (const auto& part : batch.room.parts)
+        if (const auto* record = st.table.find(part.node_id);
+            record && record->state == chroom::admin::v1::NODE_STATE_DRAINING)
+          out.draining_parts.push_back(part.node_id);
+      out.answers.reserve(batch.queries.size());
+      for (auto& query : batch.queries) {
+        if (query.at_fallback)
+          if (auto point = fallback_point(self, now))
+            query.request.client = *point;
+        out.answers.push_back(place_one(self, query, batch.room, batch.node_room_id, now));
+      }
+      return out;
+    },
+    [self](alloc_confirm_atom, const std::string& node_id, uint64_t reservation_id) {
+      self->state.table.confirm(node_id, reservation_id, clock::now());
+    },
+    [self](alloc_release_atom, const std::string& node_id, uint64_t reservation_id) {
+      self->state.table.release(node_id, reservation_id);
+    },
+    [self](room_closed_atom, const std::string& node_id, const std::string& node_room_id) {
+      auto now = clock::now();
+      std::vector<node_event> events;
+      self->state.table.remove_room(node_id, node_room_id, now, events);
+      publish(self, events, now);
+    },
+    [self](candidates_atom, candidates_query& query) {
+      auto& st = self->state;
+      auto now = clock::now();
+      candidates_answer answer;
+      answer.fallback_point = fallback_point(self, now);
+      if (query.at_fallback && answer.fallback_point)
+        query.request.client = *answer.fallback_point;
+      for (const auto& scored : allocation::nearest_candidates(st.table, query.request,
+                                                               st.settings.placement, query.count))
+        answer.candidates.push_back(choice_of(*st.table.find(scored.node_id), scored));
+      return answer;
     },
     [self](subscribe_atom, const caf::actor& subscriber) {
       auto& st = self->state;

@@ -17,8 +17,14 @@
 //   (subscribe_atom, actor) -> the subscriber gets (node_event_atom, NodeEvent) for the
 //                              current state of every node, then for every change
 //   (node_command_atom, node_id, Command) -> command_outcome (delegated to the node)
+// Allocation (actors/allocation_messages.hpp):
+//   (alloc_place_atom, place_batch) -> place_batch_answer   decide and reserve
+//   (alloc_confirm_atom | alloc_release_atom, node_id, reservation_id)
+//   (room_closed_atom, node_id, node_room_id)                a room left a node
+//   (candidates_atom, candidates_query) -> candidates_answer
 
 #include "allocation/node_table.hpp"
+#include "allocation/placement.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/actor.hpp>
@@ -34,6 +40,12 @@ struct registry_settings {
   allocation::liveness_rules rules;
   /// How often the lifecycle rules are applied.
   std::chrono::milliseconds sweep_interval{100};
+  allocation::placement_rules placement;
+  /// How long capacity stays set aside for an unconfirmed allocation.
+  std::chrono::milliseconds reservation_ttl{10'000};
+  /// Clients of unknown location are placed at this region's centre; empty: the region
+  /// with the most active nodes.
+  std::string fallback_region;
 };
 
 /// The registry's answer to a Register.

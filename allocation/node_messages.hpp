@@ -14,7 +14,7 @@ namespace chroom::allocation {
 /// The Media Node RPC version this orchestrator speaks.
 inline constexpr uint32_t protocol_major = 1;
 inline constexpr uint32_t protocol_minor = 0;
-inline constexpr std::string_view protocol_version = "1.0";
+inline constexpr std::string_view protocol_version = "1.1";
 
 struct protocol_version_number {
   uint32_t major = 0;

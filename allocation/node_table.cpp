@@ -103,6 +103,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
     fresh.connected_at = now;
     fresh.last_seen = now;
     fresh.registrations = 1;
+    index(fresh);
     // The table placed nothing on a node it did not know: whatever it hosts is an orphan.
     result.close_rooms = room_list(listed);
     result.events.push_back({fresh.node_id,
@@ -126,6 +127,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
   node.connected_at = now;
   node.last_seen = now;
   ++node.registrations;
+  index(node); // a node may register again from elsewhere
 
   if (is_ended(node.state)) {
     // Its rooms were reported lost when it ended and have been re-placed since: it starts
@@ -216,9 +218,10 @@ std::vector<node_event> node_table::sweep(clock::time_point now) {
   for (auto it = nodes_.begin(); it != nodes_.end();) {
     auto& node = it->second;
     if (is_ended(node.state)) {
-      if (now - node.ended_at >= rules_.forget_after)
+      if (now - node.ended_at >= rules_.forget_after) {
+        index_.erase(&node);
         it = nodes_.erase(it);
-      else
+      } else
         ++it;
       continue;
     }
@@ -382,6 +385,29 @@ table_error node_table::release(std::string_view node_id, uint64_t reservation_i
 const node_record* node_table::find(std::string_view node_id) const {
   auto it = nodes_.find(node_id);
   return it == nodes_.end() ? nullptr : &it->second;
+}
+
+node_table::node_table(const node_table& other)
+    : rules_(other.rules_), nodes_(other.nodes_), next_reservation_id_(other.next_reservation_id_) {
+  for (const auto& [id, record] : nodes_)
+    index(record);
+}
+
+node_table& node_table::operator=(const node_table& other) {
+  if (this != &other) {
+    rules_ = other.rules_;
+    nodes_ = other.nodes_;
+    next_reservation_id_ = other.next_reservation_id_;
+    index_.clear();
+    for (const auto& [id, record] : nodes_)
+      index(record);
+  }
+  return *this;
+}
+
+void node_table::index(const node_record& record) {
+  const auto& location = record.registration.location();
+  index_.upsert(&record, {location.latitude(), location.longitude()});
 }
 
 node_record* node_table::find_mutable(std::string_view node_id) {

@@ -13,6 +13,7 @@
 //   dead/gone --forget_after--> removed from the table; a dead node that registers again
 //   starts over as joining
 
+#include "allocation/geo_index.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/medianode/v1/media_node.pb.h"
 
@@ -112,6 +113,11 @@ enum class table_error { none, unknown_node, not_running, unknown_reservation, n
 class node_table {
 public:
   explicit node_table(liveness_rules rules = {}) : rules_(rules) {}
+  // The geo index points into nodes_: a copy rebuilds it, a move keeps it valid.
+  node_table(const node_table& other);
+  node_table& operator=(const node_table& other);
+  node_table(node_table&&) = default;
+  node_table& operator=(node_table&&) = default;
 
   /// A node registered on stream `session`. A node still attached on another stream is
   /// replaced. Rooms are reconciled: kept where both sides know them, listed in
@@ -163,6 +169,12 @@ public:
   size_t size() const { return nodes_.size(); }
   const liveness_rules& rules() const { return rules_; }
 
+  /// Calls `visit(record, angle_rad)` for every node by increasing distance from `from`
+  /// (dead and gone ones too: the visitor filters) until it returns false.
+  template <class Visit> void visit_nearest(geo_point from, Visit&& visit) const {
+    index_.visit_nearest(from, std::forward<Visit>(visit));
+  }
+
   /// The admin view of a record (load, last seen, deadlines in Unix time).
   static chroom::admin::v1::NodeInfo to_info(const node_record& record, clock::time_point now);
 
@@ -174,7 +186,10 @@ private:
                     std::vector<node_event>& events, std::vector<std::string> lost_rooms = {});
 
   liveness_rules rules_;
+  void index(const node_record& record);
+
   std::map<std::string, node_record, std::less<>> nodes_;
+  geo_index index_;
   uint64_t next_reservation_id_ = 1;
 };
 

@@ -5,7 +5,8 @@
 //               value must fit its field's type. Records which key paths the file set, and on
 //               which line, for steps 2 and 3.
 //   2. defaults take default_config(), drop the fields the file set, merge the file on top.
-//               A key present in the file wins even when its value is zero.
+//               A key present in the file wins even when its value is zero. Then fill in
+//               the defaults of keys inside sequence elements (an app's strategy).
 //   3. validate the rules that reflection cannot know (ranges, pairs of fields, names,
 //               secrets, files).
 #include "daemon/config.hpp"
@@ -100,6 +101,43 @@ constexpr std::uint32_t default_forget_after_ms = 600000;
 constexpr std::uint32_t default_register_timeout_ms = 10000;
 constexpr std::uint32_t min_register_timeout_ms = 100;
 constexpr std::uint32_t max_register_timeout_ms = 600000;
+// Allocation (allocation.*).
+// 30 s: a client that stops renewing (crashed, lost its network) frees its place within half a
+// minute, while one renewing every 10 s survives two lost KeepAlives.
+constexpr std::uint32_t default_lease_ttl_ms = 30000;
+// 5 minutes: ample time to connect to the node after Allocate (and to retry), short enough
+// that a leaked token is soon useless. KeepAlive hands out fresh ones.
+constexpr std::uint32_t default_join_token_ttl_ms = 300000;
+// 10 s: the node's Ack (command_timeout_ms, 2 s, and a retry) and the next Stats showing the
+// participant (stats_interval_ms, 1 s) fit several times over; a reservation whose node
+// never confirms is freed soon after.
+constexpr std::uint32_t default_reservation_ttl_ms = 10000;
+// 85%: headroom for the participants placed between two Stats reports and for load bursts,
+// before a node is full; rooms grow onto other nodes instead.
+constexpr double default_high_water = 0.85;
+// 40 ms: a participant accepts a somewhat worse node to stay with its room (one node: no
+// relay hop, no cascade traffic) but not a clearly worse one.
+constexpr std::uint32_t default_affinity_slack_ms = 40;
+// 150 ms: beyond that round trip, jitter buffers and encoding push mouth-to-ear delay past
+// ITU-T G.114's 150 ms for interactive speech; a nearer node linked by a relay does better.
+constexpr std::uint32_t default_max_affinity_rtt_ms = 150;
+// Enough nearby nodes to find one with headroom and a good score, few enough that scoring
+// them all per request stays cheap.
+constexpr std::uint32_t default_candidate_pool = 16;
+// A client whose node fails at connect time has two others to try without a new Allocate.
+constexpr std::uint32_t default_alternates = 2;
+// Debian's geoip-database. May be missing: the daemon then warns and locates no client by IP.
+constexpr std::string_view default_geoip_database = "/usr/share/GeoIP/GeoIP.dat";
+// geoip_database's value that turns IP location off.
+constexpr std::string_view no_geoip_database = "none";
+
+// Applications (apps[]).
+// One app that any client may name, so that a peer with no config places clients at all.
+constexpr std::string_view default_app_id = "default";
+// Near and lightly loaded: the strategy that suits most apps; also what an app without a
+// strategy gets.
+constexpr std::string_view default_strategy = "balanced";
+
 // The peer id when the host name is not a valid one (see default_peer_id()).
 constexpr std::string_view fallback_peer_id = "peer";
 
@@ -146,6 +184,29 @@ constexpr std::size_t min_secret_length = 16;
 // Shows up in every log line and in Registered.peer_id: [A-Za-z0-9._-], 1 to 64 characters
 // (a host name fits).
 constexpr std::size_t max_peer_id_length = 64;
+
+// Allocation. A lease under a second would need KeepAlives faster than any client sends
+// them; over an hour, a vanished client holds its place far too long.
+constexpr std::uint32_t min_lease_ttl_ms = 1000;
+constexpr std::uint32_t max_lease_ttl_ms = 3600000;
+// A token must outlive the connect that follows Allocate; one valid for more than a day is
+// a credential, not a ticket.
+constexpr std::uint32_t min_join_token_ttl_ms = 1000;
+constexpr std::uint32_t max_join_token_ttl_ms = 86400000;
+// Under 100 ms a reservation lapses before any node can confirm; over 10 minutes an
+// unconfirmed one blocks capacity for too long.
+constexpr std::uint32_t min_reservation_ttl_ms = 100;
+constexpr std::uint32_t max_reservation_ttl_ms = 600000;
+// 10 s of RTT is no network a call survives: a larger value is a typo (seconds for ms).
+constexpr std::uint32_t max_rtt_setting_ms = 10000;
+// Scoring more nodes than this per request costs CPU and gains nothing.
+constexpr std::uint32_t max_candidate_pool = 1000;
+// More alternates than this only make Allocate answers longer.
+constexpr std::uint32_t max_alternates = 16;
+// AllocateRequest.app_id: [A-Za-z0-9._-], 1 to 64 characters.
+constexpr std::size_t max_app_id_length = 64;
+
+constexpr std::string_view strategies[] = {"latency", "balanced", "pack"};
 
 constexpr std::string_view log_levels[] = {"trace", "debug",    "info", "warn",
                                            "error", "critical", "off"};
@@ -216,7 +277,32 @@ OrchestratorConfig make_default_config() {
   media_nodes.set_forget_after_ms(default_forget_after_ms);
   media_nodes.set_register_timeout_ms(default_register_timeout_ms);
   config.set_peer_id(default_peer_id());
+  auto& allocation = *config.mutable_allocation();
+  allocation.set_lease_ttl_ms(default_lease_ttl_ms);
+  allocation.set_join_token_ttl_ms(default_join_token_ttl_ms);
+  allocation.set_reservation_ttl_ms(default_reservation_ttl_ms);
+  allocation.set_high_water(default_high_water);
+  allocation.set_affinity_slack_ms(default_affinity_slack_ms);
+  allocation.set_max_affinity_rtt_ms(default_max_affinity_rtt_ms);
+  allocation.set_candidate_pool(default_candidate_pool);
+  allocation.set_alternates(default_alternates);
+  // fallback_region stays empty: the region with the most active nodes, which needs no
+  // knowledge of the fleet here.
+  allocation.set_geoip_database(std::string(default_geoip_database));
+  auto& app = *config.add_apps();
+  app.set_app_id(std::string(default_app_id));
+  app.set_strategy(std::string(default_strategy));
   return config;
+}
+
+// Defaults inside sequence elements, which step 2 cannot apply (an element's absent key has
+// no default element to come from). An app without a strategy, or with an empty one (the
+// same thing in proto3), gets "balanced": the rest of the peer then sees exactly one of the
+// three names.
+void fill_in_element_defaults(OrchestratorConfig& config) {
+  for (auto& app : *config.mutable_apps())
+    if (app.strategy().empty())
+      app.set_strategy(std::string(default_strategy));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1028,6 +1114,102 @@ void validate_media_nodes(const chroom::config::v1::MediaNodesConfig& media_node
                     min_register_timeout_ms, max_register_timeout_ms);
 }
 
+// "0.85", "1e-05", "nan": the shortest text that reads back as `value`.
+std::string format_number(double value) {
+  char buffer[32];
+  const auto [end, error] = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return error == std::errc{} ? std::string(buffer, end) : std::to_string(value);
+}
+
+// A node region in the Media Node RPC (Register.location.region) is at most this long, so a
+// longer name can match no node.
+constexpr std::size_t max_region_length = 256;
+
+// Two letters A-Z, as Register.location.country must be.
+bool is_country_code(std::string_view code) {
+  return code.size() == 2 && code[0] >= 'A' && code[0] <= 'Z' && code[1] >= 'A' && code[1] <= 'Z';
+}
+
+void validate_allocation(const chroom::config::v1::AllocationConfig& allocation,
+                         const validator& check) {
+  check.check_range("allocation.lease_ttl_ms", allocation.lease_ttl_ms(), min_lease_ttl_ms,
+                    max_lease_ttl_ms);
+  check.check_range("allocation.join_token_ttl_ms", allocation.join_token_ttl_ms(),
+                    min_join_token_ttl_ms, max_join_token_ttl_ms);
+  check.check_range("allocation.reservation_ttl_ms", allocation.reservation_ttl_ms(),
+                    min_reservation_ttl_ms, max_reservation_ttl_ms);
+  // Written so that NaN fails too.
+  if (!(allocation.high_water() > 0 && allocation.high_water() <= 1))
+    check.fail("allocation.high_water",
+               "must be greater than 0 and at most 1 (a fraction of capacity), got " +
+                 format_number(allocation.high_water()));
+  check.check_range("allocation.affinity_slack_ms", allocation.affinity_slack_ms(), 0,
+                    max_rtt_setting_ms);
+  check.check_range("allocation.max_affinity_rtt_ms", allocation.max_affinity_rtt_ms(), 1,
+                    max_rtt_setting_ms);
+  check.check_range("allocation.candidate_pool", allocation.candidate_pool(), 1,
+                    max_candidate_pool);
+  check.check_range("allocation.alternates", allocation.alternates(), 0, max_alternates);
+  if (allocation.fallback_region().size() > max_region_length)
+    check.fail("allocation.fallback_region", "must be at most " +
+                                               std::to_string(max_region_length) +
+                                               " characters long (as node regions are), got " +
+                                               std::to_string(allocation.fallback_region().size()));
+  const std::string& geoip = allocation.geoip_database();
+  if (geoip.empty())
+    check.fail("allocation.geoip_database",
+               "must not be empty: a GeoIP country database file, or \"none\" to locate no "
+               "client by IP");
+  // The default may be missing (geoip-database not installed): the daemon warns and goes
+  // on. A file the operator named must be there.
+  if (geoip != no_geoip_database && geoip != default_geoip_database)
+    check.check_readable_file("allocation.geoip_database", geoip);
+}
+
+void validate_apps(const OrchestratorConfig& config, const validator& check) {
+  if (config.apps_size() == 0)
+    check.fail("apps", "must list at least one app; leave the key out for the default app (\"" +
+                         std::string(default_app_id) + "\", " + std::string(default_strategy) +
+                         ")");
+  // app_id -> the key path where it was first listed, to name both places of a duplicate.
+  std::map<std::string_view, std::string, std::less<>> seen;
+  for (int i = 0; i < config.apps_size(); ++i) {
+    const auto& app = config.apps(i);
+    const std::string path = "apps[" + std::to_string(i) + "]";
+    const std::string app_id_path = path + ".app_id";
+    check.check_name(app_id_path, app.app_id(), max_app_id_length, is_peer_id_char,
+                     peer_id_alphabet);
+    if (const auto [first, inserted] = seen.emplace(app.app_id(), app_id_path); !inserted) {
+      const int first_line = check.line(first->second);
+      check.fail(app_id_path, "duplicate app_id " + quote(app.app_id()) + " (first " +
+                                (first_line > 0 ? "listed on line " + std::to_string(first_line)
+                                                : "in " + first->second) +
+                                ")");
+    }
+    check.check_one_of(path + ".strategy", app.strategy(), strategies);
+    for (int j = 0; j < app.allowed_regions_size(); ++j) {
+      const std::string& region = app.allowed_regions(j);
+      const std::string region_path = path + ".allowed_regions[" + std::to_string(j) + "]";
+      if (region.empty())
+        check.fail(region_path, "must not be empty (a node region, e.g. eu-west)");
+      if (region.size() > max_region_length)
+        check.fail(region_path, "must be at most " + std::to_string(max_region_length) +
+                                  " characters long (as node regions are), got " +
+                                  std::to_string(region.size()));
+    }
+    for (int j = 0; j < app.allowed_countries_size(); ++j) {
+      const std::string& country = app.allowed_countries(j);
+      if (is_country_code(country))
+        continue;
+      std::string problem =
+        "must be an ISO 3166-1 alpha-2 country code in upper case (e.g. DE), got " + quote(country);
+      if (const std::string upper = to_upper(country); is_country_code(upper))
+        problem += "; did you mean '" + upper + "'?";
+      check.fail(path + ".allowed_countries[" + std::to_string(j) + "]", problem);
+    }
+  }
+}
+
 void validate(const OrchestratorConfig& config, const validator& check) {
   const auto& listen = config.listen();
   if (listen.host().empty())
@@ -1074,6 +1256,8 @@ void validate(const OrchestratorConfig& config, const validator& check) {
   validate_media_nodes(config.media_nodes(), check);
   check.check_name("peer_id", config.peer_id(), max_peer_id_length, is_peer_id_char,
                    peer_id_alphabet);
+  validate_allocation(config.allocation(), check);
+  validate_apps(config, check);
 }
 
 // Runs `body`, turning every exception into a config_error about `source`, so that callers
@@ -1124,6 +1308,7 @@ OrchestratorConfig parse_config(std::string_view yaml_text, std::string_view sou
     OrchestratorConfig config = make_default_config();
     clear_fields_set_in_file(config, "", decoder.present());
     config.MergeFrom(from_file);
+    fill_in_element_defaults(config);
     validate(config, validator(source_name, decoder.present()));
     return config;
   });

@@ -6,11 +6,13 @@
 // NOT_SERVING, stop accepting, GOAWAY, in-flight calls get shutdown_grace_ms, exit 0.
 
 #include "actors/admin_service.hpp"
+#include "actors/allocation_service.hpp"
 #include "actors/diagnostics_service.hpp"
 #include "actors/health_service.hpp"
 #include "actors/media_node.hpp"
 #include "actors/registry.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
+#include "chroom/allocation/v1/allocation_service.pb.h"
 #include "chroom/diag/v1/diagnostics.pb.h"
 #include "chroom/medianode/v1/media_node.pb.h"
 #include "daemon/config.hpp"
@@ -166,6 +168,44 @@ actors::registry_settings registry_settings_from(const config::v1::OrchestratorC
   settings.sweep_interval =
     std::clamp(settings.rules.suspect_after / 10, std::chrono::milliseconds{10},
                std::chrono::milliseconds{200});
+  const auto& allocation = cfg.allocation();
+  settings.placement.high_water = allocation.high_water();
+  settings.placement.affinity_slack_ms = allocation.affinity_slack_ms();
+  settings.placement.max_affinity_rtt_ms = allocation.max_affinity_rtt_ms();
+  settings.placement.candidate_pool = allocation.candidate_pool();
+  settings.reservation_ttl = std::chrono::milliseconds{allocation.reservation_ttl_ms()};
+  settings.fallback_region = allocation.fallback_region();
+  return settings;
+}
+
+actors::allocation_service_settings
+allocation_settings_from(const config::v1::OrchestratorConfig& cfg, caf::actor registry,
+                         std::shared_ptr<const transport::node_credentials> credentials) {
+  const auto& allocation = cfg.allocation();
+  actors::allocation_service_settings settings;
+  settings.room.registry = std::move(registry);
+  settings.room.credentials = std::move(credentials);
+  settings.room.lease_ttl = std::chrono::milliseconds{allocation.lease_ttl_ms()};
+  settings.room.join_token_ttl = std::chrono::milliseconds{allocation.join_token_ttl_ms()};
+  settings.room.alternates = allocation.alternates();
+  for (const auto& app : cfg.apps()) {
+    auto policy = std::make_shared<allocation::app_policy>();
+    policy->app_id = app.app_id();
+    policy->placement_strategy =
+      allocation::parse_strategy(app.strategy()).value_or(allocation::strategy::balanced);
+    policy->allowed_regions = {app.allowed_regions().begin(), app.allowed_regions().end()};
+    policy->allowed_countries = {app.allowed_countries().begin(), app.allowed_countries().end()};
+    settings.apps.emplace(app.app_id(), std::move(policy));
+  }
+  const auto& database = allocation.geoip_database();
+  if (database != "none") {
+    auto locator = std::make_shared<allocation::ip_locator>();
+    if (auto problem =
+          locator->open(database, allocation::ip_locator::ipv6_database_beside(database)))
+      spdlog::warn("clients are not located by IP: {}", *problem);
+    else
+      settings.locator = std::move(locator);
+  }
   return settings;
 }
 
@@ -207,8 +247,10 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   caf::actor_system system{caf_cfg};
 
   auto registry = actors::spawn_registry(system, registry_settings_from(cfg));
-  auto media_nodes =
-    actors::spawn_media_node_service(system, registry, media_node_settings_from(cfg));
+  auto node_settings = media_node_settings_from(cfg);
+  auto media_nodes = actors::spawn_media_node_service(system, registry, node_settings);
+  auto allocation_service = actors::spawn_allocation_service(
+    system, allocation_settings_from(cfg, registry, node_settings->credentials));
   auto admin = actors::spawn_admin_service(system, registry);
   auto diagnostics = actors::spawn_diagnostics_service(system);
 
@@ -217,6 +259,9 @@ int run(const config::v1::OrchestratorConfig& cfg) {
     {medianode::v1::Register::descriptor()->file()->FindServiceByName("MediaNodeService"),
      media_nodes},
     {admin::v1::NodeInfo::descriptor()->file()->FindServiceByName("AdminService"), admin},
+    {chroom::allocation::v1::AllocateRequest::descriptor()->file()->FindServiceByName(
+       "AllocationService"),
+     allocation_service},
     {diag::v1::EchoRequest::descriptor()->file()->FindServiceByName("Diagnostics"), diagnostics},
   };
   const auto* health_descriptor =
@@ -233,7 +278,8 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   auto settings = gateway_settings_from(cfg);
   settings->router = router;
   auto stop_services = [&] {
-    for (const auto& actor : {registry, media_nodes, admin, diagnostics, health})
+    for (const auto& actor :
+         {registry, media_nodes, allocation_service, admin, diagnostics, health})
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   };
   transport::gateway_listener listener;

@@ -25,13 +25,17 @@ bool node_credentials::knows(std::string_view node_id) const {
   return secrets_.count(node_id) > 0 || !secret_key_.empty();
 }
 
-bool node_credentials::verify(std::string_view node_id, std::string_view credential) const {
-  std::string expected;
+std::string node_credentials::secret_of(std::string_view node_id) const {
   if (auto it = secrets_.find(node_id); it != secrets_.end())
-    expected = it->second;
-  else if (!secret_key_.empty())
-    expected = derive_secret(secret_key_, node_id);
-  else
+    return it->second;
+  if (!secret_key_.empty())
+    return derive_secret(secret_key_, node_id);
+  return {};
+}
+
+bool node_credentials::verify(std::string_view node_id, std::string_view credential) const {
+  std::string expected = secret_of(node_id);
+  if (expected.empty())
     return false;
   if (expected.size() != credential.size())
     return false;

@@ -21,6 +21,10 @@ public:
   /// comparison takes the same time wherever the strings differ.
   bool verify(std::string_view node_id, std::string_view credential) const;
 
+  /// The secret of `node_id` (listed, else derived), or empty when it has none. Join
+  /// tokens for a node are signed with it, so the node verifies them offline.
+  std::string secret_of(std::string_view node_id) const;
+
   /// True when some secret exists for `node_id` (listed, or a key is configured).
   bool knows(std::string_view node_id) const;
 

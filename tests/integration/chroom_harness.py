@@ -67,6 +67,8 @@ class _Stubs:
         self.diag_pb2 = self.diag_grpc = self.health_pb2 = self.health_grpc = None
         # chroom.medianode.v1 and chroom.admin.v1 (the admin proto imports the media node one).
         self.node_pb2 = self.node_grpc = self.admin_pb2 = self.admin_grpc = None
+        # chroom.allocation.v1 (imports the media node proto too).
+        self.alloc_pb2 = self.alloc_grpc = None
 
     def load(self) -> "_Stubs":
         if self._dir is not None:
@@ -89,6 +91,8 @@ class _Stubs:
         sources.update({
             "chroom/medianode/v1/media_node.proto": messages / "chroom/medianode/v1/media_node.proto",
             "chroom/admin/v1/admin_service.proto": messages / "chroom/admin/v1/admin_service.proto",
+            "chroom/allocation/v1/allocation_service.proto":
+                messages / "chroom/allocation/v1/allocation_service.proto",
         })
         for name, src in sources.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
@@ -104,12 +108,14 @@ class _Stubs:
         import chroom_health_pb2_grpc
 
         from chroom.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+        from chroom.allocation.v1 import allocation_service_pb2, allocation_service_pb2_grpc
         from chroom.medianode.v1 import media_node_pb2, media_node_pb2_grpc
 
         self.diag_pb2, self.diag_grpc = chroom_diagnostics_pb2, chroom_diagnostics_pb2_grpc
         self.health_pb2, self.health_grpc = chroom_health_pb2, chroom_health_pb2_grpc
         self.node_pb2, self.node_grpc = media_node_pb2, media_node_pb2_grpc
         self.admin_pb2, self.admin_grpc = admin_service_pb2, admin_service_pb2_grpc
+        self.alloc_pb2, self.alloc_grpc = allocation_service_pb2, allocation_service_pb2_grpc
         self._dir = out
         return self
 
@@ -408,6 +414,10 @@ class Server:
     def admin(self, channel: Optional[grpc.Channel] = None):
         """A chroom.admin.v1.AdminService stub."""
         return stubs().admin_grpc.AdminServiceStub(channel or self.new_channel())
+
+    def allocation(self, channel: Optional[grpc.Channel] = None):
+        """A chroom.allocation.v1.AllocationService stub."""
+        return stubs().alloc_grpc.AllocationServiceStub(channel or self.new_channel())
 
     def counters(self):
         if self._counters_channel is None:
@@ -919,3 +929,356 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
         check=True, capture_output=True, timeout=30)
     return cert, key
+
+
+# --------------------------------------------------------------------------- allocation
+# Helpers of the AllocationService tests (test_allocation*.py): the fibre RTT model,
+# join-token verification with the standard library alone, a media node's view of what it
+# hosts, a WatchRoom reader, the chroom-node-sim fleet, and a teardown for peers with rooms.
+
+EARTH_RADIUS_KM = 6371.0088      # allocation/geo.hpp: mean Earth radius (IUGG)
+FIBRE_KM_PER_MS = 200.0          # light in fibre
+FIBRE_PATH_STRETCH = 1.5         # routed paths vs great circles
+FIBRE_BASE_RTT_MS = 5.0          # last mile, switching, queuing
+
+
+def great_circle_km(a: tuple, b: tuple) -> float:
+    """Haversine distance between (lat, lon) points in degrees, kilometres."""
+    import math
+    lat1, lon1, lat2, lon2 = map(math.radians, (a[0], a[1], b[0], b[1]))
+    h = (math.sin((lat2 - lat1) / 2) ** 2
+         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def fibre_rtt_ms(a: tuple, b: tuple) -> float:
+    """The orchestrator's distance model (allocation/geo.hpp estimated_rtt_ms): great circle
+    x 1.5 path stretch / 200 km per ms, both ways, + 5 ms."""
+    return FIBRE_BASE_RTT_MS + 2 * great_circle_km(a, b) * FIBRE_PATH_STRETCH / FIBRE_KM_PER_MS
+
+
+def b64url_encode(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(part: str) -> bytes:
+    import base64
+    import binascii
+    if not part or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                "0123456789-_" for c in part):
+        raise JoinTokenError(f"not base64url: {part[:40]!r}")
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise JoinTokenError(f"not base64url: {e}") from e
+
+
+class JoinTokenError(ValueError):
+    """A join token a media node must refuse (docs/join-tokens.md)."""
+
+
+JOIN_TOKEN_CLAIMS = ("iss", "sub", "app", "room", "node", "role", "lease", "iat", "exp")
+
+
+def verify_join_token(token: str, secret: str, node_id: str, now: Optional[float] = None) -> dict:
+    """What a media node does with a join token (docs/join-tokens.md), with hmac, hashlib,
+    base64 and json only: three base64url parts, alg HS256 (never "none"), HMAC-SHA256
+    under the node's secret compared in constant time, then the claims (iss chroom, every
+    claim present with its type, exp in the future, node is this node). Returns the claims;
+    raises JoinTokenError."""
+    import hashlib
+    import hmac
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise JoinTokenError(f"{len(parts)} parts, not 3")
+    header_b64, claims_b64, signature_b64 = parts
+    try:
+        header = json.loads(b64url_decode(header_b64))
+    except ValueError as e:
+        raise JoinTokenError(f"header is not JSON: {e}") from e
+    if not isinstance(header, dict) or header.get("alg") != "HS256":
+        raise JoinTokenError(f"wrong algorithm in header {header!r}")
+    expected = hmac.new(secret.encode(), f"{header_b64}.{claims_b64}".encode(),
+                        hashlib.sha256).digest()
+    signature = b64url_decode(signature_b64) if signature_b64 else b""
+    if not hmac.compare_digest(expected, signature):
+        raise JoinTokenError("bad signature")
+    try:
+        claims = json.loads(b64url_decode(claims_b64))
+    except ValueError as e:
+        raise JoinTokenError(f"claims are not JSON: {e}") from e
+    if not isinstance(claims, dict):
+        raise JoinTokenError("claims are not an object")
+    for name in JOIN_TOKEN_CLAIMS:
+        want = int if name in ("iat", "exp") else str
+        if not isinstance(claims.get(name), want) or isinstance(claims.get(name), bool):
+            raise JoinTokenError(f"claim {name} missing or not a {want.__name__}: {claims!r}")
+    if claims["iss"] != "chroom":
+        raise JoinTokenError(f"iss {claims['iss']!r}")
+    if claims["exp"] <= (time.time() if now is None else now):
+        raise JoinTokenError(f"expired at {claims['exp']}")
+    if claims["node"] != node_id:
+        raise JoinTokenError(f"for node {claims['node']!r}, not {node_id!r}")
+    return claims
+
+
+class HostedRooms:
+    """What one media node (media_node_client.MediaNode) hosts, as a real SFU would keep it:
+    every command it acknowledges updates rooms, participants, relays and join tokens,
+    and its Stats (node.stats_fields) report the participants and rooms it has.
+
+        hosted = HostedRooms(node)      # before the node acks anything
+        hosted.participants("app/room") -> set of participant ids
+    """
+
+    def __init__(self, node, report: bool = True):
+        import threading
+        self.node = node
+        self.report = report
+        self.lock = threading.Lock()
+        self.rooms: dict = {}          # node room id -> set of participant ids
+        self.relays: dict = {}         # node room id -> set of peer node ids
+        self.tokens: dict = {}         # (node room id, participant) -> join token
+        self.removed: list = []        # (room, participant, reason) from RemoveParticipant
+        self.closed: list = []         # node room ids closed by CloseRoom
+        self.detached: list = []       # (room, peer) from DetachRelay
+        self.drained = False
+        original_ack = node.ack
+
+        def ack(command_id: int) -> None:
+            self._apply(command_id)
+            original_ack(command_id)
+
+        node.ack = ack          # MediaNode's reader acks through self.ack
+
+    def _apply(self, command_id: int) -> None:
+        command = None
+        for _, seen in reversed(self.node.commands):
+            if seen.command_id == command_id:
+                command = seen
+                break
+        if command is None:
+            return
+        kind = command.WhichOneof("command")
+        body = getattr(command, kind) if kind else None
+        with self.lock:
+            if kind == "prepare_room":
+                self.rooms.setdefault(body.room_id, set())
+            elif kind == "admit_participant":
+                self.rooms.setdefault(body.room_id, set()).add(body.participant_id)
+                self.tokens[(body.room_id, body.participant_id)] = body.join_token
+            elif kind == "remove_participant":
+                self.rooms.get(body.room_id, set()).discard(body.participant_id)
+                self.removed.append((body.room_id, body.participant_id, body.reason))
+            elif kind == "close_room":
+                self.rooms.pop(body.room_id, None)
+                self.relays.pop(body.room_id, None)
+                self.closed.append(body.room_id)
+            elif kind == "attach_relay":
+                self.relays.setdefault(body.room_id, set()).add(body.peer_node_id)
+            elif kind == "detach_relay":
+                self.relays.get(body.room_id, set()).discard(body.peer_node_id)
+                self.detached.append((body.room_id, body.peer_node_id))
+            elif kind == "drain":
+                self.drained = True
+            if self.report:
+                self.node.stats_fields["participants"] = sum(len(p) for p in self.rooms.values())
+                self.node.stats_fields["rooms"] = len(self.rooms)
+
+    def participants(self, room_id: Optional[str] = None) -> set:
+        with self.lock:
+            if room_id is not None:
+                return set(self.rooms.get(room_id, set()))
+            return {p for members in self.rooms.values() for p in members}
+
+    def relay_peers(self, room_id: str) -> set:
+        with self.lock:
+            return set(self.relays.get(room_id, set()))
+
+    def has_room(self, room_id: str) -> bool:
+        with self.lock:
+            return room_id in self.rooms
+
+    def commands_of(self, kind: str) -> list:
+        """The node's commands of one kind ("admit_participant", ...), in order."""
+        return [getattr(c, kind) for _, c in list(self.node.commands)
+                if c.WhichOneof("command") == kind]
+
+
+class RoomWatcher:
+    """An AllocationService.WatchRoom call read by a background thread.
+
+    updates: every RoomUpdate so far, in order."""
+
+    def __init__(self, server: "Server", app_id: str, room_id: str, timeout: float = 60.0,
+                 initial: bool = True):
+        """initial: wait (up to 5 s) for the first update ("current state"), so that the
+        subscription is known to be in place; the call's error, if it fails, is raised."""
+        import queue
+        import threading
+        self._queue: "queue.Queue" = queue.Queue()
+        self.updates: list = []
+        self.error: Optional[grpc.RpcError] = None
+        self.done = threading.Event()
+        self._channel = server.new_channel(track=False)
+        self.call = server.allocation(self._channel).WatchRoom(
+            stubs().alloc_pb2.WatchRoomRequest(app_id=app_id, room_id=room_id), timeout=timeout)
+        self._thread = threading.Thread(target=self._read, name="watch-room", daemon=True)
+        self._thread.start()
+        if initial:
+            first = self.wait_for(lambda u: True, 5)
+            if first is None and self.error is not None:
+                raise self.error
+            assert first is not None, "WatchRoom sent no current state within 5 s"
+
+    def _read(self) -> None:
+        try:
+            for update in self.call:
+                self._queue.put(update)
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+    def snapshot(self) -> list:
+        import queue
+        while True:
+            try:
+                self.updates.append(self._queue.get_nowait())
+            except queue.Empty:
+                return list(self.updates)
+
+    def wait_for(self, pred: Callable[[Any], bool], timeout: float, start: int = 0):
+        """The first update from index `start` on for which pred holds, or None."""
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            updates = self.snapshot()
+            while index < len(updates):
+                if pred(updates[index]):
+                    return updates[index]
+                index += 1
+            if time.monotonic() >= deadline or (self.done.is_set() and self._queue.empty()):
+                return None
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.done.wait(5)
+        with contextlib.suppress(Exception):
+            self._channel.close()
+
+    def __enter__(self) -> "RoomWatcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+NODE_SIM = BIN_DIR / "chroom-node-sim"
+
+
+class NodeSim:
+    """chroom-node-sim (docs/node-sim.md) as a subprocess, driven by its stdin fault
+    protocol: command("crash sim-00003") -> "ok crash sim-00003"."""
+
+    def __init__(self, target: str, nodes: int, secret_key: str, seed: int = 7,
+                 extra: Optional[list] = None, stderr_path: Optional[Path] = None):
+        if not NODE_SIM.exists():
+            raise ServerFailure(f"{NODE_SIM} missing (cmake --build the chroom-node-sim target)")
+        self._stderr = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [str(NODE_SIM), "--target", target, "--nodes", str(nodes), "--secret-key", secret_key,
+             "--log-level", "warn", "--seed", str(seed), *(extra or [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            bufsize=1)
+
+    def command(self, line: str, timeout: float = 10.0) -> str:
+        """Sends one command and returns its reply line (ok ..., error ..., or JSON)."""
+        import select
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"chroom-node-sim did not answer {line!r} within {timeout} s")
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if not ready:
+                continue
+            reply = self.proc.stdout.readline()
+            assert reply, f"chroom-node-sim exited ({self.proc.poll()}) after {line!r}"
+            if reply.startswith(("ok", "error")):
+                return reply.strip()
+            if reply.startswith("{") and line.strip() == "status":
+                return reply.strip()
+
+    def status(self) -> dict:
+        return json.loads(self.command("status"))
+
+    def node(self, node_id: str) -> dict:
+        """The simulator's view of one node (`node ID`): rooms with participants, relays..."""
+        reply = self.command(f"node {node_id}")
+        assert reply.startswith("ok "), reply
+        return json.loads(reply[3:])
+
+    def quit(self) -> int:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        rc = self.proc.wait()
+        if self._stderr is not subprocess.DEVNULL:
+            self._stderr.close()
+        return rc
+
+
+# How long a SIGTERMed peer may take to exit after it logged "stopped" (run() returned).
+STOPPED_TO_EXIT_S = 1.5
+
+
+def stop_peer_with_rooms(server: "Server") -> Optional[str]:
+    """SIGTERM; the peer must log "stopped" and exit 0 within STOP_TIMEOUT_S. Returns None
+    when it did; returns a description (and SIGKILLs it) when it logged "stopped" but was
+    still running STOPPED_TO_EXIT_S later, which is what a peer with live room or lease
+    actors does (see test_allocation.py::test_sigterm_with_live_leases_exits_promptly).
+    Raises ServerFailure for anything else (no "stopped", a non-zero exit)."""
+    server.close_channels()
+    if server.proc is None or server.proc.poll() is not None:
+        if server.proc is not None and server.proc.returncode != 0:
+            raise ServerFailure(f"{server.name} exited with {server.proc.returncode}\n"
+                                f"{server.log_tail()}")
+        return None
+    if server.sigterm_at is None:
+        server.sigterm()
+
+    def stopped_logged() -> bool:
+        try:
+            return any(line.endswith(" stopped") or line.endswith("\"stopped\"}")
+                       for line in server.stderr_path.read_text(errors="replace").splitlines())
+        except FileNotFoundError:
+            return False
+
+    deadline = server.sigterm_at + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and server.proc.poll() is None and not stopped_logged():
+        time.sleep(0.02)
+    if server.proc.poll() is None and stopped_logged():
+        server.wait_exit(min(STOPPED_TO_EXIT_S, max(deadline - time.monotonic(), 0)))
+    if server.proc.poll() is None:
+        hang = stopped_logged()
+        server.kill()
+        if not hang:
+            raise ServerFailure(f"{server.name} still running {STOP_TIMEOUT_S} s after SIGTERM "
+                                f"and never logged 'stopped'\n{server.log_tail()}")
+        return (f"{server.name} logged 'stopped' but was still running "
+                f"{STOPPED_TO_EXIT_S} s later (SIGKILLed)")
+    server.returncode = server.proc.returncode
+    if server.returncode != 0:
+        raise ServerFailure(f"{server.name} exited with {server.returncode} (expected 0)\n"
+                            f"{server.log_tail()}")
+    return None

@@ -120,7 +120,7 @@ def test_wrong_secret_is_unauthenticated(peer):
 
 def test_other_major_version_is_failed_precondition(peer):
     node = peer.node("node-01", protocol_version="2.0")
-    refused_register(node, grpc.StatusCode.FAILED_PRECONDITION, "2.0", "1.0")
+    refused_register(node, grpc.StatusCode.FAILED_PRECONDITION, "2.0", "1.1")
     assert_unknown(peer, "node-01")
     peer.assert_undisturbed(peer.healthy)
 

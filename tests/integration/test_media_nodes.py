@@ -68,7 +68,7 @@ def test_register_with_derived_secret_joining_then_active(peer, admin_pb, node_p
                   "e2ee": False})
     assert node.credential == mnc.derive_secret(SECRET_KEY, "sfu-fra-1")
     registered = node.register()
-    assert registered.protocol_version == "1.0"
+    assert registered.protocol_version == "1.1"
     assert registered.stats_interval_ms == STATS_MS
     assert registered.suspect_after_ms == SUSPECT_MS
     assert registered.dead_after_ms == DEAD_MS
@@ -113,7 +113,7 @@ def test_register_with_listed_secret(peer, admin_pb):
     node = peer.node(LISTED_ID)
     assert node.credential == LISTED_SECRET
     registered = node.register()
-    assert registered.protocol_version == "1.0" and registered.peer_id == PEER_ID
+    assert registered.protocol_version == "1.1" and registered.peer_id == PEER_ID
     node.send_stats(participants=499)
     assert peer.wait_state(LISTED_ID, admin_pb.NODE_STATE_ACTIVE, 3), peer.state_name(LISTED_ID)
     assert peer.get(LISTED_ID).load.available_participants == 1
@@ -131,7 +131,7 @@ def test_register_with_listed_secret(peer, admin_pb):
 def test_protocol_minor_version_is_accepted(peer):
     node = peer.node("sfu-minor", protocol_version="1.7")
     registered = node.register()
-    assert registered.protocol_version == "1.0"
+    assert registered.protocol_version == "1.1"
     assert peer.get("sfu-minor").protocol_version == "1.7"
 
 

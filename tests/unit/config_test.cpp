@@ -170,6 +170,22 @@ TEST_CASE("default_config fills in every default") {
   CHECK(media_nodes.forget_after_ms() == 600000);
   CHECK(media_nodes.register_timeout_ms() == 10000);
   CHECK(config.peer_id() == expected_default_peer_id());
+  const auto& allocation = config.allocation();
+  CHECK(allocation.lease_ttl_ms() == 30000);
+  CHECK(allocation.join_token_ttl_ms() == 300000);
+  CHECK(allocation.reservation_ttl_ms() == 10000);
+  CHECK(allocation.high_water() == 0.85);
+  CHECK(allocation.affinity_slack_ms() == 40);
+  CHECK(allocation.max_affinity_rtt_ms() == 150);
+  CHECK(allocation.candidate_pool() == 16);
+  CHECK(allocation.alternates() == 2);
+  CHECK(allocation.fallback_region().empty());
+  CHECK(allocation.geoip_database() == "/usr/share/GeoIP/GeoIP.dat");
+  REQUIRE(config.apps_size() == 1);
+  CHECK(config.apps(0).app_id() == "default");
+  CHECK(config.apps(0).strategy() == "balanced");
+  CHECK(config.apps(0).allowed_regions().empty());
+  CHECK(config.apps(0).allowed_countries().empty());
 }
 
 TEST_CASE("empty text, comments only, or a null document give the defaults") {
@@ -183,6 +199,8 @@ TEST_CASE("empty text, comments only, or a null document give the defaults") {
 TEST_CASE("a full file sets every field") {
   const temp_file cert("cert.pem", "-----BEGIN CERTIFICATE-----\n");
   const temp_file key("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+  // Any readable file passes validation; only the daemon opens it as a database.
+  const temp_file geoip("GeoIP.dat", "not really a database\n");
   const std::string yaml = "listen:\n"
                            "  host: 0.0.0.0\n"
                            "  port: 9443\n"
@@ -220,7 +238,26 @@ TEST_CASE("a full file sets every field") {
                            "  max_nodes: 100\n"
                            "  forget_after_ms: 5000\n"
                            "  register_timeout_ms: 2500\n"
-                           "peer_id: Peer-1.eu_west\n";
+                           "peer_id: Peer-1.eu_west\n"
+                           "allocation:\n"
+                           "  lease_ttl_ms: 60000\n"
+                           "  join_token_ttl_ms: 120000\n"
+                           "  reservation_ttl_ms: 5000\n"
+                           "  high_water: 0.9\n"
+                           "  affinity_slack_ms: 25\n"
+                           "  max_affinity_rtt_ms: 200\n"
+                           "  candidate_pool: 32\n"
+                           "  alternates: 0\n"
+                           "  fallback_region: eu-central\n"
+                           "  geoip_database: " +
+                           geoip.path() +
+                           "\n"
+                           "apps:\n"
+                           "  - app_id: telemedicine\n"
+                           "    strategy: latency\n"
+                           "    allowed_regions: [eu-west, eu-central]\n"
+                           "    allowed_countries: [DE, FR]\n"
+                           "  - {app_id: events, strategy: pack}\n";
   const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
   CHECK(config.listen().host() == "0.0.0.0");
   CHECK(config.listen().port() == 9443);
@@ -249,6 +286,27 @@ TEST_CASE("a full file sets every field") {
     &media_nodes));
   CHECK(differences(config.media_nodes(), media_nodes) == "");
   CHECK(config.peer_id() == "Peer-1.eu_west");
+  chroom::config::v1::AllocationConfig allocation;
+  REQUIRE(pb::TextFormat::ParseFromString(
+    R"pb(lease_ttl_ms: 60000 join_token_ttl_ms: 120000 reservation_ttl_ms: 5000
+         high_water: 0.9 affinity_slack_ms: 25 max_affinity_rtt_ms: 200 candidate_pool: 32
+         alternates: 0 fallback_region: "eu-central")pb",
+    &allocation));
+  allocation.set_geoip_database(geoip.path());
+  CHECK(differences(config.allocation(), allocation) == "");
+  OrchestratorConfig apps;
+  REQUIRE(pb::TextFormat::ParseFromString(
+    R"pb(apps {
+           app_id: "telemedicine"
+           strategy: "latency"
+           allowed_regions: [ "eu-west", "eu-central" ]
+           allowed_countries: [ "DE", "FR" ]
+         }
+         apps { app_id: "events" strategy: "pack" })pb",
+    &apps));
+  CHECK(differences(config.apps(0), apps.apps(0)) == "");
+  CHECK(differences(config.apps(1), apps.apps(1)) == "");
+  CHECK(config.apps_size() == 2);
 
   // Every field of the schema must differ from its default above: when a field is added to
   // the proto, this names it until the test (and the example file and docs) cover it. A
@@ -606,6 +664,216 @@ TEST_CASE("peer_id is [A-Za-z0-9._-], 1 to 64 characters") {
         "eu-1.Orchestrator_2");
   // Left out: the default, valid on any host.
   CHECK(parse_config("log: {}\n", "cfg.yaml").peer_id() == expected_default_peer_id());
+}
+
+TEST_CASE("allocation validation") {
+  SUBCASE("keys left out keep their defaults") {
+    const OrchestratorConfig config = parse_config("allocation:\n  alternates: 5\n", "cfg.yaml");
+    CHECK(config.allocation().alternates() == 5);
+    CHECK(config.allocation().lease_ttl_ms() == 30000);
+    CHECK(config.allocation().high_water() == 0.85);
+    CHECK(config.allocation().geoip_database() == "/usr/share/GeoIP/GeoIP.dat");
+  }
+  SUBCASE("an explicit zero is kept where it means something") {
+    const OrchestratorConfig config =
+      parse_config("allocation:\n  alternates: 0\n  affinity_slack_ms: 0\n", "cfg.yaml");
+    CHECK(config.allocation().alternates() == 0);
+    CHECK(config.allocation().affinity_slack_ms() == 0);
+    CHECK(config.allocation().candidate_pool() == 16);
+  }
+  SUBCASE("lease_ttl_ms is 1000..3600000") {
+    CHECK(error_of("allocation:\n  lease_ttl_ms: 999\n") ==
+          "cfg.yaml:2: allocation.lease_ttl_ms: must be between 1000 and 3600000, got 999");
+    CHECK(error_of("allocation:\n  lease_ttl_ms: 3600001\n") ==
+          "cfg.yaml:2: allocation.lease_ttl_ms: must be between 1000 and 3600000, got 3600001");
+    CHECK(error_of("allocation:\n  lease_ttl_ms: 0\n") ==
+          "cfg.yaml:2: allocation.lease_ttl_ms: must be between 1000 and 3600000, got 0");
+    CHECK(
+      parse_config("allocation:\n  lease_ttl_ms: 1000\n", "cfg.yaml").allocation().lease_ttl_ms() ==
+      1000);
+  }
+  SUBCASE("join_token_ttl_ms is 1000..86400000") {
+    CHECK(error_of("allocation:\n  join_token_ttl_ms: 999\n") ==
+          "cfg.yaml:2: allocation.join_token_ttl_ms: must be between 1000 and 86400000, got 999");
+    CHECK(error_of("allocation:\n  join_token_ttl_ms: 86400001\n") ==
+          "cfg.yaml:2: allocation.join_token_ttl_ms: must be between 1000 and 86400000, got "
+          "86400001");
+    CHECK(parse_config("allocation:\n  join_token_ttl_ms: 86400000\n", "cfg.yaml")
+            .allocation()
+            .join_token_ttl_ms() == 86400000);
+  }
+  SUBCASE("reservation_ttl_ms is 100..600000") {
+    CHECK(error_of("allocation:\n  reservation_ttl_ms: 99\n") ==
+          "cfg.yaml:2: allocation.reservation_ttl_ms: must be between 100 and 600000, got 99");
+    CHECK(error_of("allocation:\n  reservation_ttl_ms: 600001\n") ==
+          "cfg.yaml:2: allocation.reservation_ttl_ms: must be between 100 and 600000, got 600001");
+    CHECK(parse_config("allocation:\n  reservation_ttl_ms: 100\n", "cfg.yaml")
+            .allocation()
+            .reservation_ttl_ms() == 100);
+  }
+  SUBCASE("high_water is in (0, 1]") {
+    const std::string rule = "cfg.yaml:2: allocation.high_water: must be greater than 0 and at "
+                             "most 1 (a fraction of capacity), got ";
+    CHECK(error_of("allocation:\n  high_water: 0\n") == rule + "0");
+    CHECK(error_of("allocation:\n  high_water: -0.5\n") == rule + "-0.5");
+    CHECK(error_of("allocation:\n  high_water: 1.01\n") == rule + "1.01");
+    CHECK(error_of("allocation:\n  high_water: 85\n") == rule + "85");
+    CHECK(error_of("allocation:\n  high_water: .nan\n") == rule + "nan");
+    CHECK(error_of("allocation:\n  high_water: .inf\n") == rule + "inf");
+    CHECK(parse_config("allocation:\n  high_water: 1\n", "cfg.yaml").allocation().high_water() ==
+          1.0);
+    CHECK(parse_config("allocation:\n  high_water: 0.01\n", "cfg.yaml").allocation().high_water() ==
+          0.01);
+  }
+  SUBCASE("the RTT settings are at most 10000") {
+    CHECK(error_of("allocation:\n  affinity_slack_ms: 10001\n") ==
+          "cfg.yaml:2: allocation.affinity_slack_ms: must be at most 10000, got 10001");
+    CHECK(error_of("allocation:\n  max_affinity_rtt_ms: 0\n") ==
+          "cfg.yaml:2: allocation.max_affinity_rtt_ms: must be between 1 and 10000, got 0");
+    CHECK(error_of("allocation:\n  max_affinity_rtt_ms: 10001\n") ==
+          "cfg.yaml:2: allocation.max_affinity_rtt_ms: must be between 1 and 10000, got 10001");
+    CHECK(parse_config("allocation:\n  affinity_slack_ms: 10000\n  max_affinity_rtt_ms: 10000\n",
+                       "cfg.yaml")
+            .allocation()
+            .max_affinity_rtt_ms() == 10000);
+  }
+  SUBCASE("candidate_pool is 1..1000, alternates 0..16") {
+    CHECK(error_of("allocation:\n  candidate_pool: 0\n") ==
+          "cfg.yaml:2: allocation.candidate_pool: must be between 1 and 1000, got 0");
+    CHECK(error_of("allocation:\n  candidate_pool: 1001\n") ==
+          "cfg.yaml:2: allocation.candidate_pool: must be between 1 and 1000, got 1001");
+    CHECK(error_of("allocation:\n  alternates: 17\n") ==
+          "cfg.yaml:2: allocation.alternates: must be at most 16, got 17");
+    CHECK(parse_config("allocation:\n  candidate_pool: 1\n  alternates: 16\n", "cfg.yaml")
+            .allocation()
+            .alternates() == 16);
+  }
+  SUBCASE("fallback_region is at most 256 characters") {
+    CHECK(error_of("allocation:\n  fallback_region: " + std::string(257, 'r') + "\n") ==
+          "cfg.yaml:2: allocation.fallback_region: must be at most 256 characters long (as node "
+          "regions are), got 257");
+    CHECK(parse_config("allocation:\n  fallback_region: us-east\n", "cfg.yaml")
+            .allocation()
+            .fallback_region() == "us-east");
+  }
+  SUBCASE("geoip_database: none, the default path (never checked: it may be missing), or a "
+          "readable file") {
+    CHECK(parse_config("allocation:\n  geoip_database: none\n", "cfg.yaml")
+            .allocation()
+            .geoip_database() == "none");
+    CHECK(parse_config("allocation:\n  geoip_database: /usr/share/GeoIP/GeoIP.dat\n", "cfg.yaml")
+            .allocation()
+            .geoip_database() == "/usr/share/GeoIP/GeoIP.dat");
+    CHECK(error_of("allocation:\n  geoip_database: /nonexistent/GeoIP.dat\n") ==
+          "cfg.yaml:2: allocation.geoip_database: cannot read \"/nonexistent/GeoIP.dat\": No "
+          "such file or directory");
+    CHECK(error_of("allocation:\n  geoip_database: /tmp\n") ==
+          "cfg.yaml:2: allocation.geoip_database: cannot read \"/tmp\": Is a directory");
+    CHECK(error_of("allocation:\n  geoip_database: \"\"\n") ==
+          "cfg.yaml:2: allocation.geoip_database: must not be empty: a GeoIP country database "
+          "file, or \"none\" to locate no client by IP");
+    const temp_file empty("empty.dat", "");
+    CHECK(error_of("allocation:\n  geoip_database: " + empty.path() + "\n") ==
+          "cfg.yaml:2: allocation.geoip_database: \"" + empty.path() + "\" is empty");
+  }
+}
+
+TEST_CASE("apps") {
+  SUBCASE("a file that lists apps replaces the default app") {
+    const OrchestratorConfig config =
+      parse_config("apps:\n  - app_id: gaming\n    strategy: latency\n", "cfg.yaml");
+    REQUIRE(config.apps_size() == 1);
+    CHECK(config.apps(0).app_id() == "gaming");
+    CHECK(config.apps(0).strategy() == "latency");
+  }
+  SUBCASE("a file without apps keeps the default, also when it sets other keys") {
+    const OrchestratorConfig config =
+      parse_config("allocation:\n  alternates: 1\nlog: {}\n", "cfg.yaml");
+    REQUIRE(config.apps_size() == 1);
+    CHECK(config.apps(0).app_id() == "default");
+  }
+  SUBCASE("a strategy left out or empty is balanced") {
+    const OrchestratorConfig config =
+      parse_config("apps:\n  - app_id: a\n  - app_id: b\n    strategy: \"\"\n", "cfg.yaml");
+    REQUIRE(config.apps_size() == 2);
+    CHECK(config.apps(0).strategy() == "balanced");
+    CHECK(config.apps(1).strategy() == "balanced");
+  }
+  SUBCASE("an empty list is an error") {
+    const std::string error = "cfg.yaml:1: apps: must list at least one app; leave the key out "
+                              "for the default app (\"default\", balanced)";
+    CHECK(error_of("apps: []\n") == error);
+    CHECK(error_of("apps:\n") == error);
+  }
+  SUBCASE("app ids are [A-Za-z0-9._-], 1 to 64 characters") {
+    CHECK(error_of("apps:\n  - app_id: \"tele medicine\"\n") ==
+          "cfg.yaml:2: apps[0].app_id: must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', "
+          "'-', got \"tele medicine\" (\" \" is not allowed)");
+    CHECK(error_of("apps:\n  - app_id: " + std::string(65, 'a') + "\n") ==
+          "cfg.yaml:2: apps[0].app_id: must be at most 64 characters long, got 65");
+    // An app without app_id: reported on the element's line.
+    CHECK(error_of("apps:\n  - app_id: a\n  - strategy: pack\n") ==
+          "cfg.yaml:3: apps[1].app_id: must not be empty (1 to 64 characters of A-Z, a-z, 0-9, "
+          "'.', '_', '-')");
+    CHECK(
+      parse_config("apps:\n  - app_id: " + std::string(64, 'A') + "\n  - app_id: Tele.Med_1-x\n",
+                   "cfg.yaml")
+        .apps_size() == 2);
+  }
+  SUBCASE("an app_id listed twice names both lines") {
+    CHECK(error_of("apps:\n"
+                   "  - app_id: events\n"
+                   "  - app_id: gaming\n"
+                   "  - strategy: pack\n"
+                   "    app_id: events\n") ==
+          "cfg.yaml:5: apps[2].app_id: duplicate app_id \"events\" (first listed on line 2)");
+  }
+  SUBCASE("strategy is latency, balanced or pack") {
+    CHECK(error_of("apps:\n  - app_id: a\n    strategy: fastest\n") ==
+          "cfg.yaml:3: apps[0].strategy: must be one of latency, balanced, pack, got \"fastest\"");
+    CHECK(error_of("apps:\n  - app_id: a\n    strategy: Balanced\n") ==
+          "cfg.yaml:3: apps[0].strategy: must be one of latency, balanced, pack, got "
+          "\"Balanced\"; did you mean 'balanced'?");
+    CHECK(error_of("apps:\n  - app_id: a\n    strategy: packed\n") ==
+          "cfg.yaml:3: apps[0].strategy: must be one of latency, balanced, pack, got "
+          "\"packed\"; did you mean 'pack'?");
+  }
+  SUBCASE("allowed_regions are non-empty") {
+    CHECK(error_of("apps:\n  - app_id: a\n    allowed_regions:\n      - eu-west\n      - \"\"\n") ==
+          "cfg.yaml:5: apps[0].allowed_regions[1]: must not be empty (a node region, e.g. "
+          "eu-west)");
+    CHECK(error_of("apps:\n  - app_id: a\n    allowed_regions: [\"" + std::string(257, 'r') +
+                   "\"]\n") ==
+          "cfg.yaml:3: apps[0].allowed_regions[0]: must be at most 256 characters long (as node "
+          "regions are), got 257");
+  }
+  SUBCASE("allowed_countries are two upper-case letters") {
+    CHECK(error_of("apps:\n  - app_id: a\n    allowed_countries: [DE, fr]\n") ==
+          "cfg.yaml:3: apps[0].allowed_countries[1]: must be an ISO 3166-1 alpha-2 country code "
+          "in upper case (e.g. DE), got \"fr\"; did you mean 'FR'?");
+    CHECK(error_of("apps:\n  - app_id: a\n  - app_id: b\n    allowed_countries:\n      - DEU\n") ==
+          "cfg.yaml:5: apps[1].allowed_countries[0]: must be an ISO 3166-1 alpha-2 country code "
+          "in upper case (e.g. DE), got \"DEU\"");
+    CHECK(error_of("apps:\n  - app_id: a\n    allowed_countries: [\"\"]\n") ==
+          "cfg.yaml:3: apps[0].allowed_countries[0]: must be an ISO 3166-1 alpha-2 country code "
+          "in upper case (e.g. DE), got \"\"");
+    CHECK(error_of("apps:\n  - app_id: a\n    allowed_countries: [\"D1\"]\n") ==
+          "cfg.yaml:3: apps[0].allowed_countries[0]: must be an ISO 3166-1 alpha-2 country code "
+          "in upper case (e.g. DE), got \"D1\"");
+  }
+}
+
+TEST_CASE("the local demo file loads, with one app per strategy") {
+  const OrchestratorConfig config =
+    load_config_file((source_root() / "deploy" / "config" / "local-demo.yaml").string());
+  REQUIRE(config.apps_size() == 3);
+  CHECK(config.apps(0).app_id() == "default");
+  CHECK(config.apps(0).strategy() == "balanced");
+  CHECK(config.apps(1).app_id() == "telemedicine");
+  CHECK(config.apps(1).strategy() == "latency");
+  CHECK(!config.apps(1).allowed_countries().empty());
+  CHECK(config.apps(2).app_id() == "events");
+  CHECK(config.apps(2).strategy() == "pack");
 }
 
 TEST_CASE("load_config_file") {

@@ -6,6 +6,7 @@ also shows what any other gRPC stack sees from the simulator:
 
   * Register first, checked: credential = hex(HMAC-SHA256(secret_key, node_id)) when
     --secret-key is given (else anything), protocol major 1 (else FAILED_PRECONDITION);
+    it answers that it speaks 1.1 (RemoveParticipant);
     a second stream of the same node replaces the first (which ends with ABORTED).
   * Registered with --stats-interval-ms and close_rooms = the rooms the node lists that
     this orchestrator did not place on it (reconciliation after a reconnect).
@@ -16,6 +17,7 @@ Commands on stdin, one line each; every command answers one line on stdout:
   node ID                    JSON: the node's last Stats, rooms, events seen
   prepare ID ROOM [APP]      PrepareRoom          admit ID ROOM PARTICIPANT
   close ID ROOM              CloseRoom            drain ID [DEADLINE_MS]
+  remove ID ROOM PARTICIPANT RemoveParticipant (1.1)
   ping ID                    Ping                 attach ID ROOM PEER / detach ID ROOM PEER
   kick ID CODE [MESSAGE]     end the node's stream with a status (e.g. UNAVAILABLE)
   load ROOMS PARTICIPANTS    ROOMS rooms of PARTICIPANTS each on random registered nodes
@@ -42,6 +44,10 @@ import grpc
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "messages"))
 PROTO = "chroom/medianode/v1/media_node.proto"
+# What Registered announces: the version the real orchestrator speaks.
+PROTOCOL_VERSION = "1.1"
+# ParticipantLeft events remembered per node for `node ID` (the most recent ones).
+LEFT_KEPT = 100
 
 
 def load_protocol():
@@ -84,6 +90,7 @@ class Orchestrator(pb_grpc.MediaNodeServiceServicer):
         self.streams = {}  # node id -> NodeStream
         self.rooms = {}  # node id -> {room id: set(participants)}
         self.last_stats = {}  # node id -> Stats
+        self.left = {}  # node id -> ["room/participant", ...] from ParticipantLeft events
         self.registered_nodes = set()
         self.counters = dict.fromkeys(
             ["connects", "registrations", "rejected", "replaced", "stats", "acks", "nacks",
@@ -122,7 +129,7 @@ class Orchestrator(pb_grpc.MediaNodeServiceServicer):
         self.counters["registrations"] += 1
         self.registered_nodes.add(node_id)
         await context.write(pb.OrchestratorMessage(registered=pb.Registered(
-            protocol_version="1.0", stats_interval_ms=self.args.stats_interval_ms,
+            protocol_version=PROTOCOL_VERSION, stats_interval_ms=self.args.stats_interval_ms,
             close_rooms=close_rooms, peer_id="fake-orchestrator",
             suspect_after_ms=3 * self.args.stats_interval_ms,
             dead_after_ms=6 * self.args.stats_interval_ms)))
@@ -197,6 +204,9 @@ class Orchestrator(pb_grpc.MediaNodeServiceServicer):
                 self.counters["participant_left"] += 1
                 left = event.participant_left
                 self.rooms.get(node_id, {}).get(left.room_id, set()).discard(left.participant_id)
+                seen = self.left.setdefault(node_id, [])
+                seen.append(f"{left.room_id}/{left.participant_id}")
+                del seen[:-LEFT_KEPT]
             elif which == "room_empty":
                 self.counters["room_empty"] += 1
         elif kind == "register":
@@ -208,6 +218,8 @@ class Orchestrator(pb_grpc.MediaNodeServiceServicer):
             rooms.setdefault(details["room_id"], set())
         elif command_kind == "admit_participant":
             rooms.setdefault(details["room_id"], set()).add(details["participant_id"])
+        elif command_kind == "remove_participant":
+            rooms.get(details["room_id"], set()).discard(details["participant_id"])
         elif command_kind == "close_room":
             rooms.pop(details["room_id"], None)
 
@@ -256,11 +268,13 @@ class Orchestrator(pb_grpc.MediaNodeServiceServicer):
         stream = self.streams.get(node_id)
         stats = self.last_stats.get(node_id)
         info = {"node_id": node_id, "connected": stream is not None,
-                "rooms": {r: sorted(p) for r, p in self.rooms.get(node_id, {}).items()}}
+                "rooms": {r: sorted(p) for r, p in self.rooms.get(node_id, {}).items()},
+                "left": self.left.get(node_id, [])}
         if stream is not None:
             reg = stream.register
             info["register"] = {
                 "credential": reg.credential, "software_version": reg.software_version,
+                "protocol_version": reg.protocol_version,
                 "region": reg.location.region, "country": reg.location.country,
                 "latitude": reg.location.latitude, "longitude": reg.location.longitude,
                 "max_participants": reg.capacity.max_participants,
@@ -293,6 +307,9 @@ class Orchestrator(pb_grpc.MediaNodeServiceServicer):
             if cmd == "admit" and len(rest) == 3:
                 return self.send_command(rest[0], "admit_participant", room_id=rest[1],
                                          participant_id=rest[2], role="participant")
+            if cmd == "remove" and len(rest) == 3:
+                return self.send_command(rest[0], "remove_participant", room_id=rest[1],
+                                         participant_id=rest[2], reason="test")
             if cmd == "close" and len(rest) == 2:
                 return self.send_command(rest[0], "close_room", room_id=rest[1], reason="test")
             if cmd == "drain" and len(rest) in (1, 2):

@@ -484,9 +484,11 @@ void fleet::handle_message_locked(node& n, session& s, const v1::OrchestratorMes
         return;
       }
       s.registered = true;
+      // Another minor is fine either way (an older orchestrator just never sends the newer
+      // commands, e.g. RemoveParticipant before 1.1); another major should have refused us.
       if (!registered.protocol_version().starts_with("1.")) {
-        spdlog::warn("{}: orchestrator speaks protocol {}, we speak 1.0", id,
-                     registered.protocol_version());
+        spdlog::warn("{}: orchestrator speaks protocol {}, we speak {}", id,
+                     registered.protocol_version(), protocol_version);
       }
       n.state = node_state::registered;
       n.failures = 0;

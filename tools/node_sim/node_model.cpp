@@ -127,7 +127,7 @@ void node_model::fill_register(v1::Register& out) const {
   const node_profile& p = *profile_;
   out.set_node_id(p.node_id);
   out.set_credential(p.credential);
-  out.set_protocol_version("1.0");
+  out.set_protocol_version(protocol_version);
   out.set_software_version("chroom-node-sim " CHROOM_NODE_SIM_VERSION);
   auto* endpoint = out.add_endpoints();
   endpoint->set_host("127.0.0.1");
@@ -230,6 +230,26 @@ v1::NodeMessage node_model::apply(const v1::Command& command, sim_clock::time_po
       if (auto it = rooms_.find(c.room_id()); it != rooms_.end()) {
         it->second.relays.erase(c.peer_node_id());
       }
+      return ack(id);
+    }
+    case v1::Command::kRemoveParticipant: {
+      // No ParticipantLeft (nor RoomEmpty) follows: the orchestrator asked, so it already
+      // counts the place as free and an event would only echo its own decision back.
+      const auto& c = command.remove_participant();
+      if (auto it = rooms_.find(c.room_id()); it != rooms_.end()) {
+        auto& people = it->second.participants;
+        auto gone = std::find_if(people.begin(), people.end(), [&](const participant& p) {
+          return p.participant_id == c.participant_id();
+        });
+        // next_departure_ may now be early; the expiry scan at that time then finds
+        // nobody due and recomputes it.
+        if (gone != people.end()) {
+          people.erase(gone);
+          --participants_;
+        }
+      }
+      // Also when the participant or room is unknown: it may have left by itself or a
+      // retried command may have removed it already; either way the place is free.
       return ack(id);
     }
     case v1::Command::kCloseRoom: {

@@ -75,6 +75,10 @@ struct node_profile {
   std::vector<peer> peers;
 };
 
+// The Media Node RPC version the simulator speaks (Register.protocol_version): 1.1 adds
+// RemoveParticipant.
+inline constexpr const char* protocol_version = "1.1";
+
 // "<prefix>-<5-digit index>", e.g. sim-00042 (more digits past 99,999).
 std::string node_id_for(const std::string& prefix, std::uint32_t index);
 
@@ -98,8 +102,8 @@ public:
   void fill_register(v1::Register& out) const;
 
   // Obeys a command; returns the Ack or Nack to send. Commands are idempotent: a repeated
-  // PrepareRoom/AdmitParticipant/AttachRelay is acknowledged again without change, closing
-  // or detaching something already gone is acknowledged.
+  // PrepareRoom/AdmitParticipant/AttachRelay is acknowledged again without change, closing,
+  // detaching or removing something already gone is acknowledged.
   v1::NodeMessage apply(const v1::Command& command, sim_clock::time_point now);
 
   // Drops the rooms the orchestrator did not know (Registered.close_rooms).

@@ -1,0 +1,111 @@
+#pragma once
+
+// What the allocation actors (allocation service, allocation_request, room,
+// client_session) and the registry say to each other. Local messages only: the types are
+// moved between actors of one peer, never serialized (see proto_messages.hpp).
+//
+//   room -> registry     (alloc_place_atom, place_batch) -> std::vector<place_answer>
+//   service -> registry  (candidates_atom, candidates_query) -> candidates_answer
+//   room -> registry     (alloc_confirm_atom | alloc_release_atom, node_id, reservation_id)
+//   room -> registry     (room_closed_atom, node_id, node_room_id)
+//   request -> room      (allocate_atom, allocation_ask) -> allocation_reply
+
+#include "actors/proto_messages.hpp"
+#include "allocation/placement.hpp"
+#include "chroom/allocation/v1/allocation_service.pb.h"
+#include "transport/call_protocol.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace chroom::actors {
+
+/// One participant (or a moving share of a room) to place.
+struct place_query {
+  allocation::placement_request request;
+  /// Keeps request.app alive while the query travels.
+  std::shared_ptr<const allocation::app_policy> app;
+  uint32_t alternates = 0;
+  /// The client's location is unknown: the registry places it at the fallback point.
+  bool at_fallback = false;
+};
+
+/// Placements for one room, decided in order: each sees the room as the earlier ones left
+/// it (a new part made by the first is a part for the second), so a burst of joins to one
+/// room ends on one coherent placement.
+struct place_batch {
+  /// The room's id on nodes ("app_id/room_id"): the registry records which nodes host it.
+  std::string node_room_id;
+  allocation::room_view room;
+  std::vector<place_query> queries;
+};
+
+/// The registry's decision for one place_query.
+struct place_answer {
+  allocation::placement_result result;
+  /// Participants set aside on the chosen node (0 on failure).
+  uint64_t reservation_id = 0;
+  /// The chosen node and the alternates, as clients see them.
+  chroom::allocation::v1::NodeChoice chosen;
+  std::vector<chroom::allocation::v1::NodeChoice> alternates;
+  /// The chosen node's media_node actor (commands go to it directly).
+  caf::actor node_actor;
+  /// Endpoint of relay_to, for AttachRelay.
+  chroom::medianode::v1::Endpoint relay_endpoint;
+  chroom::medianode::v1::Endpoint chosen_endpoint;
+  /// Where the chosen node is (the room mends its relay tree by distance).
+  allocation::geo_point chosen_location;
+};
+
+/// The answer to a whole place_batch.
+struct place_batch_answer {
+  std::vector<place_answer> answers;
+  /// Room parts whose node drains: their participants should move (DESIGN.md: a
+  /// draining node's rooms move when they next change).
+  std::vector<std::string> draining_parts;
+};
+
+struct candidates_query {
+  allocation::placement_request request;
+  std::shared_ptr<const allocation::app_policy> app;
+  uint32_t count = 5;
+  bool at_fallback = false;
+};
+
+struct candidates_answer {
+  std::vector<chroom::allocation::v1::NodeChoice> candidates;
+  /// Where clients of unknown location are placed (region centre); unset without nodes.
+  std::optional<allocation::geo_point> fallback_point;
+};
+
+/// What an allocation_request asks of a room.
+struct allocation_ask {
+  std::string client_id;
+  std::string role;
+  place_query query;
+  uint32_t expected_kbps = 0;
+  std::vector<std::string> warnings;
+};
+
+/// The room's answer: a response for the client, or an error status.
+struct allocation_reply {
+  transport::grpc_status status;
+  chroom::allocation::v1::AllocateResponse response;
+};
+
+} // namespace chroom::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::place_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::place_batch_answer)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::candidates_query)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::candidates_answer)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::allocation_ask)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::allocation_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::NodeChoice)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::Room)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::RoomUpdate)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::KeepAliveResponse)

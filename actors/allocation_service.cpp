@@ -1,0 +1,579 @@
+#include "actors/allocation_service.hpp"
+
+#include "actors/allocation_messages.hpp"
+#include "actors/atoms.hpp"
+#include "transport/call_protocol.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <deque>
+#include <unordered_map>
+
+namespace chroom::actors {
+
+namespace {
+
+using namespace transport;
+namespace av1 = chroom::allocation::v1;
+
+/// How long a call waits for the registry, a room or a session.
+constexpr auto answer_timeout = std::chrono::seconds{10};
+
+// Request limits (each named in the .proto's comments).
+constexpr size_t max_app_id = 64;
+constexpr size_t max_room_id = 128;
+constexpr size_t max_client_id = 128;
+constexpr int max_probes = 32;
+constexpr int max_features = 16;
+constexpr double max_probe_rtt_ms = 60'000;
+constexpr uint32_t max_expected_kbps = 1'000'000;
+constexpr uint32_t default_candidates = 5;
+constexpr uint32_t max_candidates = 32;
+/// Room updates a WatchRoom client may leave unread before it is disconnected.
+constexpr size_t max_watch_backlog = 10'000;
+
+constexpr std::string_view roles[] = {"host", "presenter", "participant", "viewer"};
+
+bool is_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+bool is_client_char(char c) {
+  return is_id_char(c) || c == '@';
+}
+
+/// Why `value` is not a valid id (empty when it is).
+std::string id_problem(std::string_view field, std::string_view value, size_t max_length,
+                       bool (*allowed)(char), std::string_view alphabet) {
+  if (value.empty())
+    return std::string{field} + " is required";
+  if (value.size() > max_length)
+    return std::string{field} + " is longer than " + std::to_string(max_length) + " characters";
+  if (!std::all_of(value.begin(), value.end(), allowed))
+    return std::string{field} + " may hold only " + std::string{alphabet};
+  return {};
+}
+
+constexpr std::string_view id_alphabet = "A-Z a-z 0-9 . _ -";
+
+std::string room_key_problem(std::string_view app_id, std::string_view room_id) {
+  auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
+  if (problem.empty())
+    problem = id_problem("room_id", room_id, max_room_id, is_id_char, id_alphabet);
+  return problem;
+}
+
+std::string location_problem(const av1::ClientLocation& location) {
+  if (location.has_point()) {
+    if (!std::isfinite(location.latitude()) || std::abs(location.latitude()) > 90)
+      return "location.latitude must be within -90..90";
+    if (!std::isfinite(location.longitude()) || std::abs(location.longitude()) > 180)
+      return "location.longitude must be within -180..180";
+  }
+  if (!location.ip().empty() && !allocation::ip_locator::valid_ip(location.ip()))
+    return "location.ip '" + location.ip().substr(0, 64) + "' is not an IPv4 or IPv6 address";
+  return {};
+}
+
+std::string features_problem(const google::protobuf::RepeatedPtrField<std::string>& names,
+                             allocation::feature_needs& needs) {
+  if (names.size() > max_features)
+    return "at most " + std::to_string(max_features) + " required_features";
+  std::string problem;
+  auto parsed = allocation::parse_features({names.begin(), names.end()}, problem);
+  if (!parsed)
+    return "required_features: " + problem;
+  needs = std::move(*parsed);
+  return {};
+}
+
+/// Where a client is placed, and what to tell it about that.
+struct client_position {
+  allocation::geo_point point;
+  bool at_fallback = false;
+  std::string warning;
+};
+
+client_position locate(const av1::ClientLocation& location, const allocation::ip_locator* locator) {
+  client_position out;
+  if (location.has_point()) {
+    out.point = {location.latitude(), location.longitude()};
+    return out;
+  }
+  if (!location.ip().empty() && locator != nullptr) {
+    if (auto found = locator->locate(location.ip())) {
+      out.point = found->point;
+      return out;
+    }
+  }
+  out.at_fallback = true;
+  out.warning =
+    location.ip().empty()
+      ? "no client location given: placed as if in this peer's region"
+      : "no location known for IP " + location.ip() + ": placed as if in this peer's region";
+  return out;
+}
+
+// --- allocation_request: one per Allocate ---------------------------------------------
+
+struct request_state {
+  call_context call;
+  allocation_ask ask;
+  std::string app_id;
+  std::string room_id;
+  caf::actor service;
+  bool retried = false;
+};
+
+using request_actor = caf::stateful_actor<request_state>;
+
+void ask_room(request_actor* self, const caf::actor& room) {
+  self->request(room, answer_timeout, allocate_atom::value, self->state.ask)
+    .then(
+      [self](allocation_reply& reply) {
+        unary_replies replies{self};
+        if (reply.status.is_ok())
+          replies.reply(self->state.call, reply.response);
+        else
+          replies.fail(self->state.call, std::move(reply.status));
+        replies.flush();
+        self->quit();
+      },
+      [self](caf::error& err) {
+        auto& st = self->state;
+        if (!st.retried && err.category() == caf::atom("exit")) {
+          // The room quit (idle) as this request reached it: get a fresh one.
+          st.retried = true;
+          self->request(st.service, answer_timeout, room_for_atom::value, st.app_id, st.room_id)
+            .then(
+              [self](grpc_status& status, caf::actor& room) {
+                if (!status.is_ok()) {
+                  unary_replies{self}.fail(self->state.call, std::move(status));
+                  self->quit();
+                  return;
+                }
+                ask_room(self, room);
+              },
+              [self](caf::error& again) {
+                unary_replies{self}.fail(
+                  self->state.call,
+                  make_status(grpc_code::unavailable,
+                              "allocation service: " + self->system().render(again)));
+                self->quit();
+              });
+          return;
+        }
+        unary_replies{self}.fail(
+          st.call, make_status(grpc_code::unavailable, "room: " + self->system().render(err)));
+        self->quit();
+      });
+}
+
+caf::behavior allocation_request(request_actor* self, call_context call, allocation_ask ask,
+                                 std::string app_id, std::string room_id, caf::actor room,
+                                 caf::actor service) {
+  auto& st = self->state;
+  st.call = std::move(call);
+  st.ask = std::move(ask);
+  st.app_id = std::move(app_id);
+  st.room_id = std::move(room_id);
+  st.service = std::move(service);
+  ask_room(self, room);
+  return {
+    [](call_cancel_atom, int32_t) {},
+  };
+}
+
+// --- WatchRoom: one actor per call ----------------------------------------------------
+
+struct watcher_state {
+  call_stream stream;
+  caf::actor service;
+  bool subscribed = false;
+  std::deque<av1::RoomUpdate> backlog;
+};
+
+using watcher_actor = caf::stateful_actor<watcher_state>;
+
+void pump(watcher_actor* self) {
+  auto& st = self->state;
+  while (!st.backlog.empty() && st.stream.send(self, st.backlog.front()))
+    st.backlog.pop_front();
+}
+
+void end_watch(watcher_actor* self, grpc_status status) {
+  self->state.stream.end(self, std::move(status));
+  self->quit();
+}
+
+caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor service) {
+  auto& st = self->state;
+  st.stream = call_stream{std::move(call)};
+  st.service = std::move(service);
+  self->monitor(st.stream.context().gateway);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    if (msg.source == self->state.stream.context().gateway.address()) {
+      self->quit();
+      return;
+    }
+    end_watch(self, make_status(grpc_code::unavailable, "the room's owner went away"));
+  });
+  return {
+    [self](call_data_atom, int32_t, const std::string& bytes) {
+      auto& st = self->state;
+      st.stream.ack(self, bytes.size());
+      if (st.subscribed)
+        return; // server streaming takes one request
+      av1::WatchRoomRequest request;
+      if (!request.ParseFromString(bytes)) {
+        end_watch(self,
+                  make_status(grpc_code::invalid_argument,
+                              "request is not a valid chroom.allocation.v1.WatchRoomRequest"));
+        return;
+      }
+      if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty()) {
+        end_watch(self, make_status(grpc_code::invalid_argument, problem));
+        return;
+      }
+      st.subscribed = true;
+      self
+        ->request(st.service, answer_timeout, room_for_atom::value, request.app_id(),
+                  request.room_id())
+        .then(
+          [self](grpc_status& status, caf::actor& room) {
+            if (!status.is_ok()) {
+              end_watch(self, std::move(status));
+              return;
+            }
+            self->monitor(room);
+            self->send(room, watch_room_atom::value, caf::actor_cast<caf::actor>(self));
+          },
+          [self](caf::error& err) {
+            end_watch(self, make_status(grpc_code::unavailable,
+                                        "allocation service: " + self->system().render(err)));
+          });
+    },
+    [self](room_update_atom, av1::RoomUpdate& update) {
+      auto& st = self->state;
+      if (st.backlog.size() >= max_watch_backlog) {
+        end_watch(self,
+                  make_status(grpc_code::resource_exhausted, "WatchRoom client reads too slowly"));
+        return;
+      }
+      st.backlog.push_back(std::move(update));
+      pump(self);
+    },
+    [](call_close_atom, int32_t) {},
+    [self](call_credit_atom, int32_t, uint32_t credit) {
+      self->state.stream.add_credit(credit);
+      pump(self);
+    },
+    [self](call_cancel_atom, int32_t) { self->quit(); },
+  };
+}
+
+// --- the service ----------------------------------------------------------------------
+
+struct service_state {
+  allocation_service_settings settings;
+  std::shared_ptr<const room_settings> room_settings_;
+  /// node_room_id ("app/room") -> room actor, and back.
+  std::unordered_map<std::string, caf::actor> rooms;
+  std::unordered_map<caf::actor_addr, std::string> room_of;
+  std::unordered_map<std::string, caf::actor> leases;
+  std::unordered_map<caf::actor_addr, std::string> lease_of;
+};
+
+using service_actor = caf::stateful_actor<service_state>;
+
+const allocation::app_policy* find_app(service_actor* self, const std::string& app_id) {
+  auto& apps = self->state.settings.apps;
+  auto it = apps.find(app_id);
+  return it == apps.end() ? nullptr : it->second.get();
+}
+
+grpc_status unknown_app(const std::string& app_id) {
+  return make_status(grpc_code::not_found, "unknown app '" + app_id + "'");
+}
+
+caf::actor room_for(service_actor* self, const std::string& app_id, const std::string& room_id) {
+  auto& st = self->state;
+  auto key = node_room_id(app_id, room_id);
+  if (auto it = st.rooms.find(key); it != st.rooms.end())
+    return it->second;
+  auto room = spawn_room(self->system(), app_id, room_id, st.room_settings_);
+  self->monitor(room);
+  st.rooms.emplace(key, room);
+  st.room_of.emplace(room.address(), std::move(key));
+  return room;
+}
+
+caf::actor find_lease(service_actor* self, const std::string& lease_id) {
+  auto it = self->state.leases.find(lease_id);
+  return it == self->state.leases.end() ? caf::actor{} : it->second;
+}
+
+grpc_status unknown_lease(const std::string& lease_id) {
+  return make_status(grpc_code::not_found,
+                     "unknown, released or expired lease '" + lease_id.substr(0, 64) + "'");
+}
+
+void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
+  auto& st = self->state;
+  av1::AllocateRequest request;
+  if (!replies.parse(call, request))
+    return;
+  auto invalid = [&](std::string problem) {
+    replies.fail(call.context, make_status(grpc_code::invalid_argument, std::move(problem)));
+  };
+  if (auto problem = id_problem("app_id", request.app_id(), max_app_id, is_id_char, id_alphabet);
+      !problem.empty())
+    return invalid(std::move(problem));
+  auto app = st.settings.apps.find(request.app_id());
+  if (app == st.settings.apps.end())
+    return replies.fail(call.context, unknown_app(request.app_id()));
+  if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
+    return invalid(std::move(problem));
+  if (auto problem = id_problem("client_id", request.client_id(), max_client_id, is_client_char,
+                                "A-Z a-z 0-9 . _ @ -");
+      !problem.empty())
+    return invalid(std::move(problem));
+  std::string role = request.role().empty() ? "participant" : request.role();
+  if (std::find(std::begin(roles), std::end(roles), role) == std::end(roles))
+    return invalid("role must be host, presenter, participant or viewer, got '" +
+                   role.substr(0, 32) + "'");
+  if (auto problem = location_problem(request.location()); !problem.empty())
+    return invalid(std::move(problem));
+  if (request.probes_size() > max_probes)
+    return invalid("at most " + std::to_string(max_probes) + " probes");
+  allocation_ask ask;
+  for (const auto& probe : request.probes()) {
+    if (probe.node_id().empty() || probe.node_id().size() > 128)
+      return invalid("probes[].node_id must be 1 to 128 characters");
+    if (!std::isfinite(probe.rtt_ms()) || probe.rtt_ms() <= 0 || probe.rtt_ms() > max_probe_rtt_ms)
+      return invalid("probes[].rtt_ms must be above 0 and at most " +
+                     std::to_string(static_cast<int>(max_probe_rtt_ms)));
+    ask.query.request.probes.push_back({probe.node_id(), probe.rtt_ms()});
+  }
+  if (auto problem = features_problem(request.required_features(), ask.query.request.features);
+      !problem.empty())
+    return invalid(std::move(problem));
+  if (request.expected_kbps() > max_expected_kbps)
+    return invalid("expected_kbps is at most " + std::to_string(max_expected_kbps));
+
+  auto position = locate(request.location(), st.settings.locator.get());
+  ask.client_id = request.client_id();
+  ask.role = std::move(role);
+  ask.expected_kbps = request.expected_kbps();
+  ask.query.request.client = position.point;
+  ask.query.at_fallback = position.at_fallback;
+  ask.query.app = app->second;
+  ask.query.request.app = app->second.get();
+  ask.query.alternates = st.room_settings_->alternates;
+  if (!position.warning.empty())
+    ask.warnings.push_back(std::move(position.warning));
+  auto room = room_for(self, request.app_id(), request.room_id());
+  self->spawn(allocation_request, std::move(call.context), std::move(ask), request.app_id(),
+              request.room_id(), room, caf::actor_cast<caf::actor>(self));
+}
+
+void candidates(service_actor* self, unary_replies& replies, unary_call& call) {
+  auto& st = self->state;
+  av1::CandidatesRequest request;
+  if (!replies.parse(call, request))
+    return;
+  auto invalid = [&](std::string problem) {
+    replies.fail(call.context, make_status(grpc_code::invalid_argument, std::move(problem)));
+  };
+  if (auto problem = id_problem("app_id", request.app_id(), max_app_id, is_id_char, id_alphabet);
+      !problem.empty())
+    return invalid(std::move(problem));
+  auto app = st.settings.apps.find(request.app_id());
+  if (app == st.settings.apps.end())
+    return replies.fail(call.context, unknown_app(request.app_id()));
+  if (auto problem = location_problem(request.location()); !problem.empty())
+    return invalid(std::move(problem));
+  if (request.max_candidates() > max_candidates)
+    return invalid("max_candidates is at most " + std::to_string(max_candidates));
+  candidates_query query;
+  if (auto problem = features_problem(request.required_features(), query.request.features);
+      !problem.empty())
+    return invalid(std::move(problem));
+  auto position = locate(request.location(), st.settings.locator.get());
+  query.request.client = position.point;
+  query.at_fallback = position.at_fallback;
+  query.app = app->second;
+  query.request.app = app->second.get();
+  query.count = request.max_candidates() == 0 ? default_candidates : request.max_candidates();
+  self->request(st.settings.room.registry, answer_timeout, candidates_atom::value, std::move(query))
+    .then(
+      [self, context = call.context, warning = position.warning](candidates_answer& answer) {
+        av1::CandidatesResponse response;
+        for (auto& candidate : answer.candidates)
+          *response.add_candidates() = std::move(candidate);
+        if (!warning.empty())
+          response.add_warnings(warning);
+        unary_replies{self}.reply(context, response);
+      },
+      [self, context = call.context](caf::error& err) {
+        unary_replies{self}.fail(
+          context, make_status(grpc_code::unavailable, "registry: " + self->system().render(err)));
+      });
+}
+
+void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
+  av1::KeepAliveRequest request;
+  if (!replies.parse(call, request))
+    return;
+  auto session = find_lease(self, request.lease_id());
+  if (!session)
+    return replies.fail(call.context, unknown_lease(request.lease_id()));
+  self->request(session, answer_timeout, keep_alive_atom::value)
+    .then([self, context = call.context](
+            av1::KeepAliveResponse& response) { unary_replies{self}.reply(context, response); },
+          [self, context = call.context, lease = request.lease_id()](caf::error&) {
+            unary_replies{self}.fail(context, unknown_lease(lease));
+          });
+}
+
+void release(service_actor* self, unary_replies& replies, unary_call& call) {
+  auto& st = self->state;
+  av1::ReleaseRequest request;
+  if (!replies.parse(call, request))
+    return;
+  auto session = find_lease(self, request.lease_id());
+  if (!session)
+    return replies.fail(call.context, unknown_lease(request.lease_id()));
+  // Forgotten now, so a second Release is NOT_FOUND even before the session has ended.
+  st.lease_of.erase(session.address());
+  st.leases.erase(request.lease_id());
+  self->request(session, answer_timeout, release_atom::value)
+    .then([self, context = call.context](
+            grpc_status&) { unary_replies{self}.reply(context, av1::ReleaseResponse{}); },
+          [self, context = call.context, lease = request.lease_id()](caf::error&) {
+            unary_replies{self}.fail(context, unknown_lease(lease));
+          });
+}
+
+void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
+  auto& st = self->state;
+  av1::GetRoomRequest request;
+  if (!replies.parse(call, request))
+    return;
+  if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
+    return replies.fail(call.context, make_status(grpc_code::invalid_argument, problem));
+  if (find_app(self, request.app_id()) == nullptr)
+    return replies.fail(call.context, unknown_app(request.app_id()));
+  auto it = st.rooms.find(node_room_id(request.app_id(), request.room_id()));
+  if (it == st.rooms.end())
+    return replies.fail(
+      call.context, make_status(grpc_code::not_found, "room '" + request.room_id() + "' of app '" +
+                                                        request.app_id() + "' has no participant"));
+  self->request(it->second, answer_timeout, get_room_atom::value)
+    .then(
+      [self, context = call.context](grpc_status& status, av1::Room& room) {
+        if (!status.is_ok())
+          return unary_replies{self}.fail(context, std::move(status));
+        av1::GetRoomResponse response;
+        *response.mutable_room() = std::move(room);
+        unary_replies{self}.reply(context, response);
+      },
+      [self, context = call.context](caf::error&) {
+        unary_replies{self}.fail(context,
+                                 make_status(grpc_code::not_found, "the room has no participant"));
+      });
+}
+
+void handle(service_actor* self, unary_replies& replies, unary_call& call) {
+  const auto& path = call.context.path;
+  auto method = std::string_view{path}.substr(path.rfind('/') + 1);
+  if (method == "Allocate")
+    allocate(self, replies, call);
+  else if (method == "KeepAlive")
+    keep_alive(self, replies, call);
+  else if (method == "Release")
+    release(self, replies, call);
+  else if (method == "Candidates")
+    candidates(self, replies, call);
+  else if (method == "GetRoom")
+    get_room(self, replies, call);
+  else
+    replies.fail(call.context,
+                 make_status(grpc_code::unimplemented, "unknown or not a unary method " + path));
+}
+
+caf::behavior allocation_service(service_actor* self, allocation_service_settings settings) {
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  auto rooms = std::make_shared<room_settings>(st.settings.room);
+  rooms->service = caf::actor_cast<caf::actor>(self);
+  st.room_settings_ = std::move(rooms);
+  self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (auto it = st.lease_of.find(msg.source); it != st.lease_of.end()) {
+      st.leases.erase(it->second);
+      st.lease_of.erase(it);
+      return;
+    }
+    if (auto it = st.room_of.find(msg.source); it != st.room_of.end()) {
+      if (auto room = st.rooms.find(it->second);
+          room != st.rooms.end() && room->second.address() == msg.source)
+        st.rooms.erase(room);
+      st.room_of.erase(it);
+    }
+  });
+  return {
+    [self](call_unary_atom, std::vector<unary_call>& batch) {
+      unary_replies replies{self};
+      for (auto& call : batch)
+        handle(self, replies, call);
+    },
+    [self](call_open_atom, const call_context& call) -> caf::actor {
+      return self->spawn(room_watcher, call, caf::actor_cast<caf::actor>(self));
+    },
+    [](call_cancel_atom, int32_t) {
+      // A unary call waiting for a room or the registry was cancelled; its answer is
+      // dropped by the gateway.
+    },
+    [self](node_event_atom, const chroom::admin::v1::NodeEvent& event) {
+      auto& st = self->state;
+      for (const auto& lost : event.lost_room_ids())
+        if (auto it = st.rooms.find(lost); it != st.rooms.end())
+          self->send(it->second, node_lost_atom::value, event.node_id());
+    },
+    [self](room_for_atom, const std::string& app_id,
+           const std::string& room_id) -> caf::result<grpc_status, caf::actor> {
+      if (find_app(self, app_id) == nullptr)
+        return {unknown_app(app_id), caf::actor{}};
+      return {grpc_status::ok(), room_for(self, app_id, room_id)};
+    },
+    [self](room_idle_atom, const std::string& app_id, const std::string& room_id) {
+      auto& st = self->state;
+      auto it = st.rooms.find(node_room_id(app_id, room_id));
+      if (it != st.rooms.end() && it->second.address() == self->current_sender()) {
+        st.room_of.erase(it->second.address());
+        st.rooms.erase(it);
+      }
+    },
+    [self](lease_open_atom, const std::string& lease_id, const caf::actor& session,
+           const std::string&, const std::string&) {
+      auto& st = self->state;
+      st.leases[lease_id] = session;
+      st.lease_of[session.address()] = lease_id;
+      self->monitor(session);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_allocation_service(caf::actor_system& system,
+                                    allocation_service_settings settings) {
+  return system.spawn(allocation_service, std::move(settings));
+}
+
+} // namespace chroom::actors

@@ -1,0 +1,40 @@
+#pragma once
+
+// chroom.allocation.v1.AllocationService: the actor behind the service's calls, one per
+// peer. It checks requests, knows the apps, the rooms (one `room` actor each, spawned on
+// first use) and the leases (one `client_session` actor each), and spawns one
+// `allocation_request` actor per Allocate: it locates the client (point, IP, or the
+// fallback region), asks the room, and answers the call. It subscribes to the registry's
+// node events and tells rooms on nodes that died which participants to move.
+//
+// Messages besides the gRPC calls (transport/call_protocol.hpp):
+//   (node_event_atom, NodeEvent)                    from the registry
+//   (room_for_atom, app_id, room_id) -> (grpc_status, room actor)   get or create
+//   (room_idle_atom, app_id, room_id)               from a room that quits
+//   (lease_open_atom, lease_id, session, app_id, room_id)   from a room
+
+#include "actors/room.hpp"
+#include "allocation/ip_locator.hpp"
+#include "allocation/placement.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+
+namespace chroom::actors {
+
+struct allocation_service_settings {
+  /// For the rooms; `service` is filled in by the service itself.
+  room_settings room;
+  std::map<std::string, std::shared_ptr<const allocation::app_policy>, std::less<>> apps;
+  /// Locates clients by IP; null or not open: IPs are not located.
+  std::shared_ptr<const allocation::ip_locator> locator;
+};
+
+caf::actor spawn_allocation_service(caf::actor_system& system,
+                                    allocation_service_settings settings);
+
+} // namespace chroom::actors

@@ -1,0 +1,109 @@
+#include "actors/client_session.hpp"
+
+#include "actors/allocation_messages.hpp"
+#include "actors/atoms.hpp"
+#include "actors/send_later.hpp"
+#include "transport/join_token.hpp"
+
+#include <caf/all.hpp>
+
+namespace chroom::actors {
+
+namespace {
+
+using chroom::allocation::v1::KeepAliveResponse;
+using chroom::allocation::v1::NodeChoice;
+
+struct session_state {
+  lease_holder holder;
+  NodeChoice node;
+  std::shared_ptr<const room_settings> settings;
+  caf::actor room;
+  /// The node changed since the client last heard (KeepAlive tells it once).
+  bool moved = false;
+  /// Every KeepAlive starts a new lease period; a timeout of an older one is stale.
+  uint64_t period = 0;
+};
+
+using session_actor = caf::stateful_actor<session_state>;
+
+void start_period(session_actor* self) {
+  auto& st = self->state;
+  send_later(self, st.settings->lease_ttl, timeout_atom::value, ++st.period);
+}
+
+void end_lease(session_actor* self, const std::string& reason) {
+  auto& st = self->state;
+  self->send(st.room, release_atom::value, st.holder.client_id, st.holder.lease_id, reason);
+  self->quit();
+}
+
+caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoice node,
+                             std::shared_ptr<const room_settings> settings, caf::actor room) {
+  auto& st = self->state;
+  st.holder = std::move(holder);
+  st.node = std::move(node);
+  st.settings = std::move(settings);
+  st.room = std::move(room);
+  self->monitor(st.room);
+  self->set_down_handler([self](caf::down_msg&) { self->quit(); });
+  start_period(self);
+  return {
+    [self](keep_alive_atom) {
+      auto& st = self->state;
+      start_period(self);
+      KeepAliveResponse response;
+      response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
+      *response.mutable_node() = st.node;
+      response.set_moved(st.moved);
+      st.moved = false;
+      auto token = join_token_for(*st.settings, st.holder, st.node.node_id());
+      response.set_join_token(std::move(token.token));
+      response.set_join_token_expires_unix_ms(token.expires_unix_ms);
+      return response;
+    },
+    [self](release_atom) {
+      end_lease(self, "released");
+      return transport::grpc_status::ok();
+    },
+    [self](timeout_atom, uint64_t period) {
+      if (period == self->state.period)
+        end_lease(self, "lease expired");
+    },
+    [self](moved_atom, NodeChoice& node) {
+      auto& st = self->state;
+      st.moved = st.moved || node.node_id() != st.node.node_id();
+      st.node = std::move(node);
+    },
+    [self](lease_end_atom, const std::string&) { self->quit(); },
+  };
+}
+
+} // namespace
+
+signed_join_token join_token_for(const room_settings& settings, const lease_holder& holder,
+                                 const std::string& node_id) {
+  auto now = std::chrono::system_clock::now();
+  auto expires = now + settings.join_token_ttl;
+  transport::join_claims claims;
+  claims.client_id = holder.client_id;
+  claims.app_id = holder.app_id;
+  claims.room_id = holder.room_id;
+  claims.node_id = node_id;
+  claims.role = holder.role;
+  claims.lease_id = holder.lease_id;
+  claims.issued_at_s =
+    std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  claims.expires_at_s =
+    std::chrono::duration_cast<std::chrono::seconds>(expires.time_since_epoch()).count();
+  return {transport::sign_join_token(claims, settings.credentials->secret_of(node_id)),
+          claims.expires_at_s * 1000};
+}
+
+caf::actor spawn_client_session(caf::local_actor* room, lease_holder holder, NodeChoice node,
+                                std::shared_ptr<const room_settings> settings) {
+  return room->spawn(client_session, std::move(holder), std::move(node), std::move(settings),
+                     caf::actor_cast<caf::actor>(room));
+}
+
+} // namespace chroom::actors

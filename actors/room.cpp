@@ -1,0 +1,661 @@
+#include "actors/room.hpp"
+
+#include "actors/allocation_messages.hpp"
+#include "actors/atoms.hpp"
+#include "actors/client_session.hpp"
+#include "actors/media_node.hpp"
+#include "actors/send_later.hpp"
+#include "allocation/cascade.hpp"
+
+#include <caf/all.hpp>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <set>
+
+namespace chroom::actors {
+
+namespace {
+
+using namespace transport;
+namespace av1 = chroom::allocation::v1;
+namespace mn = chroom::medianode::v1;
+
+/// How long a placement may take at the registry.
+constexpr auto registry_timeout = std::chrono::seconds{5};
+/// How long a command may take at a node actor (two attempts and slack).
+constexpr auto command_answer_timeout = std::chrono::seconds{30};
+/// Joins sent to the registry in one batch.
+constexpr size_t max_batch = 256;
+/// A participant refused by this many nodes in a row loses its lease.
+constexpr int max_refusals = 2;
+/// GetRoom and RoomUpdate list at most this many members.
+constexpr size_t max_listed_members = 1000;
+
+struct member {
+  lease_holder holder;
+  place_query query;
+  uint32_t expected_kbps = 0;
+  std::string node_id;
+  uint64_t reservation_id = 0;
+  bool admitted = false;
+  int refusals = 0;
+  caf::actor session;
+};
+
+struct part {
+  std::string node_id;
+  uint32_t participants = 0;
+  bool ready = false;
+  caf::actor node_actor;
+  mn::Endpoint endpoint;
+  std::string region;
+  allocation::geo_point location;
+};
+
+/// One entry of a batch: a join (with the caller waiting) or a member to move.
+struct batch_item {
+  bool is_join = false;
+  allocation_ask ask;
+  caf::response_promise promise;
+  std::string client_id; // a move
+  std::string reason;    // a move: why
+};
+
+struct room_state {
+  std::string app_id;
+  std::string room_id;
+  std::string node_room_id;
+  std::shared_ptr<const room_settings> settings;
+  std::map<std::string, member> members;
+  std::vector<part> parts;
+  allocation::relay_tree relays;
+  std::vector<caf::actor> watchers;
+  std::vector<batch_item> queue;
+  /// Nodes to avoid in the next batch (they refused or failed a command).
+  std::set<std::string> avoid;
+  bool in_flight = false;
+  int64_t created_unix_ms = 0;
+  uint64_t idle_generation = 0;
+};
+
+using room_actor = caf::stateful_actor<room_state>;
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string new_lease_id() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(32);
+  for (auto byte : bytes) {
+    out.push_back(hex[byte >> 4]);
+    out.push_back(hex[byte & 0xF]);
+  }
+  return out;
+}
+
+part* find_part(room_state& st, std::string_view node_id) {
+  for (auto& p : st.parts)
+    if (p.node_id == node_id)
+      return &p;
+  return nullptr;
+}
+
+/// Node-to-node RTT for mending the relay tree: the distance model (the measured matrix
+/// lives in the registry; a mend is rare and any tree works, shorter links are better).
+allocation::relay_tree::rtt_function part_distance(room_state& st) {
+  return [&st](const std::string& a, const std::string& b) {
+    const auto* x = find_part(st, a);
+    const auto* y = find_part(st, b);
+    if (x == nullptr || y == nullptr)
+      return std::numeric_limits<double>::infinity();
+    return allocation::estimated_rtt_ms(x->location, y->location);
+  };
+}
+
+// --- node commands ------------------------------------------------------------------
+
+/// Sends `command` to the node of `node_id` (its actor when known, else via the registry)
+/// and calls `done(outcome)` with the answer.
+template <class Done>
+void command_node(room_actor* self, const std::string& node_id, const caf::actor& node_actor,
+                  mn::Command command, Done done) {
+  auto on_error = [done, node_id, self](caf::error& err) mutable {
+    done(command_outcome{false, make_status(grpc_code::unavailable, "node " + node_id + ": " +
+                                                                      self->system().render(err))});
+  };
+  if (node_actor)
+    self->request(node_actor, command_answer_timeout, node_command_atom::value, std::move(command))
+      .then(done, on_error);
+  else
+    self
+      ->request(self->state.settings->registry, command_answer_timeout, node_command_atom::value,
+                node_id, std::move(command))
+      .then(done, on_error);
+}
+
+/// A command whose outcome only matters for the logs.
+void tell_node(room_actor* self, const std::string& node_id, mn::Command command) {
+  auto* p = find_part(self->state, node_id);
+  auto what = command.command_case();
+  command_node(self, node_id, p ? p->node_actor : caf::actor{}, std::move(command),
+               [self, node_id, what](const command_outcome& outcome) {
+                 if (!outcome.acked)
+                   spdlog::debug("room {}: command {} to node {} failed: {}",
+                                 self->state.node_room_id, static_cast<int>(what), node_id,
+                                 outcome.status.message);
+               });
+}
+
+void attach_relays(room_actor* self, const allocation::relay_changes& changes) {
+  auto& st = self->state;
+  for (const auto& link : changes.detach) {
+    for (const auto* end : {&link.a, &link.b}) {
+      if (find_part(st, *end) == nullptr)
+        continue; // a dead or closed part
+      mn::Command command;
+      auto* detach = command.mutable_detach_relay();
+      detach->set_room_id(st.node_room_id);
+      detach->set_peer_node_id(link.other(*end));
+      tell_node(self, *end, std::move(command));
+    }
+  }
+  for (const auto& link : changes.attach) {
+    for (const auto* end : {&link.a, &link.b}) {
+      const auto* peer = find_part(st, link.other(*end));
+      if (find_part(st, *end) == nullptr || peer == nullptr)
+        continue;
+      mn::Command command;
+      auto* attach = command.mutable_attach_relay();
+      attach->set_room_id(st.node_room_id);
+      attach->set_peer_node_id(peer->node_id);
+      *attach->mutable_peer_endpoint() = peer->endpoint;
+      tell_node(self, *end, std::move(command));
+    }
+  }
+}
+
+void remove_part(room_actor* self, std::string node_id, bool node_alive) {
+  auto& st = self->state;
+  std::erase_if(st.parts, [&](const part& p) { return p.node_id == node_id; });
+  auto changes = st.relays.remove(node_id, part_distance(st));
+  if (node_alive) {
+    mn::Command command;
+    command.mutable_close_room()->set_room_id(st.node_room_id);
+    command.mutable_close_room()->set_reason("no participant left on this node");
+    tell_node(self, node_id, std::move(command));
+  }
+  self->send(st.settings->registry, room_closed_atom::value, node_id, st.node_room_id);
+  attach_relays(self, changes);
+}
+
+// --- views ----------------------------------------------------------------------------
+
+av1::Room room_message(room_actor* self) {
+  auto& st = self->state;
+  av1::Room room;
+  room.set_app_id(st.app_id);
+  room.set_room_id(st.room_id);
+  for (const auto& p : st.parts) {
+    auto* node = room.add_nodes();
+    node->set_node_id(p.node_id);
+    node->set_participants(p.participants);
+    node->set_region(p.region);
+    node->set_ready(p.ready);
+    for (auto& peer : st.relays.neighbours(p.node_id))
+      node->add_relay_node_ids(std::move(peer));
+  }
+  room.set_participants(static_cast<uint32_t>(st.members.size()));
+  room.set_created_unix_ms(st.created_unix_ms);
+  for (const auto& [client_id, m] : st.members) {
+    if (static_cast<size_t>(room.members_size()) >= max_listed_members)
+      break;
+    auto* listed = room.add_members();
+    listed->set_client_id(client_id);
+    listed->set_role(m.holder.role);
+    listed->set_node_id(m.node_id);
+    listed->set_admitted(m.admitted);
+  }
+  return room;
+}
+
+void publish(room_actor* self, const std::string& reason, std::vector<av1::Move> moves = {}) {
+  auto& st = self->state;
+  if (st.watchers.empty())
+    return;
+  av1::RoomUpdate update;
+  *update.mutable_room() = room_message(self);
+  update.set_reason(reason);
+  for (auto& move : moves)
+    *update.add_moves() = std::move(move);
+  for (const auto& watcher : st.watchers)
+    self->send(watcher, room_update_atom::value, update);
+}
+
+void check_idle(room_actor* self) {
+  auto& st = self->state;
+  if (st.members.empty() && st.watchers.empty() && st.queue.empty() && !st.in_flight)
+    send_later(self, st.settings->idle_linger, room_idle_atom::value, ++st.idle_generation);
+}
+
+// --- placing ------------------------------------------------------------------------
+
+void pump(room_actor* self);
+
+void admit(room_actor* self, const std::string& client_id);
+
+/// The member's part loses it; an emptied part closes (the room shrinks back).
+void leave_part(room_actor* self, member& m, bool tell_node_remove, const std::string& reason) {
+  auto& st = self->state;
+  auto* p = find_part(st, m.node_id);
+  if (m.reservation_id != 0)
+    self->send(st.settings->registry, alloc_release_atom::value, m.node_id, m.reservation_id);
+  m.reservation_id = 0;
+  if (p == nullptr)
+    return;
+  if (tell_node_remove) {
+    mn::Command command;
+    auto* remove = command.mutable_remove_participant();
+    remove->set_room_id(st.node_room_id);
+    remove->set_participant_id(m.holder.client_id);
+    remove->set_reason(reason);
+    tell_node(self, m.node_id, std::move(command));
+  }
+  if (p->participants > 0)
+    --p->participants;
+  if (p->participants == 0)
+    remove_part(self, p->node_id, true);
+}
+
+/// Adds the part a placement created: PrepareRoom, then relays to the nearest part.
+void add_part(room_actor* self, const place_answer& answer) {
+  auto& st = self->state;
+  const auto& node_id = answer.chosen.node_id();
+  part fresh;
+  fresh.node_id = node_id;
+  fresh.node_actor = answer.node_actor;
+  fresh.endpoint = answer.chosen_endpoint;
+  fresh.region = answer.chosen.region();
+  fresh.location = answer.chosen_location;
+  st.parts.push_back(std::move(fresh));
+  mn::Command command;
+  auto* prepare = command.mutable_prepare_room();
+  prepare->set_room_id(st.node_room_id);
+  prepare->set_app_id(st.app_id);
+  prepare->set_expected_participants(1);
+  command_node(self, node_id, answer.node_actor, std::move(command),
+               [self, node_id](const command_outcome& outcome) {
+                 if (auto* p = find_part(self->state, node_id); p && outcome.acked)
+                   p->ready = true;
+               });
+  auto link_to = answer.result.relay_to.value_or(std::string{});
+  attach_relays(self, st.relays.add(node_id, link_to));
+}
+
+/// Puts `m` on the node of `answer` (a new part when needed) and admits it there.
+void seat(room_actor* self, member& m, const place_answer& answer) {
+  auto& st = self->state;
+  if (find_part(st, answer.chosen.node_id()) == nullptr)
+    add_part(self, answer);
+  find_part(st, answer.chosen.node_id())->participants += 1;
+  m.node_id = answer.chosen.node_id();
+  m.reservation_id = answer.reservation_id;
+  m.admitted = false;
+  admit(self, m.holder.client_id);
+}
+
+void admit(room_actor* self, const std::string& client_id) {
+  auto& st = self->state;
+  auto& m = st.members.at(client_id);
+  auto* p = find_part(st, m.node_id);
+  mn::Command command;
+  auto* admit = command.mutable_admit_participant();
+  admit->set_room_id(st.node_room_id);
+  admit->set_participant_id(client_id);
+  admit->set_role(m.holder.role);
+  admit->set_join_token(join_token_for(*st.settings, m.holder, m.node_id).token);
+  admit->set_expected_kbps(m.expected_kbps);
+  auto node_id = m.node_id;
+  auto reservation = m.reservation_id;
+  command_node(
+    self, node_id, p ? p->node_actor : caf::actor{}, std::move(command),
+    [self, client_id, node_id, reservation](const command_outcome& outcome) {
+      auto& st = self->state;
+      auto it = st.members.find(client_id);
+      bool current = it != st.members.end() && it->second.node_id == node_id &&
+                     it->second.reservation_id == reservation;
+      if (outcome.acked) {
+        if (!current)
+          return;
+        self->send(st.settings->registry, alloc_confirm_atom::value, node_id, reservation);
+        it->second.admitted = true;
+        it->second.refusals = 0;
+        return;
+      }
+      if (!current) {
+        self->send(st.settings->registry, alloc_release_atom::value, node_id, reservation);
+        return;
+      }
+      spdlog::info("room {}: node {} did not admit {}: {}", st.node_room_id, node_id, client_id,
+                   outcome.status.message);
+      auto& m = it->second;
+      st.avoid.insert(node_id);
+      if (++m.refusals > max_refusals) {
+        leave_part(self, m, false, "refused");
+        self->send(m.session, lease_end_atom::value, std::string{"no node admitted the client"});
+        st.members.erase(it);
+        publish(self, "refused");
+        check_idle(self);
+        return;
+      }
+      batch_item move;
+      move.client_id = client_id;
+      move.reason = "node refused";
+      st.queue.push_back(std::move(move));
+      pump(self);
+    });
+}
+
+grpc_status failure_status(const allocation::placement_result& result) {
+  return make_status(grpc_code::resource_exhausted,
+                     "no media node can take the client: " + result.reason);
+}
+
+void join(room_actor* self, batch_item& item, place_answer& answer) {
+  auto& st = self->state;
+  if (!answer.result.ok()) {
+    item.promise.deliver(allocation_reply{failure_status(answer.result), {}});
+    return;
+  }
+  auto& ask = item.ask;
+  if (st.members.count(ask.client_id) > 0) {
+    // The same client twice in one batch: the first placement stands.
+    self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
+               answer.reservation_id);
+    item.promise.deliver(allocation_reply{
+      make_status(grpc_code::aborted,
+                  "client '" + ask.client_id + "' is being allocated by another call; retry"),
+      {}});
+    return;
+  }
+  member m;
+  m.holder = {st.app_id, st.room_id, ask.client_id, ask.role, new_lease_id()};
+  m.query = std::move(ask.query);
+  m.expected_kbps = ask.expected_kbps;
+  auto& seated = st.members.emplace(ask.client_id, std::move(m)).first->second;
+  seat(self, seated, answer);
+  seated.session = spawn_client_session(self, seated.holder, answer.chosen, st.settings);
+  self->send(st.settings->service, lease_open_atom::value, seated.holder.lease_id, seated.session,
+             st.app_id, st.room_id);
+
+  allocation_reply reply;
+  auto& response = reply.response;
+  *response.mutable_node() = answer.chosen;
+  auto token = join_token_for(*st.settings, seated.holder, seated.node_id);
+  response.set_join_token(std::move(token.token));
+  response.set_join_token_expires_unix_ms(token.expires_unix_ms);
+  response.set_lease_id(seated.holder.lease_id);
+  response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
+  for (auto& alternate : answer.alternates)
+    *response.add_alternates() = std::move(alternate);
+  response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
+  for (auto& warning : ask.warnings)
+    response.add_warnings(std::move(warning));
+  item.promise.deliver(std::move(reply));
+}
+
+void move(room_actor* self, batch_item& item, place_answer& answer, std::vector<av1::Move>& moves) {
+  auto& st = self->state;
+  auto it = st.members.find(item.client_id);
+  if (it == st.members.end()) { // left while the batch was out
+    if (answer.result.ok())
+      self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
+                 answer.reservation_id);
+    return;
+  }
+  auto& m = it->second;
+  auto from = m.node_id;
+  if (!answer.result.ok()) {
+    spdlog::warn("room {}: cannot move {} off {}: {}", st.node_room_id, m.holder.client_id, from,
+                 answer.result.reason);
+    leave_part(self, m, true, "no node left for the client");
+    self->send(m.session, lease_end_atom::value, answer.result.reason);
+    st.members.erase(it);
+    return;
+  }
+  if (from != answer.chosen.node_id())
+    leave_part(self, m, true, "moved");
+  else if (m.reservation_id != 0) // placed again on the same node: keep one reservation
+    self->send(st.settings->registry, alloc_release_atom::value, from, m.reservation_id);
+  seat(self, m, answer);
+  self->send(m.session, moved_atom::value, answer.chosen);
+  av1::Move moved;
+  moved.set_client_id(m.holder.client_id);
+  moved.set_from_node_id(from);
+  moved.set_to_node_id(m.node_id);
+  moves.push_back(std::move(moved));
+}
+
+/// Members of parts that must empty (their node drains) are queued to move.
+void queue_moves_off(room_actor* self, const std::vector<std::string>& nodes,
+                     const std::string& reason) {
+  auto& st = self->state;
+  for (const auto& node_id : nodes) {
+    st.avoid.insert(node_id);
+    for (const auto& [client_id, m] : st.members) {
+      if (m.node_id != node_id)
+        continue;
+      bool queued = std::any_of(st.queue.begin(), st.queue.end(), [&](const batch_item& item) {
+        return !item.is_join && item.client_id == client_id;
+      });
+      if (!queued) {
+        batch_item item;
+        item.client_id = client_id;
+        item.reason = reason;
+        st.queue.push_back(std::move(item));
+      }
+    }
+  }
+}
+
+void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answer& result) {
+  auto& st = self->state;
+  st.in_flight = false;
+  std::vector<av1::Move> moves;
+  bool joined = false;
+  std::string move_reason;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].is_join) {
+      join(self, items[i], result.answers[i]);
+      joined = true;
+    } else {
+      move(self, items[i], result.answers[i], moves);
+      move_reason = items[i].reason;
+    }
+  }
+  // Parts emptied by refusals or moves close once nobody is on them.
+  std::vector<std::string> empty;
+  for (const auto& p : st.parts)
+    if (p.participants == 0)
+      empty.push_back(p.node_id);
+  for (const auto& node_id : empty)
+    remove_part(self, node_id, true);
+  if (!moves.empty())
+    publish(self, move_reason, std::move(moves));
+  else if (joined)
+    publish(self, "joined");
+  std::vector<std::string> draining;
+  for (const auto& node_id : result.draining_parts)
+    if (st.avoid.count(node_id) == 0)
+      draining.push_back(node_id);
+  queue_moves_off(self, draining, "node draining");
+  pump(self);
+  check_idle(self);
+}
+
+void pump(room_actor* self) {
+  auto& st = self->state;
+  if (st.in_flight || st.queue.empty())
+    return;
+  auto count = std::min(st.queue.size(), max_batch);
+  std::vector<batch_item> items(std::make_move_iterator(st.queue.begin()),
+                                std::make_move_iterator(st.queue.begin() + count));
+  st.queue.erase(st.queue.begin(), st.queue.begin() + count);
+  place_batch batch;
+  batch.node_room_id = st.node_room_id;
+  for (const auto& p : st.parts)
+    batch.room.parts.push_back({p.node_id, p.participants});
+  batch.room.avoid.assign(st.avoid.begin(), st.avoid.end());
+  st.avoid.clear();
+  for (const auto& item : items) {
+    if (item.is_join) {
+      batch.queries.push_back(item.ask.query);
+      continue;
+    }
+    // A move is a fresh placement of the member, without the room share it leaves.
+    const auto& m = st.members.at(item.client_id);
+    batch.queries.push_back(m.query);
+    for (auto& p : batch.room.parts)
+      if (p.node_id == m.node_id && p.participants > 0)
+        --p.participants;
+  }
+  st.in_flight = true;
+  auto shared = std::make_shared<std::vector<batch_item>>(std::move(items));
+  self->request(st.settings->registry, registry_timeout, alloc_place_atom::value, std::move(batch))
+    .then([self, shared](place_batch_answer& result) { on_batch(self, *shared, result); },
+          [self, shared](caf::error& err) {
+            auto& st = self->state;
+            st.in_flight = false;
+            auto status =
+              make_status(grpc_code::unavailable, "registry: " + self->system().render(err));
+            for (auto& item : *shared)
+              if (item.is_join)
+                item.promise.deliver(allocation_reply{status, {}});
+            spdlog::warn("room {}: placement failed: {}", st.node_room_id, status.message);
+            pump(self);
+            check_idle(self);
+          });
+}
+
+caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
+                   std::shared_ptr<const room_settings> settings) {
+  auto& st = self->state;
+  st.node_room_id = node_room_id(app_id, room_id);
+  st.app_id = std::move(app_id);
+  st.room_id = std::move(room_id);
+  st.settings = std::move(settings);
+  st.created_unix_ms = unix_ms_now();
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& watchers = self->state.watchers;
+    std::erase_if(watchers, [&](const caf::actor& w) { return w.address() == msg.source; });
+    check_idle(self);
+  });
+  check_idle(self);
+  return {
+    [self](allocate_atom, allocation_ask& ask) -> caf::result<allocation_reply> {
+      auto& st = self->state;
+      ++st.idle_generation;
+      if (auto it = st.members.find(ask.client_id); it != st.members.end()) {
+        // The same client again (a retry): its lease, a fresh token.
+        auto& m = it->second;
+        allocation_reply reply;
+        auto& response = reply.response;
+        response.mutable_node()->set_node_id(m.node_id);
+        if (const auto* p = find_part(st, m.node_id)) {
+          *response.mutable_node()->add_endpoints() = p->endpoint;
+          response.mutable_node()->set_region(p->region);
+        }
+        auto token = join_token_for(*st.settings, m.holder, m.node_id);
+        response.set_join_token(std::move(token.token));
+        response.set_join_token_expires_unix_ms(token.expires_unix_ms);
+        response.set_lease_id(m.holder.lease_id);
+        response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
+        response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
+        response.add_warnings("client '" + ask.client_id + "' already holds a lease in this room");
+        return reply;
+      }
+      batch_item item;
+      item.is_join = true;
+      item.ask = std::move(ask);
+      item.promise = self->make_response_promise();
+      st.queue.push_back(std::move(item));
+      pump(self);
+      return caf::result<allocation_reply>{caf::delegated<allocation_reply>{}};
+    },
+    [self](release_atom, const std::string& client_id, const std::string& lease_id,
+           const std::string& reason) {
+      auto& st = self->state;
+      auto it = st.members.find(client_id);
+      if (it == st.members.end() || it->second.holder.lease_id != lease_id)
+        return;
+      leave_part(self, it->second, true, reason);
+      st.members.erase(it);
+      std::erase_if(st.queue, [&](const batch_item& item) {
+        return !item.is_join && item.client_id == client_id;
+      });
+      publish(self, reason == "released" ? "left" : reason);
+      check_idle(self);
+    },
+    [self](node_lost_atom, const std::string& node_id) {
+      auto& st = self->state;
+      if (find_part(st, node_id) == nullptr)
+        return;
+      spdlog::info("room {}: node {} lost; moving its participants", st.node_room_id, node_id);
+      std::erase_if(st.parts, [&](const part& p) { return p.node_id == node_id; });
+      auto changes = st.relays.remove(node_id, part_distance(st));
+      attach_relays(self, changes);
+      for (auto& [client_id, m] : st.members)
+        if (m.node_id == node_id)
+          m.reservation_id = 0; // the node's reservations died with it
+      queue_moves_off(self, {node_id}, "node lost");
+      pump(self);
+    },
+    [self](get_room_atom) -> caf::result<grpc_status, av1::Room> {
+      auto& st = self->state;
+      if (st.members.empty())
+        return {make_status(grpc_code::not_found, "room '" + st.room_id + "' of app '" + st.app_id +
+                                                    "' has no participant"),
+                av1::Room{}};
+      return {grpc_status::ok(), room_message(self)};
+    },
+    [self](watch_room_atom, const caf::actor& watcher) {
+      auto& st = self->state;
+      ++st.idle_generation;
+      st.watchers.push_back(watcher);
+      self->monitor(watcher);
+      av1::RoomUpdate update;
+      *update.mutable_room() = room_message(self);
+      update.set_reason("current state");
+      self->send(watcher, room_update_atom::value, std::move(update));
+    },
+    [self](room_idle_atom, uint64_t generation) {
+      auto& st = self->state;
+      if (generation != st.idle_generation || !st.members.empty() || !st.watchers.empty() ||
+          !st.queue.empty() || st.in_flight)
+        return;
+      self->send(st.settings->service, room_idle_atom::value, st.app_id, st.room_id);
+      self->quit();
+    },
+  };
+}
+
+} // namespace
+
+std::string node_room_id(const std::string& app_id, const std::string& room_id) {
+  return app_id + "/" + room_id;
+}
+
+caf::actor spawn_room(caf::actor_system& system, std::string app_id, std::string room_id,
+                      std::shared_ptr<const room_settings> settings) {
+  return system.spawn(room, std::move(app_id), std::move(room_id), std::move(settings));
+}
+
+} // namespace chroom::actors

@@ -1,0 +1,60 @@
+#pragma once
+
+// A room: one actor per (app, room) on the peer that owns it. It holds the room's
+// placement (the nodes it spans, the relays linking them, its participants and their
+// leases) and is the only writer of it, so concurrent joins of one room end coherent.
+//
+// Joins queue while a placement is in flight; the queue goes to the registry as one batch
+// (actors/allocation_messages.hpp), decided in order. For each placed participant the room
+// prepares the room on a new node (PrepareRoom, AttachRelay to the nearest part), admits
+// the participant (AdmitParticipant with its join token), spawns its client_session (the
+// lease) and answers the allocation_request at once: the signed token lets the node admit
+// the client even before its Ack. An Ack confirms the reservation; a Nack or silence
+// releases it and places the participant again elsewhere (the client learns it from
+// KeepAlive), once; then the lease is revoked.
+//
+//   parts: empty --first join--> one node --far or full join--> cascade (relay tree)
+//   a part's last participant leaves --> DetachRelay/mend the tree, CloseRoom on the node
+//   a part's node dies (node_lost) or drains (seen at the next batch) --> its participants
+//   are placed again (moves), sessions and watchers are told
+//   no participant, no watcher for idle_linger --> the room asks the service to forget it
+//
+// Messages:
+//   (allocate_atom, allocation_ask) -> allocation_reply
+//   (release_atom, client_id, lease_id, reason)        from client_session
+//   (node_lost_atom, node_id)                          from the allocation service
+//   (get_room_atom) -> (grpc_status, Room)
+//   (watch_room_atom, watcher) -> watcher gets (room_update_atom, RoomUpdate) now and on change
+
+#include "allocation/placement.hpp"
+#include "transport/node_credentials.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace chroom::actors {
+
+struct room_settings {
+  caf::actor registry;
+  /// The allocation service: leases are registered with it; an idle room says goodbye.
+  caf::actor service;
+  std::shared_ptr<const transport::node_credentials> credentials;
+  std::chrono::milliseconds lease_ttl{30'000};
+  std::chrono::milliseconds join_token_ttl{300'000};
+  /// How long a room with no participant and no watcher lingers.
+  std::chrono::milliseconds idle_linger{10'000};
+  uint32_t alternates = 2;
+};
+
+/// The key of a room among all apps, also its id on media nodes: "app_id/room_id" (ids
+/// have no '/').
+std::string node_room_id(const std::string& app_id, const std::string& room_id);
+
+caf::actor spawn_room(caf::actor_system& system, std::string app_id, std::string room_id,
+                      std::shared_ptr<const room_settings> settings);
+
+} // namespace chroom::actors

@@ -1,0 +1,187 @@
+#pragma once
+
+// Placement: which media node takes a participant. Pure: a node table and a request in, a
+// decision out; the registry actor executes it (reservation), the room actor turns it into
+// node commands, the placement simulator (chroom-bench placement) replays worlds on it.
+//
+// One placement:
+//  1. Pool: walk the nodes nearest to the client (geo index) and keep the first
+//     `candidate_pool` that pass the filters, plus every probed node that passes them.
+//     Filters (hard): state active (not joining, draining, cordoned, suspect, dead),
+//     the app's region and country policy, the required features, not overloaded (last
+//     Stats above high_water in participants, CPU or upload), and room for the
+//     participants after reservations.
+//  2. RTT of each (see estimate_rtt): the client's probe > a probe to a node near the client
+//     plus that node's measured RTT to this one > great-circle distance and fibre model.
+//  3. Score (lower is better, milliseconds-equivalent):
+//       latency:  rtt + 10 * load_after + health
+//       balanced: rtt + 25 * load_after + health
+//       pack:     best + 25 * (1 - load_after) + health for nodes within pack_slack_ms of
+//                 the nearest one (RTT best); beyond that slack a node's RTT above the
+//                 best counts twice, so pack never trades much latency for packing
+//     load_after = (reported + reserved + participants) / max_participants after placing;
+//     health = 1000 * packet_loss + 0.5 * jitter_ms (1% loss weighs like 10 ms).
+//  4. Room affinity: a node the room is on wins when it passes the filters and the
+//     client's RTT to it is within affinity_slack_ms of the best pool node's and at most
+//     max_affinity_rtt_ms. Otherwise the room extends to the best node, linked by a relay
+//     to the room node nearest to it (node-to-node RTT: measured > distance model).
+
+#include "allocation/geo.hpp"
+#include "allocation/node_table.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chroom::allocation {
+
+enum class strategy { latency, balanced, pack };
+
+/// "latency", "balanced", "pack"; nothing for anything else.
+std::optional<strategy> parse_strategy(std::string_view name);
+std::string_view to_string(strategy value);
+
+/// What an application allows its placements (chroom.config.v1.AppConfig).
+struct app_policy {
+  std::string app_id;
+  strategy placement_strategy = strategy::balanced;
+  /// Node regions (Register.location.region) the app may use; empty: any.
+  std::vector<std::string> allowed_regions;
+  /// ISO 3166-1 alpha-2 countries the app's nodes must be in; empty: any.
+  std::vector<std::string> allowed_countries;
+
+  bool allows(const chroom::medianode::v1::Location& location) const;
+};
+
+/// Features a node must have.
+struct feature_needs {
+  /// Lower-case codec names.
+  std::vector<std::string> codecs;
+  bool relay = false;
+  bool recording = false;
+  bool e2ee = false;
+
+  bool met_by(const chroom::medianode::v1::Features& features) const;
+  bool empty() const { return codecs.empty() && !relay && !recording && !e2ee; }
+};
+
+/// Features the API accepts: codec names and "relay", "recording", "e2ee".
+/// Returns the needs, or sets `problem` (naming the bad entry) and returns nothing.
+std::optional<feature_needs> parse_features(const std::vector<std::string>& names,
+                                            std::string& problem);
+
+/// A round trip the client measured to a node.
+struct probe {
+  std::string node_id;
+  double rtt_ms = 0;
+};
+
+/// Who is placed.
+struct placement_request {
+  /// Where the client is.
+  geo_point client;
+  /// Measured round trips (may name unknown nodes: ignored).
+  std::vector<probe> probes;
+  feature_needs features;
+  /// Places needed on one node (1 for a client; more when a room moves a node's share).
+  uint32_t participants = 1;
+  /// The app's policy; nullptr: no region or country restriction, balanced.
+  const app_policy* app = nullptr;
+};
+
+/// The room being placed into, as the room actor sees it.
+struct room_view {
+  struct part {
+    std::string node_id;
+    /// The room's participants placed on it.
+    uint32_t participants = 0;
+  };
+  /// The nodes the room is on (live ones; a dead node's part is being re-placed).
+  std::vector<part> parts;
+  /// Nodes not to choose (a node that just refused, a draining part being moved off).
+  std::vector<std::string> avoid;
+};
+
+/// Tunables (chroom.config.v1.AllocationConfig).
+struct placement_rules {
+  /// A node whose last Stats show more than this fraction of its participants, CPU or
+  /// upload in use takes no new participant.
+  double high_water = 0.85;
+  double affinity_slack_ms = 40;
+  double max_affinity_rtt_ms = 150;
+  /// Feasible nodes scored per placement (nearest first).
+  uint32_t candidate_pool = 16;
+  /// Pack: nodes within this RTT of the nearest feasible one compete on load.
+  double pack_slack_ms = 20;
+  fibre_model fibre;
+};
+
+enum class rtt_source { probe, node_matrix, distance };
+
+/// A node considered for a placement.
+struct scored_node {
+  std::string node_id;
+  double rtt_ms = 0;
+  rtt_source source = rtt_source::distance;
+  /// Participants in use after this placement, 0..1 of max_participants.
+  double load_after = 0;
+  /// Lower is better (see the top of this file).
+  double score = 0;
+};
+
+enum class placement_failure {
+  none,
+  /// No node is active at all.
+  no_active_nodes,
+  /// Active nodes exist, none in the app's allowed regions/countries.
+  region_policy,
+  /// Allowed nodes exist, none with the required features.
+  features,
+  /// Allowed nodes with the features exist, all full or overloaded.
+  capacity,
+};
+
+struct placement_result {
+  placement_failure failure = placement_failure::none;
+  /// With a failure: why, for people (RESOURCE_EXHAUSTED's message).
+  std::string reason;
+  /// The node chosen (failure == none).
+  scored_node chosen;
+  /// chosen is a node the room is on already (room affinity held).
+  bool joins_room_node = false;
+  /// The room extends to chosen: the room node to link it with (cascade relay).
+  std::optional<std::string> relay_to;
+  /// Next best pool nodes, best first (at most `alternates`).
+  std::vector<scored_node> alternates;
+
+  bool ok() const { return failure == placement_failure::none; }
+};
+
+/// Decides where `request` goes. `alternates`: how many runners-up to return.
+placement_result place(const node_table& table, const placement_request& request,
+                       const room_view& room, const placement_rules& rules,
+                       uint32_t alternates = 2);
+
+/// The nearest usable nodes for a client to probe (Candidates): the pool of a placement,
+/// best RTT first, at most `count`.
+std::vector<scored_node> nearest_candidates(const node_table& table,
+                                            const placement_request& request,
+                                            const placement_rules& rules, uint32_t count);
+
+/// The client's RTT to `node` by the best source available (see the top of this file).
+scored_node estimate_rtt(const node_table& table, const node_record& node,
+                         const placement_request& request, const fibre_model& fibre);
+
+/// Round trip between two nodes: the one either measured (Stats.peer_rtts), else the
+/// distance model.
+double node_rtt_ms(const node_record& a, const node_record& b, const fibre_model& fibre);
+
+/// True when the node's last Stats are above the high-water mark.
+bool overloaded(const node_record& node, double high_water);
+
+/// The centre of the active nodes of `region` (the one with the most active nodes when
+/// empty); nothing when no node is active. Where clients of unknown location are placed.
+std::optional<geo_point> region_centre(const node_table& table, std::string_view region);
+
+} // namespace chroom::allocation
