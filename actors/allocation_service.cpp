@@ -2,6 +2,7 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
+#include "actors/send_later.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
@@ -9,6 +10,7 @@
 
 #include <cmath>
 #include <deque>
+#include <map>
 #include <unordered_map>
 
 namespace chroom::actors {
@@ -131,7 +133,9 @@ struct request_state {
 using request_actor = caf::stateful_actor<request_state>;
 
 void ask_room(request_actor* self, const caf::actor& room) {
-  self->request(room, answer_timeout, allocate_atom::value, self->state.ask)
+  // No timeout: the room always answers, and a room that died fails the request at once
+  // (a timer per request would cost CAF's clock a lock and a tree insert each).
+  self->request(room, caf::infinite, allocate_atom::value, self->state.ask)
     .then(
       [self](allocation_reply& reply) {
         unary_replies replies{self};
@@ -277,14 +281,25 @@ caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor se
 
 // --- the service ----------------------------------------------------------------------
 
+using steady = std::chrono::steady_clock;
+
+struct lease_entry {
+  caf::actor session;
+  steady::time_point expires_at;
+};
+
 struct service_state {
   allocation_service_settings settings;
   std::shared_ptr<const room_settings> room_settings_;
   /// node_room_id ("app/room") -> room actor, and back.
   std::unordered_map<std::string, caf::actor> rooms;
   std::unordered_map<caf::actor_addr, std::string> room_of;
-  std::unordered_map<std::string, caf::actor> leases;
+  std::unordered_map<std::string, lease_entry> leases;
   std::unordered_map<caf::actor_addr, std::string> lease_of;
+  /// Lease expiry wheel: lease ids by the sweep tick in which they are due. A renewed lease
+  /// is filed again under its new tick; its old filing is skipped when found stale.
+  std::map<int64_t, std::vector<std::string>> expiring;
+  steady::duration sweep_interval{};
 };
 
 using service_actor = caf::stateful_actor<service_state>;
@@ -311,9 +326,43 @@ caf::actor room_for(service_actor* self, const std::string& app_id, const std::s
   return room;
 }
 
-caf::actor find_lease(service_actor* self, const std::string& lease_id) {
+int64_t tick_of(const service_state& st, steady::time_point at) {
+  return at.time_since_epoch() / st.sweep_interval;
+}
+
+/// Sets the lease's expiry lease_ttl from now.
+void renew(service_actor* self, const std::string& lease_id, lease_entry& entry) {
+  auto& st = self->state;
+  entry.expires_at = steady::now() + st.room_settings_->lease_ttl;
+  st.expiring[tick_of(st, entry.expires_at) + 1].push_back(lease_id);
+}
+
+/// Ends the leases whose time is up: their sessions tell their rooms.
+void sweep_leases(service_actor* self) {
+  auto& st = self->state;
+  auto now = steady::now();
+  auto current = tick_of(st, now);
+  while (!st.expiring.empty() && st.expiring.begin()->first <= current) {
+    for (const auto& lease_id : st.expiring.begin()->second) {
+      auto it = st.leases.find(lease_id);
+      if (it == st.leases.end() || it->second.expires_at > now)
+        continue; // released, or renewed and filed again
+      self->send(it->second.session, timeout_atom::value);
+      st.lease_of.erase(it->second.session.address());
+      st.leases.erase(it);
+    }
+    st.expiring.erase(st.expiring.begin());
+  }
+}
+
+/// Renews and returns the lease's session, or nothing for an unknown lease.
+caf::actor find_lease(service_actor* self, const std::string& lease_id, bool renew_it) {
   auto it = self->state.leases.find(lease_id);
-  return it == self->state.leases.end() ? caf::actor{} : it->second;
+  if (it == self->state.leases.end())
+    return {};
+  if (renew_it)
+    renew(self, lease_id, it->second);
+  return it->second.session;
 }
 
 grpc_status unknown_lease(const std::string& lease_id) {
@@ -428,10 +477,10 @@ void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::KeepAliveRequest request;
   if (!replies.parse(call, request))
     return;
-  auto session = find_lease(self, request.lease_id());
+  auto session = find_lease(self, request.lease_id(), true);
   if (!session)
     return replies.fail(call.context, unknown_lease(request.lease_id()));
-  self->request(session, answer_timeout, keep_alive_atom::value)
+  self->request(session, caf::infinite, keep_alive_atom::value)
     .then([self, context = call.context](
             av1::KeepAliveResponse& response) { unary_replies{self}.reply(context, response); },
           [self, context = call.context, lease = request.lease_id()](caf::error&) {
@@ -444,13 +493,13 @@ void release(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::ReleaseRequest request;
   if (!replies.parse(call, request))
     return;
-  auto session = find_lease(self, request.lease_id());
+  auto session = find_lease(self, request.lease_id(), false);
   if (!session)
     return replies.fail(call.context, unknown_lease(request.lease_id()));
   // Forgotten now, so a second Release is NOT_FOUND even before the session has ended.
   st.lease_of.erase(session.address());
   st.leases.erase(request.lease_id());
-  self->request(session, answer_timeout, release_atom::value)
+  self->request(session, caf::infinite, release_atom::value)
     .then([self, context = call.context](
             grpc_status&) { unary_replies{self}.reply(context, av1::ReleaseResponse{}); },
           [self, context = call.context, lease = request.lease_id()](caf::error&) {
@@ -512,6 +561,11 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   rooms->service = caf::actor_cast<caf::actor>(self);
   st.room_settings_ = std::move(rooms);
   self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+  // Leases expire within a tenth of their TTL (at most 1 s) after it.
+  st.sweep_interval = std::clamp<steady::duration>(st.room_settings_->lease_ttl / 10,
+                                                   std::chrono::milliseconds{50},
+                                                   std::chrono::seconds{1});
+  send_later(self, st.sweep_interval, sweep_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (auto it = st.lease_of.find(msg.source); it != st.lease_of.end()) {
@@ -545,6 +599,10 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         if (auto it = st.rooms.find(lost); it != st.rooms.end())
           self->send(it->second, node_lost_atom::value, event.node_id());
     },
+    [self](sweep_atom) {
+      sweep_leases(self);
+      send_later(self, self->state.sweep_interval, sweep_atom::value);
+    },
     [self](room_for_atom, const std::string& app_id,
            const std::string& room_id) -> caf::result<grpc_status, caf::actor> {
       if (find_app(self, app_id) == nullptr)
@@ -562,7 +620,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
     [self](lease_open_atom, const std::string& lease_id, const caf::actor& session,
            const std::string&, const std::string&) {
       auto& st = self->state;
-      st.leases[lease_id] = session;
+      renew(self, lease_id, st.leases[lease_id] = lease_entry{session, {}});
       st.lease_of[session.address()] = lease_id;
       self->monitor(session);
     },

@@ -2,7 +2,6 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
-#include "actors/send_later.hpp"
 #include "transport/join_token.hpp"
 
 #include <caf/all.hpp>
@@ -21,16 +20,9 @@ struct session_state {
   caf::actor room;
   /// The node changed since the client last heard (KeepAlive tells it once).
   bool moved = false;
-  /// Every KeepAlive starts a new lease period; a timeout of an older one is stale.
-  uint64_t period = 0;
 };
 
 using session_actor = caf::stateful_actor<session_state>;
-
-void start_period(session_actor* self) {
-  auto& st = self->state;
-  send_later(self, st.settings->lease_ttl, timeout_atom::value, ++st.period);
-}
 
 void end_lease(session_actor* self, const std::string& reason) {
   auto& st = self->state;
@@ -47,11 +39,9 @@ caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoic
   st.room = std::move(room);
   self->monitor(st.room);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
-  start_period(self);
   return {
     [self](keep_alive_atom) {
       auto& st = self->state;
-      start_period(self);
       KeepAliveResponse response;
       response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
       *response.mutable_node() = st.node;
@@ -66,10 +56,7 @@ caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoic
       end_lease(self, "released");
       return transport::grpc_status::ok();
     },
-    [self](timeout_atom, uint64_t period) {
-      if (period == self->state.period)
-        end_lease(self, "lease expired");
-    },
+    [self](timeout_atom) { end_lease(self, "lease expired"); },
     [self](moved_atom, NodeChoice& node) {
       auto& st = self->state;
       st.moved = st.moved || node.node_id() != st.node.node_id();

@@ -3,15 +3,18 @@
 // A client_session: one actor per allocated client, holder of its lease. KeepAlive renews
 // the lease and hands out a fresh join token for the node the client belongs to now (it
 // changes when the room moves the client); a lease not renewed for lease_ttl ends, and the
-// room frees the client's place and tells the node.
+// room frees the client's place and tells the node. The allocation service keeps the
+// leases' expiry times in one wheel (one timer for all leases, not one per lease) and
+// sends the session timeout_atom when its lease expired.
 //
-//   alive --KeepAlive--> alive (timer reset)
-//   alive --Release | lease_ttl without KeepAlive--> room told (release_atom), ended
+//   alive --KeepAlive--> alive
+//   alive --Release | timeout (lease_ttl without KeepAlive)--> room told (release_atom), ended
 //   alive --revoked by the room (lease_end_atom) | room gone--> ended
 //
 // Messages:
 //   (keep_alive_atom) -> KeepAliveResponse
 //   (release_atom) -> grpc_status
+//   (timeout_atom)                         from the service: the lease expired
 //   (moved_atom, NodeChoice)               from the room: the client's new node
 //   (lease_end_atom, reason)               from the room: the lease is revoked
 

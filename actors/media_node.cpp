@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <deque>
 #include <unordered_map>
 
@@ -34,6 +35,8 @@ struct pending_command {
   Command command;
   caf::response_promise promise;
   int attempts = 1;
+  /// When the current attempt times out.
+  std::chrono::steady_clock::time_point due;
 };
 
 struct media_node_state {
@@ -45,6 +48,9 @@ struct media_node_state {
   uint64_t session = 0;
   uint64_t next_command_id = 1;
   std::unordered_map<uint64_t, pending_command> pending;
+  /// One timer covers every pending command (a timer per command costs CAF's clock a
+  /// lock and a tree insert each, at tens of thousands of commands a second).
+  bool command_timer_armed = false;
   std::deque<OrchestratorMessage> outbox;
 };
 
@@ -92,12 +98,56 @@ void drain_outbox(media_node_actor* self) {
     st.outbox.pop_front();
 }
 
-void send_command(media_node_actor* self, const Command& command) {
+void arm_command_timer(media_node_actor* self, std::chrono::steady_clock::duration delay) {
+  auto& st = self->state;
+  if (st.command_timer_armed)
+    return;
+  st.command_timer_armed = true;
+  send_later(self, std::chrono::duration_cast<std::chrono::microseconds>(delay) +
+                     std::chrono::milliseconds{1},
+             tick_atom::value);
+}
+
+/// Sends `command` (again); the timer is armed unless the caller arms it afterwards.
+void send_command(media_node_actor* self, const Command& command, bool arm_timer = true) {
+  auto& st = self->state;
   OrchestratorMessage message;
   *message.mutable_command() = command;
   send_to_node(self, std::move(message));
-  send_later(self, self->state.settings->command_timeout, timeout_atom::value, command.command_id(),
-             self->state.pending[command.command_id()].attempts);
+  st.pending[command.command_id()].due =
+    std::chrono::steady_clock::now() + st.settings->command_timeout;
+  if (arm_timer)
+    arm_command_timer(self, st.settings->command_timeout);
+}
+
+/// Commands whose attempt timed out are sent once more, then given up.
+void on_command_timer(media_node_actor* self) {
+  auto& st = self->state;
+  st.command_timer_armed = false;
+  auto now = std::chrono::steady_clock::now();
+  std::vector<uint64_t> late;
+  for (const auto& [id, command] : st.pending)
+    if (command.due <= now)
+      late.push_back(id);
+  for (auto id : late) {
+    auto it = st.pending.find(id);
+    if (it->second.attempts == 1) {
+      ++it->second.attempts;
+      send_command(self, it->second.command, false);
+      continue;
+    }
+    it->second.promise.deliver(command_outcome{
+      false, make_status(grpc_code::unavailable, "node " + st.node_id +
+                                                   " did not answer command " +
+                                                   std::to_string(id) + " (sent twice)")});
+    st.pending.erase(it);
+  }
+  if (st.pending.empty())
+    return;
+  auto next = std::chrono::steady_clock::time_point::max();
+  for (const auto& [id, command] : st.pending)
+    next = std::min(next, command.due);
+  arm_command_timer(self, std::max(next - now, std::chrono::steady_clock::duration::zero()));
 }
 
 void on_register(media_node_actor* self, const chroom::medianode::v1::Register& registration) {
@@ -255,7 +305,7 @@ caf::behavior media_node(media_node_actor* self, call_context context, caf::acto
   self->monitor(st.stream.context().gateway);
   self->set_down_handler(
     [self](caf::down_msg&) { end(self, make_status(grpc_code::unavailable, "connection lost")); });
-  send_later(self, st.settings->register_timeout, timeout_atom::value, uint64_t{0}, 0);
+  send_later(self, st.settings->register_timeout, timeout_atom::value);
   return {
     [self](call_data_atom, int32_t, const std::string& bytes) {
       self->state.stream.ack(self, bytes.size());
@@ -293,29 +343,14 @@ caf::behavior media_node(media_node_actor* self, call_context context, caf::acto
       send_command(self, command);
       return promise;
     },
-    [self](timeout_atom, uint64_t command_id, int attempt) {
+    [self](timeout_atom) {
       auto& st = self->state;
-      if (command_id == 0) {
-        if (st.current == phase::awaiting_register)
-          end(self, make_status(grpc_code::deadline_exceeded,
-                                "no Register within " +
-                                  std::to_string(st.settings->register_timeout.count()) + " ms"));
-        return;
-      }
-      auto it = st.pending.find(command_id);
-      if (it == st.pending.end() || it->second.attempts != attempt)
-        return; // answered meanwhile
-      if (it->second.attempts == 1) {
-        ++it->second.attempts;
-        send_command(self, it->second.command);
-        return;
-      }
-      it->second.promise.deliver(
-        command_outcome{false, make_status(grpc_code::unavailable,
-                                           "node " + st.node_id + " did not answer command " +
-                                             std::to_string(command_id) + " (sent twice)")});
-      st.pending.erase(it);
+      if (st.current == phase::awaiting_register)
+        end(self, make_status(grpc_code::deadline_exceeded,
+                              "no Register within " +
+                                std::to_string(st.settings->register_timeout.count()) + " ms"));
     },
+    [self](tick_atom) { on_command_timer(self); },
   };
 }
 

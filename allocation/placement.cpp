@@ -37,12 +37,14 @@ bool avoided(const room_view& room, std::string_view node_id) {
 
 /// Why a node cannot take the request (checked in this order, which is also the order
 /// of the failure reasons).
-enum class fit { ok, inactive, region, features, capacity };
+enum class fit { ok, inactive, avoided, region, features, capacity };
 
 fit check_fit(const node_record& node, const placement_request& request, const room_view& room,
               const placement_rules& rules) {
-  if (!node.accepts_work() || avoided(room, node.node_id))
+  if (!node.accepts_work())
     return fit::inactive;
+  if (avoided(room, node.node_id))
+    return fit::avoided;
   if (request.app != nullptr && !request.app->allows(node.registration.location()))
     return fit::region;
   if (!request.features.met_by(node.registration.features()))
@@ -159,7 +161,11 @@ void explain_failure(const node_table& table, const placement_request& request,
         n += how_many;
     return n;
   };
-  if (passed(fit::region) == 0) {
+  if (passed(fit::region) == 0 && count[fit::avoided] > 0) {
+    result.failure = placement_failure::capacity;
+    result.reason = "the " + std::to_string(count[fit::avoided]) +
+                    " active media nodes left refused the client or are being moved off";
+  } else if (passed(fit::region) == 0) {
     result.failure = placement_failure::no_active_nodes;
     result.reason = "no media node is active";
   } else if (passed(fit::features) == 0) {

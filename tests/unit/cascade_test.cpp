@@ -389,12 +389,10 @@ TEST_CASE("relay_tree: 500 seeded random adds and removes keep one tree") {
   CHECK(mended > 5);
 }
 
-TEST_CASE("relay_tree: a node is never linked to itself" * doctest::may_fail()) {
-  // BUG (cascade.cpp, relay_tree::add): the node is appended to nodes_ before link_to is
-  // checked with contains(), so add(node, node) passes the "link_to is in the tree" guard
-  // and creates a self link. Input: tree {berlin}; add("paris", "paris"). Expected: no link
-  // paris - paris (the bad link_to ignored, as an unknown one is). Got: attach = [paris -
-  // paris], links = [paris - paris].
+TEST_CASE("relay_tree: a node is never linked to itself") {
+  // Regression: add() appends the node before checking link_to, so add(node, node) once
+  // passed the "link_to is in the tree" check and created a self link paris - paris. A bad
+  // link_to is ignored, as an unknown one is.
   relay_tree tree;
   tree.add("berlin");
   auto changes = tree.add("paris", "paris");
@@ -403,24 +401,38 @@ TEST_CASE("relay_tree: a node is never linked to itself" * doctest::may_fail()) 
     CHECK(link.a != link.b);
 }
 
-TEST_CASE("relay_tree: mending works when RTTs are unknown (infinite)" * doctest::may_fail()) {
-  // BUG (cascade.cpp, relay_tree::remove): Prim's loop starts each round with best =
-  // infinity and only takes a pair when cost < best (or cost == best with j < to, to being
-  // 0). When every remaining pair costs infinity (an RTT function's natural answer for "no
-  // measurement and no location", e.g. a node the table has forgotten), no pair is taken
-  // and the round links orphans[0] to itself. Input: hub with neighbours x, y, z, every RTT
-  // +inf; remove("hub"). Expected: 2 links among x, y, z, one tree. Got: attach = [x - x,
-  // x - x], y and z cut off.
+TEST_CASE("relay_tree: mending works when RTTs are unknown (infinite or NaN)") {
+  // Regression: Prim's rounds once took a pair only when cost < best, starting from
+  // best = infinity; with every RTT infinite (an RTT function's natural answer for a node
+  // without measurement or location) no pair was taken and each round linked the first
+  // orphan to itself (attach = [x - x, x - x]), cutting y and z off.
+  for (double unknown :
+       {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+    CAPTURE(unknown);
+    relay_tree tree;
+    tree.add("hub");
+    tree.add("x", "hub");
+    tree.add("y", "hub");
+    tree.add("z", "hub");
+    auto changes =
+      tree.remove("hub", [unknown](const std::string&, const std::string&) { return unknown; });
+    CHECK(changes.attach.size() == 2);
+    for (const auto& link : changes.attach)
+      CHECK(link.a != link.b);
+    check_tree(tree);
+  }
+
+  // Some known: the known links are preferred.
+  rtt_table rtt;
+  rtt.set("x", "y", std::numeric_limits<double>::infinity());
+  rtt.set("x", "z", 20);
+  rtt.set("y", "z", 30);
   relay_tree tree;
   tree.add("hub");
   tree.add("x", "hub");
   tree.add("y", "hub");
   tree.add("z", "hub");
-  auto changes = tree.remove("hub", [](const std::string&, const std::string&) {
-    return std::numeric_limits<double>::infinity();
-  });
-  CHECK(changes.attach.size() == 2);
-  for (const auto& link : changes.attach)
-    CHECK(link.a != link.b);
+  auto changes = tree.remove("hub", rtt.function());
+  CHECK(sorted(changes.attach) == links{relay_link("x", "z"), relay_link("y", "z")});
   check_tree(tree);
 }

@@ -390,16 +390,11 @@ TEST_CASE("geo_index: upsert moves a node, it is found at its new place only") {
   check_exact_order(visit_all(index, {-60.0, -140.0}), nodes.where, {-60.0, -140.0});
 }
 
-TEST_CASE("geo_index: queries from inside a visitor do not disturb the outer one" *
-          doctest::may_fail()) {
-  // BUG (geo_index.cpp, visit_nearest_impl): the query state (heap and "cell opened" marks)
-  // is one thread_local scratch shared by every query on the thread. A visitor that runs
-  // another query (for instance "for each candidate, the node nearest to it") clears the
-  // outer query's heap and bumps the generation, so the outer query then misses nodes
-  // and hands some out twice. Nothing in geo_index.hpp forbids such a visitor.
-  // Input: 3 nodes (Berlin, Paris, Tokyo), outer query from Berlin whose visitor runs a full
-  // inner query from Sydney for each node. Expected: the outer visits Berlin, Paris, Tokyo
-  // once each, in that order.
+TEST_CASE("geo_index: queries from inside a visitor do not disturb the outer one") {
+  // Regression: every query on a thread shared one thread_local scratch (heap and "cell
+  // opened" marks), so a visitor running another query (e.g. "for each candidate, the
+  // node nearest to it") emptied the outer query's heap: the outer query from Berlin
+  // stopped after Berlin instead of visiting Berlin, Paris, Tokyo.
   geo_index index;
   node_record b, p, t;
   index.upsert(&b, fx::berlin);
@@ -413,6 +408,34 @@ TEST_CASE("geo_index: queries from inside a visitor do not disturb the outer one
   });
   CHECK(outer.size() == 3);
   CHECK(outer == std::vector<const node_record*>{&b, &p, &t});
+
+  // On a big world, two levels deep: every order still exact.
+  fx::seeded_random random(8080);
+  auto nodes = random_world(random, 3000);
+  auto big = index_of(nodes);
+  auto from = random_query(random);
+  std::vector<visit> order;
+  int inner_queries = 0;
+  big.visit_nearest(from, [&](const node_record& node, double angle) {
+    order.push_back({&node, angle});
+    if (order.size() % 500 == 1) {
+      auto inner_from = random_query(random);
+      std::vector<visit> inner;
+      big.visit_nearest(inner_from, [&](const node_record& other, double other_angle) {
+        inner.push_back({&other, other_angle});
+        if (inner.size() == 1000) {
+          auto deepest_from = random_query(random);
+          check_exact_order(visit_all(big, deepest_from), nodes.where, deepest_from);
+        }
+        return true;
+      });
+      check_exact_order(inner, nodes.where, inner_from);
+      ++inner_queries;
+    }
+    return true;
+  });
+  CHECK(inner_queries == 6);
+  check_exact_order(order, nodes.where, from);
 }
 
 TEST_CASE("geo_index: node_table keeps its index in step with registrations") {

@@ -478,21 +478,21 @@ TEST_CASE("placement: overloaded nodes (high water) are avoided") {
                 "all 2 media nodes that fit are full or over their high-water mark (90%)");
 }
 
-TEST_CASE("placement: the capacity message shows the configured high-water mark" *
-          doctest::may_fail()) {
-  // BUG (placement.cpp, explain_failure): the percentage is static_cast<int>(high_water *
-  // 100), which truncates: 0.57 * 100 is 56.999999999999993 in double, so a configured
-  // high_water of 0.57 is reported as 56% (likewise 0.29 -> 28%, 0.58 -> 57%).
-  // Input: one Berlin node with cpu_load 0.9, rules.high_water = 0.57. Expected reason "all
-  // 1 media nodes that fit are full or over their high-water mark (57%)"; got "(56%)".
+TEST_CASE("placement: the capacity message shows the configured high-water mark") {
+  // Regression: the percentage was static_cast<int>(high_water * 100), which truncates:
+  // 0.57 * 100 is 56.999999999999993 in double, so 0.57 showed as 56% (0.29 as 28%, 0.58
+  // as 57%).
   node_table table;
   fx::add_node(table, "berlin", fx::berlin, "eu-central", "DE", 100);
-  fx::report(table, "berlin", {.cpu_load = 0.9});
-  placement_rules rules;
-  rules.high_water = 0.57;
-  auto result = place_at(table, fx::berlin, {}, rules);
-  CHECK(result.failure == placement_failure::capacity);
-  CHECK(result.reason == "all 1 media nodes that fit are full or over their high-water mark (57%)");
+  fx::report(table, "berlin", {.cpu_load = 0.99});
+  for (int percent : {29, 57, 58, 85, 90}) {
+    placement_rules rules;
+    rules.high_water = percent / 100.0;
+    auto result = place_at(table, fx::berlin, {}, rules);
+    CHECK(result.failure == placement_failure::capacity);
+    CHECK(result.reason == "all 1 media nodes that fit are full or over their high-water mark (" +
+                             std::to_string(percent) + "%)");
+  }
 }
 
 TEST_CASE("placement: joining, draining, cordoned, suspect, dead and gone nodes are never "
