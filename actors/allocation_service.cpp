@@ -566,6 +566,13 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
                                                    std::chrono::milliseconds{50},
                                                    std::chrono::seconds{1});
   send_later(self, st.sweep_interval, sweep_atom::value);
+  // Rooms (and through them the sessions) end with the service: a peer shutting down
+  // must not wait for idle rooms to linger out.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    for (const auto& [key, room] : self->state.rooms)
+      self->send_exit(room, msg.reason);
+    self->quit(msg.reason);
+  });
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (auto it = st.lease_of.find(msg.source); it != st.lease_of.end()) {

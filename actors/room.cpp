@@ -38,6 +38,8 @@ struct member {
   place_query query;
   uint32_t expected_kbps = 0;
   std::string node_id;
+  /// The node as the client was told (endpoints, RTT estimate).
+  av1::NodeChoice choice;
   uint64_t reservation_id = 0;
   bool admitted = false;
   int refusals = 0;
@@ -307,6 +309,7 @@ void seat(room_actor* self, member& m, const place_answer& answer) {
     add_part(self, answer);
   find_part(st, answer.chosen.node_id())->participants += 1;
   m.node_id = answer.chosen.node_id();
+  m.choice = answer.chosen;
   m.reservation_id = answer.reservation_id;
   m.admitted = false;
   admit(self, m.holder.client_id);
@@ -364,6 +367,23 @@ void admit(room_actor* self, const std::string& client_id) {
     });
 }
 
+/// The answer for a client that holds a lease already (a retried call): that lease, a
+/// fresh token.
+allocation_reply existing_lease(room_actor* self, const member& m) {
+  auto& st = self->state;
+  allocation_reply reply;
+  auto& response = reply.response;
+  *response.mutable_node() = m.choice;
+  auto token = join_token_for(*st.settings, m.holder, m.node_id);
+  response.set_join_token(std::move(token.token));
+  response.set_join_token_expires_unix_ms(token.expires_unix_ms);
+  response.set_lease_id(m.holder.lease_id);
+  response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
+  response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
+  response.add_warnings("client '" + m.holder.client_id + "' already holds a lease in this room");
+  return reply;
+}
+
 grpc_status failure_status(const allocation::placement_result& result) {
   return make_status(grpc_code::resource_exhausted,
                      "no media node can take the client: " + result.reason);
@@ -371,19 +391,17 @@ grpc_status failure_status(const allocation::placement_result& result) {
 
 void join(room_actor* self, batch_item& item, place_answer& answer) {
   auto& st = self->state;
-  if (!answer.result.ok()) {
-    item.promise.deliver(allocation_reply{failure_status(answer.result), {}});
+  auto& ask = item.ask;
+  if (auto it = st.members.find(ask.client_id); it != st.members.end()) {
+    // The same client twice in one batch: the first placement stands.
+    if (answer.result.ok())
+      self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
+                 answer.reservation_id);
+    item.promise.deliver(existing_lease(self, it->second));
     return;
   }
-  auto& ask = item.ask;
-  if (st.members.count(ask.client_id) > 0) {
-    // The same client twice in one batch: the first placement stands.
-    self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
-               answer.reservation_id);
-    item.promise.deliver(allocation_reply{
-      make_status(grpc_code::aborted,
-                  "client '" + ask.client_id + "' is being allocated by another call; retry"),
-      {}});
+  if (!answer.result.ok()) {
+    item.promise.deliver(allocation_reply{failure_status(answer.result), {}});
     return;
   }
   member m;
@@ -469,6 +487,7 @@ void queue_moves_off(room_actor* self, const std::vector<std::string>& nodes,
 void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answer& result) {
   auto& st = self->state;
   st.in_flight = false;
+  auto members_before = st.members.size();
   std::vector<av1::Move> moves;
   bool joined = false;
   std::string move_reason;
@@ -488,8 +507,8 @@ void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answ
       empty.push_back(p.node_id);
   for (const auto& node_id : empty)
     remove_part(self, node_id, true);
-  if (!moves.empty())
-    publish(self, move_reason, std::move(moves));
+  if (!moves.empty() || (!joined && st.members.size() != members_before))
+    publish(self, move_reason, std::move(moves)); // moved, or lost for want of a node
   else if (joined)
     publish(self, "joined");
   std::vector<std::string> draining;
@@ -563,25 +582,8 @@ caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
     [self](allocate_atom, allocation_ask& ask) -> caf::result<allocation_reply> {
       auto& st = self->state;
       ++st.idle_generation;
-      if (auto it = st.members.find(ask.client_id); it != st.members.end()) {
-        // The same client again (a retry): its lease, a fresh token.
-        auto& m = it->second;
-        allocation_reply reply;
-        auto& response = reply.response;
-        response.mutable_node()->set_node_id(m.node_id);
-        if (const auto* p = find_part(st, m.node_id)) {
-          *response.mutable_node()->add_endpoints() = p->endpoint;
-          response.mutable_node()->set_region(p->region);
-        }
-        auto token = join_token_for(*st.settings, m.holder, m.node_id);
-        response.set_join_token(std::move(token.token));
-        response.set_join_token_expires_unix_ms(token.expires_unix_ms);
-        response.set_lease_id(m.holder.lease_id);
-        response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
-        response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
-        response.add_warnings("client '" + ask.client_id + "' already holds a lease in this room");
-        return reply;
-      }
+      if (auto it = st.members.find(ask.client_id); it != st.members.end())
+        return existing_lease(self, it->second);
       batch_item item;
       item.is_join = true;
       item.ask = std::move(ask);

@@ -14,6 +14,11 @@ namespace v1 = chroom::medianode::v1;
 
 constexpr std::string_view known_codecs[] = {"opus", "vp8", "vp9", "h264", "av1"};
 
+/// A probe this slow says "unreachable" (the .proto tells clients to report a node they
+/// cannot reach this way): it rules the node out in practice and says nothing about the
+/// client's access network.
+constexpr double unreachable_probe_ms = 1000.0;
+
 /// A probe to a node this close to the client makes "probe + that node's measured RTT to
 /// another node" a tight estimate (the path from the client runs past it anyway).
 constexpr double near_probe_ms = 25.0;
@@ -294,7 +299,7 @@ scored_node estimate_rtt(const node_table& table, const node_record& node,
   double access_excess = std::numeric_limits<double>::infinity();
   for (const auto& probed : request.probes) {
     const auto* near = table.find(probed.node_id);
-    if (near == nullptr)
+    if (near == nullptr || probed.rtt_ms >= unreachable_probe_ms)
       continue;
     access_excess = std::min(
       access_excess, probed.rtt_ms - estimated_rtt_ms(request.client, location_of(*near), fibre));

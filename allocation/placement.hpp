@@ -12,7 +12,9 @@
 //     Stats above high_water in participants, CPU or upload), and room for the
 //     participants after reservations.
 //  2. RTT of each (see estimate_rtt): the client's probe > a probe to a node near the client
-//     plus that node's measured RTT to this one > great-circle distance and fibre model.
+//     plus that node's measured RTT to this one > great-circle distance and fibre model,
+//     plus the client's access delay (its smallest probe excess over the model). A probe of
+//     1000 ms or more means "unreachable": it keeps that node's RTT and nothing else.
 //  3. Score (lower is better, milliseconds-equivalent):
 //       latency:  rtt + 10 * load_after + health
 //       balanced: rtt + 25 * load_after + health

@@ -229,7 +229,12 @@ struct gateway_state : grpc_connection_listener {
     }
     if (call.encoding == call_encoding::json) {
       std::unique_ptr<google::protobuf::Message> request{call.method->request_prototype->New()};
-      auto parsed = google::protobuf::util::JsonStringToMessage(call.unary_request, request.get());
+      // Unknown fields are ignored, as in binary protobuf (DESIGN.md): a client built
+      // against a newer .proto keeps working with an older peer.
+      google::protobuf::util::JsonParseOptions options;
+      options.ignore_unknown_fields = true;
+      auto parsed =
+        google::protobuf::util::JsonStringToMessage(call.unary_request, request.get(), options);
       if (!parsed.ok()) {
         fail(stream_id, make_status(grpc_code::invalid_argument, "request is not valid JSON for " +
                                                                    request->GetTypeName() + ": " +

@@ -1242,12 +1242,10 @@ class NodeSim:
 STOPPED_TO_EXIT_S = 1.5
 
 
-def stop_peer_with_rooms(server: "Server") -> Optional[str]:
-    """SIGTERM; the peer must log "stopped" and exit 0 within STOP_TIMEOUT_S. Returns None
-    when it did; returns a description (and SIGKILLs it) when it logged "stopped" but was
-    still running STOPPED_TO_EXIT_S later, which is what a peer with live room or lease
-    actors does (see test_allocation.py::test_sigterm_with_live_leases_exits_promptly).
-    Raises ServerFailure for anything else (no "stopped", a non-zero exit)."""
+def stop_peer_with_rooms(server: "Server") -> None:
+    """SIGTERM; the peer must log "stopped" and exit 0 within STOP_TIMEOUT_S, and within
+    STOPPED_TO_EXIT_S of logging "stopped" (room and lease actors must not outlive the
+    services). Raises ServerFailure otherwise (SIGKILLing the peer)."""
     server.close_channels()
     if server.proc is None or server.proc.poll() is not None:
         if server.proc is not None and server.proc.returncode != 0:
@@ -1275,10 +1273,138 @@ def stop_peer_with_rooms(server: "Server") -> Optional[str]:
         if not hang:
             raise ServerFailure(f"{server.name} still running {STOP_TIMEOUT_S} s after SIGTERM "
                                 f"and never logged 'stopped'\n{server.log_tail()}")
-        return (f"{server.name} logged 'stopped' but was still running "
-                f"{STOPPED_TO_EXIT_S} s later (SIGKILLed)")
+        raise ServerFailure(f"{server.name} logged 'stopped' but was still running "
+                            f"{STOPPED_TO_EXIT_S} s later (SIGKILLed)\n{server.log_tail()}")
     server.returncode = server.proc.returncode
     if server.returncode != 0:
         raise ServerFailure(f"{server.name} exited with {server.returncode} (expected 0)\n"
                             f"{server.log_tail()}")
-    return None
+
+
+class AllocationWorld:
+    """The places, media nodes and calls the AllocationService tests share
+    (test_allocation.py, test_allocation_lifecycle.py): a peer config with short timers,
+    nodes at exact coordinates (media_node_client.py, tracked by HostedRooms), clients in
+    known cities, and thin wrappers of the calls."""
+
+    SECRET_KEY = "allocation-secret-key-0123456789"
+    LISTED_ID, LISTED_SECRET = "listed-sfu-1", "listed-sfu-secret-0123456789abcdef"
+    STATS_MS, SUSPECT_MS, DEAD_MS, COMMAND_MS = 200, 600, 1200, 300
+
+    # Places (latitude, longitude).
+    CITY = {
+        "berlin": (52.5200, 13.4050), "paris": (48.8566, 2.3522),
+        "new-york": (40.7128, -74.0060), "tokyo": (35.6762, 139.6503),
+        "amsterdam": (52.3676, 4.9041), "madrid": (40.4168, -3.7038),
+        "warsaw": (52.2297, 21.0122), "rome": (41.9028, 12.4964),
+        "stockholm": (59.3293, 18.0686),
+        # clients
+        "hamburg": (53.5511, 9.9937), "lyon": (45.7640, 4.8357), "boston": (42.3601, -71.0589),
+        "osaka": (34.6937, 135.5023), "munich": (48.1351, 11.5820),
+        "chicago": (41.8781, -87.6298), "sydney": (-33.8688, 151.2093),
+        "seoul": (37.5665, 126.9780), "brussels": (50.8503, 4.3517),
+    }
+    # Nodes: id -> (city, region, country).
+    NODE = {
+        "ber": ("berlin", "eu-central", "DE"), "par": ("paris", "eu-west", "FR"),
+        "nyc": ("new-york", "us-east", "US"), "tyo": ("tokyo", "ap-northeast", "JP"),
+        "ams": ("amsterdam", "eu-west", "NL"), "mad": ("madrid", "eu-south", "ES"),
+        "waw": ("warsaw", "eu-central", "PL"), "rom": ("rome", "eu-south", "IT"),
+        "sto": ("stockholm", "eu-north", "SE"),
+    }
+    # Each node's one endpoint has its own port, so AttachRelay's peer_endpoint is checkable.
+    ENDPOINT_PORT = {node_id: 41000 + i for i, node_id in enumerate(NODE)}
+
+    @classmethod
+    def config(cls, allocation: Optional[dict] = None, apps: Optional[list] = None,
+               **media_nodes) -> dict:
+        """A peer config: derived secrets plus one listed node, short liveness timers, IP
+        location off unless `allocation` sets geoip_database; `apps` replaces the default."""
+        media = {"secret_key": cls.SECRET_KEY,
+                 "credentials": [{"node_id": cls.LISTED_ID, "secret": cls.LISTED_SECRET}],
+                 "stats_interval_ms": cls.STATS_MS, "suspect_after_ms": cls.SUSPECT_MS,
+                 "dead_after_ms": cls.DEAD_MS, "command_timeout_ms": cls.COMMAND_MS,
+                 "register_timeout_ms": 2000}
+        media.update(media_nodes)
+        out = {"peer_id": "alloc-peer-1", "media_nodes": media,
+               "allocation": {"geoip_database": "none", **(allocation or {})}}
+        if apps is not None:
+            out["apps"] = apps
+        return out
+
+    @classmethod
+    def node_kw(cls, node_id: str, city: Optional[str] = None, capacity: int = 500,
+                features: Optional[dict] = None) -> dict:
+        """MediaNode keyword arguments of a node of NODE (or any id placed in `city`)."""
+        city_name, region, country = cls.NODE.get(node_id, (city, "eu-central", "DE"))
+        lat, lon = cls.CITY[city or city_name]
+        return {
+            "location": {"latitude": lat, "longitude": lon, "region": region,
+                         "country": country},
+            "endpoints": [{"host": "127.0.0.1", "port": cls.ENDPOINT_PORT.get(node_id, 40999),
+                           "transport": "TRANSPORT_UDP"}],
+            "capacity": {"max_participants": capacity, "upload_mbps": 10000.0,
+                         "download_mbps": 10000.0, "cpu_cores": 16},
+            "features": features or {"codecs": ["opus", "vp8", "h264"], "relay": True,
+                                     "recording": False, "e2ee": True},
+        }
+
+    @classmethod
+    def start_nodes(cls, peer: "NodePeer", node_ids, heartbeat: bool = True, **kw) -> dict:
+        """Registered, ACTIVE nodes that track what they host: {node_id: HostedRooms}."""
+        out = {}
+        for node_id in node_ids:
+            node = peer.active_node(node_id, heartbeat=heartbeat, **cls.node_kw(node_id, **kw))
+            out[node_id] = HostedRooms(node)
+        return out
+
+    @classmethod
+    def where(cls, pb, city: str):
+        lat, lon = cls.CITY[city]
+        return pb.ClientLocation(latitude=lat, longitude=lon, has_point=True)
+
+    @classmethod
+    def allocate(cls, stub, pb, room: str, client: str, city: Optional[str] = None,
+                 app: str = "default", timeout: float = 5, **kw):
+        location = cls.where(pb, city) if city else kw.pop("location", pb.ClientLocation())
+        return stub.Allocate(pb.AllocateRequest(app_id=app, room_id=room, client_id=client,
+                                                location=location, **kw), timeout=timeout)
+
+    @staticmethod
+    def rpc_error(fn, request, timeout: float = 5) -> grpc.RpcError:
+        """The error a call must fail with (AssertionError when it succeeds)."""
+        try:
+            reply = fn(request, timeout=timeout)
+        except grpc.RpcError as e:
+            return e
+        raise AssertionError(f"expected an error, got {reply}")
+
+    @classmethod
+    def rtt(cls, city: str, node_id: str) -> float:
+        """The modelled RTT from a city to a node of NODE."""
+        return fibre_rtt_ms(cls.CITY[city], cls.CITY[cls.NODE[node_id][0]])
+
+    @classmethod
+    def nearest(cls, city: str, node_ids) -> list:
+        return sorted(node_ids, key=lambda n: cls.rtt(city, n))
+
+    @staticmethod
+    def get_room(stub, pb, room: str, app: str = "default"):
+        return stub.GetRoom(pb.GetRoomRequest(app_id=app, room_id=room), timeout=5).room
+
+    @staticmethod
+    def parts(room) -> dict:
+        """{node_id: (participants, sorted relay ids)} of a Room."""
+        return {n.node_id: (n.participants, sorted(n.relay_node_ids)) for n in room.nodes}
+
+    @classmethod
+    def secret(cls, node_id: str) -> str:
+        import media_node_client
+        if node_id == cls.LISTED_ID:
+            return cls.LISTED_SECRET
+        return media_node_client.derive_secret(cls.SECRET_KEY, node_id)
+
+    @staticmethod
+    def node_room(room: str, app: str = "default") -> str:
+        """The room's id on media nodes."""
+        return f"{app}/{room}"

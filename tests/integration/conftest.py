@@ -87,3 +87,35 @@ def server(start_server):
 def tls_cert(tmp_path_factory):
     """(cert_path, key_path) of a self-signed EC certificate for localhost and 127.0.0.1."""
     return harness.make_self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def start_allocation_peer(tmp_path):
+    """Factory: start_allocation_peer({...config...}, channels=2) -> a harness.NodePeer for
+    the AllocationService tests (test_allocation*.py). Teardown closes its nodes, then
+    stops the peer with harness.stop_peer_with_rooms: it must log "stopped" and exit 0
+    promptly, or the test fails."""
+
+    servers: list[harness.Server] = []
+    peers: list[harness.NodePeer] = []
+
+    def start(overrides: dict | None = None, channels: int = 2, name: str | None = None):
+        server = harness.Server(tmp_path, overrides, name or f"alloc{len(servers)}")
+        servers.append(server)
+        peer = harness.NodePeer(server.start(), channels)
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.close()
+    failures = []
+    for server in servers:
+        try:
+            harness.stop_peer_with_rooms(server)
+        except AssertionError as e:
+            failures.append(str(e))
+        finally:
+            server.kill()
+    if failures:
+        pytest.fail("peer teardown failed:\n" + "\n\n".join(failures), pytrace=False)
