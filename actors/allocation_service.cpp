@@ -562,9 +562,8 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   st.room_settings_ = std::move(rooms);
   self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   // Leases expire within a tenth of their TTL (at most 1 s) after it.
-  st.sweep_interval = std::clamp<steady::duration>(st.room_settings_->lease_ttl / 10,
-                                                   std::chrono::milliseconds{50},
-                                                   std::chrono::seconds{1});
+  st.sweep_interval = std::clamp<steady::duration>(
+    st.room_settings_->lease_ttl / 10, std::chrono::milliseconds{50}, std::chrono::seconds{1});
   send_later(self, st.sweep_interval, sweep_atom::value);
   // Rooms (and through them the sessions) end with the service: a peer shutting down
   // must not wait for idle rooms to linger out.

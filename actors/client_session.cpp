@@ -20,6 +20,8 @@ struct session_state {
   caf::actor room;
   /// The node changed since the client last heard (KeepAlive tells it once).
   bool moved = false;
+  /// The node's secret (tokens are signed with it); derived when first needed.
+  std::string node_secret;
 };
 
 using session_actor = caf::stateful_actor<session_state>;
@@ -47,7 +49,9 @@ caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoic
       *response.mutable_node() = st.node;
       response.set_moved(st.moved);
       st.moved = false;
-      auto token = join_token_for(*st.settings, st.holder, st.node.node_id());
+      if (st.node_secret.empty())
+        st.node_secret = st.settings->credentials->secret_of(st.node.node_id());
+      auto token = join_token_for(*st.settings, st.holder, st.node.node_id(), st.node_secret);
       response.set_join_token(std::move(token.token));
       response.set_join_token_expires_unix_ms(token.expires_unix_ms);
       return response;
@@ -59,7 +63,10 @@ caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoic
     [self](timeout_atom) { end_lease(self, "lease expired"); },
     [self](moved_atom, NodeChoice& node) {
       auto& st = self->state;
-      st.moved = st.moved || node.node_id() != st.node.node_id();
+      if (node.node_id() != st.node.node_id()) {
+        st.moved = true;
+        st.node_secret.clear();
+      }
       st.node = std::move(node);
     },
     [self](lease_end_atom, const std::string&) { self->quit(); },
@@ -69,7 +76,7 @@ caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoic
 } // namespace
 
 signed_join_token join_token_for(const room_settings& settings, const lease_holder& holder,
-                                 const std::string& node_id) {
+                                 const std::string& node_id, const std::string& node_secret) {
   auto now = std::chrono::system_clock::now();
   auto expires = now + settings.join_token_ttl;
   transport::join_claims claims;
@@ -83,8 +90,7 @@ signed_join_token join_token_for(const room_settings& settings, const lease_hold
     std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   claims.expires_at_s =
     std::chrono::duration_cast<std::chrono::seconds>(expires.time_since_epoch()).count();
-  return {transport::sign_join_token(claims, settings.credentials->secret_of(node_id)),
-          claims.expires_at_s * 1000};
+  return {transport::sign_join_token(claims, node_secret), claims.expires_at_s * 1000};
 }
 
 caf::actor spawn_client_session(caf::local_actor* room, lease_holder holder, NodeChoice node,

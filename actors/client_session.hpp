@@ -48,9 +48,11 @@ struct signed_join_token {
   int64_t expires_unix_ms = 0;
 };
 
-/// Signs a join token for `holder` on `node_id` with that node's secret.
+/// Signs a join token for `holder` on `node_id` with that node's secret (`node_secret`,
+/// from settings.credentials->secret_of(node_id): callers keep it, deriving it costs an
+/// HMAC).
 signed_join_token join_token_for(const room_settings& settings, const lease_holder& holder,
-                                 const std::string& node_id);
+                                 const std::string& node_id, const std::string& node_secret);
 
 /// Spawns the session of a new lease; it watches `room` and ends with it.
 caf::actor spawn_client_session(caf::local_actor* room, lease_holder holder,

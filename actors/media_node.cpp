@@ -103,8 +103,9 @@ void arm_command_timer(media_node_actor* self, std::chrono::steady_clock::durati
   if (st.command_timer_armed)
     return;
   st.command_timer_armed = true;
-  send_later(self, std::chrono::duration_cast<std::chrono::microseconds>(delay) +
-                     std::chrono::milliseconds{1},
+  send_later(self,
+             std::chrono::duration_cast<std::chrono::microseconds>(delay) +
+               std::chrono::milliseconds{1},
              tick_atom::value);
 }
 
@@ -137,8 +138,7 @@ void on_command_timer(media_node_actor* self) {
       continue;
     }
     it->second.promise.deliver(command_outcome{
-      false, make_status(grpc_code::unavailable, "node " + st.node_id +
-                                                   " did not answer command " +
+      false, make_status(grpc_code::unavailable, "node " + st.node_id + " did not answer command " +
                                                    std::to_string(id) + " (sent twice)")});
     st.pending.erase(it);
   }

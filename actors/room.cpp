@@ -40,6 +40,9 @@ struct member {
   std::string node_id;
   /// The node as the client was told (endpoints, RTT estimate).
   av1::NodeChoice choice;
+  /// Its join token for that node (sent to the node in AdmitParticipant, to the client in
+  /// the answer).
+  signed_join_token token;
   uint64_t reservation_id = 0;
   bool admitted = false;
   int refusals = 0;
@@ -54,6 +57,8 @@ struct part {
   mn::Endpoint endpoint;
   std::string region;
   allocation::geo_point location;
+  /// The node's secret: join tokens for it are signed with it.
+  std::string secret;
 };
 
 /// One entry of a batch: a join (with the caller waiting) or a member to move.
@@ -287,6 +292,7 @@ void add_part(room_actor* self, const place_answer& answer) {
   fresh.endpoint = answer.chosen_endpoint;
   fresh.region = answer.chosen.region();
   fresh.location = answer.chosen_location;
+  fresh.secret = st.settings->credentials->secret_of(node_id);
   st.parts.push_back(std::move(fresh));
   mn::Command command;
   auto* prepare = command.mutable_prepare_room();
@@ -307,8 +313,10 @@ void seat(room_actor* self, member& m, const place_answer& answer) {
   auto& st = self->state;
   if (find_part(st, answer.chosen.node_id()) == nullptr)
     add_part(self, answer);
-  find_part(st, answer.chosen.node_id())->participants += 1;
+  auto* p = find_part(st, answer.chosen.node_id());
+  p->participants += 1;
   m.node_id = answer.chosen.node_id();
+  m.token = join_token_for(*st.settings, m.holder, m.node_id, p->secret);
   m.choice = answer.chosen;
   m.reservation_id = answer.reservation_id;
   m.admitted = false;
@@ -324,7 +332,7 @@ void admit(room_actor* self, const std::string& client_id) {
   admit->set_room_id(st.node_room_id);
   admit->set_participant_id(client_id);
   admit->set_role(m.holder.role);
-  admit->set_join_token(join_token_for(*st.settings, m.holder, m.node_id).token);
+  admit->set_join_token(m.token.token);
   admit->set_expected_kbps(m.expected_kbps);
   auto node_id = m.node_id;
   auto reservation = m.reservation_id;
@@ -374,7 +382,9 @@ allocation_reply existing_lease(room_actor* self, const member& m) {
   allocation_reply reply;
   auto& response = reply.response;
   *response.mutable_node() = m.choice;
-  auto token = join_token_for(*st.settings, m.holder, m.node_id);
+  const auto* p = find_part(st, m.node_id);
+  auto token = join_token_for(*st.settings, m.holder, m.node_id,
+                              p ? p->secret : st.settings->credentials->secret_of(m.node_id));
   response.set_join_token(std::move(token.token));
   response.set_join_token_expires_unix_ms(token.expires_unix_ms);
   response.set_lease_id(m.holder.lease_id);
@@ -417,9 +427,8 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
   allocation_reply reply;
   auto& response = reply.response;
   *response.mutable_node() = answer.chosen;
-  auto token = join_token_for(*st.settings, seated.holder, seated.node_id);
-  response.set_join_token(std::move(token.token));
-  response.set_join_token_expires_unix_ms(token.expires_unix_ms);
+  response.set_join_token(seated.token.token);
+  response.set_join_token_expires_unix_ms(seated.token.expires_unix_ms);
   response.set_lease_id(seated.holder.lease_id);
   response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
   for (auto& alternate : answer.alternates)

@@ -55,6 +55,16 @@ bool is_valid_node_id(std::string_view id) {
   return true;
 }
 
+bool is_valid_room_id(std::string_view id) {
+  if (id.empty() || id.size() > max_room_id_length)
+    return false;
+  for (char c : id)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-' || c == '/'))
+      return false;
+  return true;
+}
+
 std::string validate_register(const chroom::medianode::v1::Register& message) {
   if (!is_valid_node_id(message.node_id()))
     return fmt::format("node_id '{}' is not 1 to 128 characters of [a-z0-9._-]",
@@ -103,8 +113,9 @@ std::string validate_register(const chroom::medianode::v1::Register& message) {
   if (message.rooms_size() > max_hosted_rooms)
     return fmt::format("rooms: at most {} allowed", max_hosted_rooms);
   for (int i = 0; i < message.rooms_size(); ++i)
-    if (!is_valid_node_id(message.rooms(i).room_id()))
-      return fmt::format("rooms[{}].room_id is not 1 to 128 characters of [a-z0-9._-]", i);
+    if (!is_valid_room_id(message.rooms(i).room_id()))
+      return fmt::format("rooms[{}].room_id is not 1 to {} characters of [A-Za-z0-9._/-]", i,
+                         max_room_id_length);
   return {};
 }
 

@@ -24,8 +24,15 @@ struct protocol_version_number {
 /// Parses "major.minor"; empty on anything else.
 std::optional<protocol_version_number> parse_protocol_version(std::string_view text);
 
-/// True for ids of [a-z0-9._-], 1 to 128 characters (node and room ids).
+/// True for node ids: [a-z0-9._-], 1 to 128 characters.
 bool is_valid_node_id(std::string_view id);
+
+/// Longest room id on a node: "app_id/room_id" (64 + 1 + 128), with room to spare.
+inline constexpr size_t max_room_id_length = 256;
+
+/// True for room ids as the orchestrator gives them to nodes (PrepareRoom): "app/room",
+/// 1 to max_room_id_length characters of [A-Za-z0-9._/-].
+bool is_valid_room_id(std::string_view id);
 
 /// Fields, ranges and sizes of a Register (not the credential or the version).
 std::string validate_register(const chroom::medianode::v1::Register& message);

@@ -65,13 +65,19 @@ int64_t to_unix_ms(clock::time_point at, clock::time_point now,
   return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
 }
 
+/// Keeps reserved_total in step after reservations changed.
+void recount(node_record& node) {
+  uint64_t total = 0;
+  for (const auto& held : node.reservations)
+    total += held.participants;
+  node.reserved_total = total;
+}
+
 } // namespace
 
 uint32_t node_record::reserved_participants() const {
-  uint64_t total = 0;
-  for (const auto& held : reservations)
-    total += held.participants;
-  return static_cast<uint32_t>(std::min<uint64_t>(total, std::numeric_limits<uint32_t>::max()));
+  return static_cast<uint32_t>(
+    std::min<uint64_t>(reserved_total, std::numeric_limits<uint32_t>::max()));
 }
 
 uint32_t node_record::available_participants() const {
@@ -98,6 +104,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
     }
     auto& fresh = nodes_[registration.node_id()];
     fresh.node_id = registration.node_id();
+    by_id_[fresh.node_id] = &fresh;
     fresh.session = session;
     fresh.registration = registration;
     fresh.connected_at = now;
@@ -134,6 +141,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
     // over with nothing, and closes whatever it still hosts.
     node.rooms.clear();
     node.reservations.clear();
+    node.reserved_total = 0;
     node.drain_deadline.reset();
     node.last_stats.Clear();
     node.has_stats = false;
@@ -185,9 +193,10 @@ std::vector<node_event> node_table::on_stats(std::string_view node_id, session_i
   // Confirmed participants are now part of stats.participants(); keeping their reservation
   // would count them twice. Strictly a node could send Stats composed just before it
   // admitted them; the next Stats corrects any undercount, which only lasts one interval.
-  std::erase_if(node.reservations, [now](const reservation& held) {
-    return held.confirmed_at && *held.confirmed_at <= now;
-  });
+  if (std::erase_if(node.reservations, [now](const reservation& held) {
+        return held.confirmed_at && *held.confirmed_at <= now;
+      }) > 0)
+    recount(node);
 
   if (node.state == admin::NODE_STATE_JOINING) {
     change_state(node, admin::NODE_STATE_ACTIVE, now, "first stats", events);
@@ -220,15 +229,17 @@ std::vector<node_event> node_table::sweep(clock::time_point now) {
     if (is_ended(node.state)) {
       if (now - node.ended_at >= rules_.forget_after) {
         index_.erase(&node);
+        by_id_.erase(node.node_id);
         it = nodes_.erase(it);
       } else
         ++it;
       continue;
     }
 
-    std::erase_if(node.reservations, [now](const reservation& held) {
-      return !held.confirmed_at && held.expires_at <= now;
-    });
+    if (std::erase_if(node.reservations, [now](const reservation& held) {
+          return !held.confirmed_at && held.expires_at <= now;
+        }) > 0)
+      recount(node);
 
     // The deadline is checked first: a draining node past it is gone as planned, whether
     // or not it is also late with its Stats.
@@ -352,6 +363,7 @@ uint64_t node_table::reserve(std::string_view node_id, uint32_t participants,
   }
   auto id = next_reservation_id_++;
   record->reservations.push_back({id, participants, now + ttl, std::nullopt});
+  record->reserved_total += participants;
   error = table_error::none;
   return id;
 }
@@ -379,18 +391,21 @@ table_error node_table::release(std::string_view node_id, uint64_t reservation_i
   auto erased = std::erase_if(record->reservations, [reservation_id](const reservation& r) {
     return r.id == reservation_id;
   });
+  recount(*record);
   return erased == 0 ? table_error::unknown_reservation : table_error::none;
 }
 
 const node_record* node_table::find(std::string_view node_id) const {
-  auto it = nodes_.find(node_id);
-  return it == nodes_.end() ? nullptr : &it->second;
+  auto it = by_id_.find(node_id);
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 node_table::node_table(const node_table& other)
     : rules_(other.rules_), nodes_(other.nodes_), next_reservation_id_(other.next_reservation_id_) {
-  for (const auto& [id, record] : nodes_)
+  for (auto& [id, record] : nodes_) {
     index(record);
+    by_id_[record.node_id] = &record;
+  }
 }
 
 node_table& node_table::operator=(const node_table& other) {
@@ -399,8 +414,11 @@ node_table& node_table::operator=(const node_table& other) {
     nodes_ = other.nodes_;
     next_reservation_id_ = other.next_reservation_id_;
     index_.clear();
-    for (const auto& [id, record] : nodes_)
+    by_id_.clear();
+    for (auto& [id, record] : nodes_) {
       index(record);
+      by_id_[record.node_id] = &record;
+    }
   }
   return *this;
 }
@@ -411,8 +429,8 @@ void node_table::index(const node_record& record) {
 }
 
 node_record* node_table::find_mutable(std::string_view node_id) {
-  auto it = nodes_.find(node_id);
-  return it == nodes_.end() ? nullptr : &it->second;
+  auto it = by_id_.find(node_id);
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 node_record* node_table::find_live(std::string_view node_id, table_error& error) {
@@ -468,6 +486,7 @@ void node_table::change_state(node_record& record, node_state next, clock::time_
     record.ended_at = now;
     record.rooms.clear();
     record.reservations.clear();
+    record.reserved_total = 0;
     record.drain_deadline.reset();
   }
   events.push_back({record.node_id, next, from, now, std::move(lost_rooms), std::move(reason)});

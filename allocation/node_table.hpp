@@ -24,6 +24,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace chroom::allocation {
@@ -73,7 +74,10 @@ struct node_record {
   /// A stream is attached (false after on_stream_closed until the node registers again).
   bool connected = true;
   std::set<std::string> rooms;
+  /// Change it only through the table (which keeps reserved_total in step).
   std::vector<reservation> reservations;
+  /// Sum of reservations[].participants: read for every node a placement looks at.
+  uint64_t reserved_total = 0;
   uint32_t registrations = 0;
 
   /// Participants reserved and not yet visible in Stats.
@@ -189,6 +193,9 @@ private:
   void index(const node_record& record);
 
   std::map<std::string, node_record, std::less<>> nodes_;
+  /// node_id -> record, for the lookups of every allocation (the map above keeps the
+  /// order ListNodes pages by).
+  std::unordered_map<std::string_view, node_record*> by_id_;
   geo_index index_;
   uint64_t next_reservation_id_ = 1;
 };

@@ -11,6 +11,7 @@
 namespace {
 
 using chroom::allocation::is_valid_node_id;
+using chroom::allocation::is_valid_room_id;
 using chroom::allocation::parse_protocol_version;
 using chroom::allocation::validate_register;
 using chroom::allocation::validate_stats;
@@ -57,6 +58,19 @@ TEST_CASE("node ids") {
   CHECK_FALSE(is_valid_node_id("Node1"));
   CHECK_FALSE(is_valid_node_id("node 1"));
   CHECK_FALSE(is_valid_node_id("node/1"));
+}
+
+TEST_CASE("room ids are what the orchestrator gives nodes: app/room") {
+  CHECK(is_valid_room_id("default/Room-1.b_c"));
+  CHECK(is_valid_room_id(std::string(64, 'a') + "/" + std::string(128, 'B')));
+  CHECK_FALSE(is_valid_room_id(""));
+  CHECK_FALSE(is_valid_room_id("No Such"));
+  CHECK_FALSE(is_valid_room_id(std::string(257, 'a')));
+  auto message = valid_register();
+  auto* hosted = message.add_rooms();
+  hosted->set_room_id("default/Room-1");
+  hosted->set_participants(3);
+  CHECK(validate_register(message).empty());
 }
 
 TEST_CASE("a valid Register passes") {
