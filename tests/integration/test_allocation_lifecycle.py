@@ -416,3 +416,29 @@ def test_sigterm_with_live_leases_exits_promptly(start_allocation_peer, pb):
     # grace 2 s with no connection left: well within 5 s.
     rc = server.wait_exit(5)      # the fixture's teardown kills it if it still runs
     assert rc == 0, f"still running 5 s after SIGTERM\n{server.log_tail(15)}"
+
+
+# ------------------------------------------------------------------ reconnect with rooms
+
+def test_node_reconnecting_with_its_rooms_keeps_them(start_allocation_peer, pb):
+    """A node that reconnects lists the rooms it hosts, as the orchestrator named them
+    ("app/room", upper case allowed): it is accepted, nothing is closed, the room stays."""
+    peer = start_allocation_peer(config())
+    nodes = start_nodes(peer, ["ber"])
+    stub = peer.server.allocation()
+    reply = allocate(stub, pb, "Room-A", "hamburg-1", "hamburg")
+    assert reply.node.node_id == "ber"
+    room = node_room("Room-A")
+    assert room == "default/Room-A"
+    assert h.wait_until(lambda: nodes["ber"].participants(room) == {"hamburg-1"}, 3)
+
+    old = nodes["ber"].node
+    again = peer.node("ber", rooms=[(room, 1)], **W.node_kw("ber"))
+    registered = again.register()           # replaces the old stream (ABORTED for it)
+    assert list(registered.close_rooms) == []
+    again.start_heartbeat()
+    assert h.wait_until(lambda: peer.state("ber") == h.stubs().admin_pb2.NODE_STATE_ACTIVE, 5)
+    assert old.wait_end(5).code == grpc.StatusCode.ABORTED
+    state = get_room(stub, pb, "Room-A")
+    assert [n.node_id for n in state.nodes] == ["ber"] and state.participants == 1
+    assert room in peer.get("ber").room_ids
