@@ -70,10 +70,9 @@ struct place_batch_answer {
 };
 
 struct candidates_query {
-  allocation::placement_request request;
-  std::shared_ptr<const allocation::app_policy> app;
+  /// Who asks (alternates unused).
+  place_query query;
   uint32_t count = 5;
-  bool at_fallback = false;
 };
 
 struct candidates_answer {

@@ -314,6 +314,38 @@ grpc_status unknown_app(const std::string& app_id) {
   return make_status(grpc_code::not_found, "unknown app '" + app_id + "'");
 }
 
+/// The app a call names, or null once the call failed (malformed id: INVALID_ARGUMENT,
+/// unknown app: NOT_FOUND).
+std::shared_ptr<const allocation::app_policy> app_of_call(service_actor* self,
+                                                          unary_replies& replies,
+                                                          const call_context& call,
+                                                          const std::string& app_id) {
+  if (auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
+      !problem.empty()) {
+    replies.fail(call, make_status(grpc_code::invalid_argument, std::move(problem)));
+    return nullptr;
+  }
+  auto& apps = self->state.settings.apps;
+  if (auto it = apps.find(app_id); it != apps.end())
+    return it->second;
+  replies.fail(call, unknown_app(app_id));
+  return nullptr;
+}
+
+/// Where and for which app a client is placed (Allocate, Candidates); the warning, if any,
+/// goes back to the client.
+place_query query_for(service_actor* self, const av1::ClientLocation& location,
+                      std::shared_ptr<const allocation::app_policy> app, std::string& warning) {
+  auto position = locate(location, self->state.settings.locator.get());
+  place_query query;
+  query.request.client = position.point;
+  query.at_fallback = position.at_fallback;
+  query.request.app = app.get();
+  query.app = std::move(app);
+  warning = std::move(position.warning);
+  return query;
+}
+
 caf::actor room_for(service_actor* self, const std::string& app_id, const std::string& room_id) {
   auto& st = self->state;
   auto key = node_room_id(app_id, room_id);
@@ -378,12 +410,9 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   auto invalid = [&](std::string problem) {
     replies.fail(call.context, make_status(grpc_code::invalid_argument, std::move(problem)));
   };
-  if (auto problem = id_problem("app_id", request.app_id(), max_app_id, is_id_char, id_alphabet);
-      !problem.empty())
-    return invalid(std::move(problem));
-  auto app = st.settings.apps.find(request.app_id());
-  if (app == st.settings.apps.end())
-    return replies.fail(call.context, unknown_app(request.app_id()));
+  auto app = app_of_call(self, replies, call.context, request.app_id());
+  if (!app)
+    return;
   if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
     return invalid(std::move(problem));
   if (auto problem = id_problem("client_id", request.client_id(), max_client_id, is_client_char,
@@ -399,6 +428,8 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   if (request.probes_size() > max_probes)
     return invalid("at most " + std::to_string(max_probes) + " probes");
   allocation_ask ask;
+  std::string warning;
+  ask.query = query_for(self, request.location(), std::move(app), warning);
   for (const auto& probe : request.probes()) {
     if (probe.node_id().empty() || probe.node_id().size() > 128)
       return invalid("probes[].node_id must be 1 to 128 characters");
@@ -413,17 +444,12 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   if (request.expected_kbps() > max_expected_kbps)
     return invalid("expected_kbps is at most " + std::to_string(max_expected_kbps));
 
-  auto position = locate(request.location(), st.settings.locator.get());
   ask.client_id = request.client_id();
   ask.role = std::move(role);
   ask.expected_kbps = request.expected_kbps();
-  ask.query.request.client = position.point;
-  ask.query.at_fallback = position.at_fallback;
-  ask.query.app = app->second;
-  ask.query.request.app = app->second.get();
   ask.query.alternates = st.room_settings_->alternates;
-  if (!position.warning.empty())
-    ask.warnings.push_back(std::move(position.warning));
+  if (!warning.empty())
+    ask.warnings.push_back(std::move(warning));
   auto room = room_for(self, request.app_id(), request.room_id());
   self->spawn(allocation_request, std::move(call.context), std::move(ask), request.app_id(),
               request.room_id(), room, caf::actor_cast<caf::actor>(self));
@@ -437,29 +463,23 @@ void candidates(service_actor* self, unary_replies& replies, unary_call& call) {
   auto invalid = [&](std::string problem) {
     replies.fail(call.context, make_status(grpc_code::invalid_argument, std::move(problem)));
   };
-  if (auto problem = id_problem("app_id", request.app_id(), max_app_id, is_id_char, id_alphabet);
-      !problem.empty())
-    return invalid(std::move(problem));
-  auto app = st.settings.apps.find(request.app_id());
-  if (app == st.settings.apps.end())
-    return replies.fail(call.context, unknown_app(request.app_id()));
+  auto app = app_of_call(self, replies, call.context, request.app_id());
+  if (!app)
+    return;
   if (auto problem = location_problem(request.location()); !problem.empty())
     return invalid(std::move(problem));
   if (request.max_candidates() > max_candidates)
     return invalid("max_candidates is at most " + std::to_string(max_candidates));
   candidates_query query;
-  if (auto problem = features_problem(request.required_features(), query.request.features);
+  std::string warning;
+  query.query = query_for(self, request.location(), std::move(app), warning);
+  if (auto problem = features_problem(request.required_features(), query.query.request.features);
       !problem.empty())
     return invalid(std::move(problem));
-  auto position = locate(request.location(), st.settings.locator.get());
-  query.request.client = position.point;
-  query.at_fallback = position.at_fallback;
-  query.app = app->second;
-  query.request.app = app->second.get();
   query.count = request.max_candidates() == 0 ? default_candidates : request.max_candidates();
   self->request(st.settings.room.registry, answer_timeout, candidates_atom::value, std::move(query))
     .then(
-      [self, context = call.context, warning = position.warning](candidates_answer& answer) {
+      [self, context = call.context, warning](candidates_answer& answer) {
         av1::CandidatesResponse response;
         for (auto& candidate : answer.candidates)
           *response.add_candidates() = std::move(candidate);

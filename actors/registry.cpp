@@ -421,10 +421,11 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto now = clock::now();
       candidates_answer answer;
       answer.fallback_point = fallback_point(self, now);
-      if (query.at_fallback && answer.fallback_point)
-        query.request.client = *answer.fallback_point;
-      for (const auto& scored : allocation::nearest_candidates(st.table, query.request,
-                                                               st.settings.placement, query.count))
+      auto& request = query.query.request;
+      if (query.query.at_fallback && answer.fallback_point)
+        request.client = *answer.fallback_point;
+      for (const auto& scored :
+           allocation::nearest_candidates(st.table, request, st.settings.placement, query.count))
         answer.candidates.push_back(choice_of(*st.table.find(scored.node_id), scored));
       return answer;
     },

@@ -138,12 +138,12 @@ void city_table::index() {
     cumulative_.push_back(total += c.population);
 }
 
-const city& city_table::pick_weighted(double u) const {
+std::size_t city_table::pick_index(double u) const {
   const auto target = static_cast<std::uint64_t>(u * static_cast<double>(cumulative_.back()));
   auto it = std::upper_bound(cumulative_.begin(), cumulative_.end(), target);
   if (it == cumulative_.end())
     --it;
-  return cities_[static_cast<std::size_t>(it - cumulative_.begin())];
+  return static_cast<std::size_t>(it - cumulative_.begin());
 }
 
 double great_circle_km(double lat1, double lon1, double lat2, double lon2) {

@@ -29,7 +29,9 @@ public:
 
   // The city whose cumulative population interval holds `u` in [0, 1): a city is chosen
   // with probability proportional to its population.
-  const city& pick_weighted(double u) const;
+  const city& pick_weighted(double u) const { return cities_[pick_index(u)]; }
+  // The index of that city.
+  std::size_t pick_index(double u) const;
 
   std::size_t size() const { return cities_.size(); }
   const city& operator[](std::size_t i) const { return cities_[i]; }
