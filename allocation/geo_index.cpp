@@ -24,10 +24,8 @@ double dot(double ax, double ay, double az, double bx, double by, double bz) {
   return ax * bx + ay * by + az * bz;
 }
 
-/// Keys in the heap: 1 - cos(angle), monotone in the angle and free of acos for nodes.
-double key_of_angle(double angle) {
-  return 1.0 - std::cos(angle);
-}
+// Keys in the heap: 1 - cos(angle), monotone in the angle, so neither nodes nor cells
+// need an acos.
 
 struct heap_item {
   double key;
@@ -46,7 +44,8 @@ struct query_scratch {
 
 } // namespace
 
-geo_index::geo_index() : cells_(rows * cols), centres_(rows * cols), radii_(rows * cols) {
+geo_index::geo_index()
+    : cells_(rows * cols), centres_(rows * cols), cos_radii_(rows * cols), sin_radii_(rows * cols) {
   for (int row = 0; row < rows; ++row) {
     for (int col = 0; col < cols; ++col) {
       int cell = row * cols + col;
@@ -59,7 +58,9 @@ geo_index::geo_index() : cells_(rows * cols), centres_(rows * cols), radii_(rows
         for (double lon : {west, west + cell_deg})
           radius = std::max(radius, great_circle_km(centre, {lat, lon}) / earth_radius_km);
       // A hair more, so rounding never makes the bound exceed a true distance.
-      radii_[cell] = radius * 1.0001 + 1e-9;
+      radius = radius * 1.0001 + 1e-9;
+      cos_radii_[cell] = std::cos(radius);
+      sin_radii_[cell] = std::sin(radius);
     }
   }
 }
@@ -131,9 +132,16 @@ void geo_index::visit_nearest_impl(geo_point from, void* context, visit_fn visit
     if (scratch.opened_in[cell] == generation)
       return;
     scratch.opened_in[cell] = generation;
+    // The bound is cos(angle to centre - radius), from cos(a - r) = cos a cos r + sin a sin r:
+    // no acos per cell. Inside the radius the bound is 0.
     const auto& c = centres_[cell];
-    double angle = std::acos(std::clamp(dot(q.x, q.y, q.z, c.x, c.y, c.z), -1.0, 1.0));
-    push_heap({key_of_angle(std::max(0.0, angle - radii_[cell])), cell, nullptr});
+    double cos_a = std::clamp(dot(q.x, q.y, q.z, c.x, c.y, c.z), -1.0, 1.0);
+    double bound = 0;
+    if (cos_a < cos_radii_[cell]) {
+      double sin_a = std::sqrt(std::max(0.0, 1.0 - cos_a * cos_a));
+      bound = 1.0 - std::min(1.0, cos_a * cos_radii_[cell] + sin_a * sin_radii_[cell]);
+    }
+    push_heap({bound, cell, nullptr});
   };
   push_cell(cell_of(from));
   while (!heap.empty()) {

@@ -55,9 +55,10 @@ private:
   static int cell_of(geo_point point);
 
   std::vector<std::vector<entry>> cells_;
-  /// Each cell's centre and the angle from it to its farthest corner.
+  /// Each cell's centre, and cos and sin of the angle from it to its farthest corner.
   std::vector<unit_vector> centres_;
-  std::vector<double> radii_;
+  std::vector<double> cos_radii_;
+  std::vector<double> sin_radii_;
   std::unordered_map<const node_record*, int> where_;
 };
 

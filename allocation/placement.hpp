@@ -110,7 +110,7 @@ struct placement_rules {
   /// A node whose last Stats show more than this fraction of its participants, CPU or
   /// upload in use takes no new participant.
   double high_water = 0.85;
-  double affinity_slack_ms = 40;
+  double affinity_slack_ms = 5;
   double max_affinity_rtt_ms = 150;
   /// Feasible nodes scored per placement (nearest first).
   uint32_t candidate_pool = 16;

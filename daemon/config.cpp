@@ -117,7 +117,7 @@ constexpr std::uint32_t default_reservation_ttl_ms = 10000;
 constexpr double default_high_water = 0.85;
 // 40 ms: a participant accepts a somewhat worse node to stay with its room (one node: no
 // relay hop, no cascade traffic) but not a clearly worse one.
-constexpr std::uint32_t default_affinity_slack_ms = 40;
+constexpr std::uint32_t default_affinity_slack_ms = 5;
 // 150 ms: beyond that round trip, jitter buffers and encoding push mouth-to-ear delay past
 // ITU-T G.114's 150 ms for interactive speech; a nearer node linked by a relay does better.
 constexpr std::uint32_t default_max_affinity_rtt_ms = 150;

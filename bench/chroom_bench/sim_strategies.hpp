@@ -18,7 +18,7 @@ std::unique_ptr<strategy> make_random(uint64_t seed);
 std::unique_ptr<strategy> make_round_robin();
 /// The active node with the lowest load fraction (reported + reserved over capacity);
 /// new rooms avoid nodes above `high_water` while any other exists, leaving headroom for
-/// the rooms already there to grow (as the fairer rule: without it, rejections double).
+/// the rooms already there to grow (fairer to a strategy that cannot cascade).
 std::unique_ptr<strategy> make_least_loaded(const world& w, double high_water);
 /// LiveKit's region-aware selection: the region whose centre (the mean position of its
 /// nodes) is nearest to the room's first participant, among regions with a node under

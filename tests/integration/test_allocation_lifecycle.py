@@ -34,7 +34,8 @@ def pb():
 # ------------------------------------------------------------------ affinity and cascades
 
 def test_room_affinity_cascade_and_shrink(start_allocation_peer, pb):
-    peer = start_allocation_peer(config())
+    # A wide affinity slack (the default is 5 ms) so that a Lyon client stays on Berlin.
+    peer = start_allocation_peer(config(allocation={"affinity_slack_ms": 40}))
     nodes = start_nodes(peer, ["ber", "par", "nyc", "tyo"])
     stub = peer.server.allocation()
     room = node_room("cascade")

@@ -175,7 +175,7 @@ TEST_CASE("default_config fills in every default") {
   CHECK(allocation.join_token_ttl_ms() == 300000);
   CHECK(allocation.reservation_ttl_ms() == 10000);
   CHECK(allocation.high_water() == 0.85);
-  CHECK(allocation.affinity_slack_ms() == 40);
+  CHECK(allocation.affinity_slack_ms() == 5);
   CHECK(allocation.max_affinity_rtt_ms() == 150);
   CHECK(allocation.candidate_pool() == 16);
   CHECK(allocation.alternates() == 2);

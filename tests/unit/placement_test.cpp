@@ -1065,14 +1065,24 @@ TEST_CASE("placement: a room keeps a near client on its node") {
   fx::add_node(table, "london", fx::london, "eu-west", "GB", 100);
   fx::add_node(table, "new-york", fx::new_york, "us-east", "US", 100);
 
-  // Paris client, room on Berlin: 18.16 ms is within 40 ms of the best (Paris, 5 ms).
-  auto result = place_at(table, fx::paris, room_on({"berlin"}));
+  // Paris client, room on Berlin: 18.16 ms is within a 40 ms slack of the best (Paris,
+  // 5 ms). (The default slack, 5 ms, would extend the room: see the cascade cases.)
+  placement_rules slack_40;
+  slack_40.affinity_slack_ms = 40;
+  auto result = place_at(table, fx::paris, room_on({"berlin"}), slack_40);
   CHECK(result.chosen.node_id == "berlin");
   CHECK(result.joins_room_node);
   CHECK_FALSE(result.relay_to.has_value());
   CHECK(result.chosen.rtt_ms == doctest::Approx(model(fx::paris, fx::berlin)));
   CHECK(result.chosen.score == doctest::Approx(model(fx::paris, fx::berlin) + 0.25));
   CHECK(ids_of(result.alternates) == strings{"paris", "london"});
+
+  // With the default slack (5 ms) the Paris client is 13 ms better off in Paris: the room
+  // extends there, linked to Berlin.
+  auto cascaded = place_at(table, fx::paris, room_on({"berlin"}));
+  CHECK(cascaded.chosen.node_id == "paris");
+  CHECK_FALSE(cascaded.joins_room_node);
+  CHECK(cascaded.relay_to == std::optional<std::string>{"berlin"});
 
   // A tighter slack: the room extends to Paris, linked to Berlin.
   placement_rules tight;
@@ -1204,7 +1214,9 @@ TEST_CASE("placement: alternates are distinct from the chosen node, best first, 
         strings{"potsdam", "frankfurt"});
 
   // With room affinity the room node is chosen and left out of the alternates.
-  auto room = place_at(table, fx::berlin, room_on({"paris"}), {}, 3);
+  placement_rules slack_40;
+  slack_40.affinity_slack_ms = 40;
+  auto room = place_at(table, fx::berlin, room_on({"paris"}), slack_40, 3);
   CHECK(room.chosen.node_id == "paris");
   CHECK(room.joins_room_node);
   CHECK(ids_of(room.alternates) == strings{"berlin", "potsdam", "frankfurt"});
