@@ -3,6 +3,7 @@
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
 #include "actors/send_later.hpp"
+#include "allocation/lease_wheel.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
@@ -283,22 +284,16 @@ caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor se
 
 using steady = std::chrono::steady_clock;
 
-struct lease_entry {
-  caf::actor session;
-  steady::time_point expires_at;
-};
-
 struct service_state {
   allocation_service_settings settings;
   std::shared_ptr<const room_settings> room_settings_;
   /// node_room_id ("app/room") -> room actor, and back.
   std::unordered_map<std::string, caf::actor> rooms;
   std::unordered_map<caf::actor_addr, std::string> room_of;
-  std::unordered_map<std::string, lease_entry> leases;
+  std::unordered_map<std::string, caf::actor> leases;
   std::unordered_map<caf::actor_addr, std::string> lease_of;
-  /// Lease expiry wheel: lease ids by the sweep tick in which they are due. A renewed lease
-  /// is filed again under its new tick; its old filing is skipped when found stale.
-  std::map<int64_t, std::vector<std::string>> expiring;
+  /// When each lease ends unless renewed (one sweep timer for all of them).
+  allocation::lease_wheel expiry{std::chrono::milliseconds{100}};
   steady::duration sweep_interval{};
 };
 
@@ -358,33 +353,32 @@ caf::actor room_for(service_actor* self, const std::string& app_id, const std::s
   return room;
 }
 
-int64_t tick_of(const service_state& st, steady::time_point at) {
-  return at.time_since_epoch() / st.sweep_interval;
-}
-
 /// Sets the lease's expiry lease_ttl from now.
-void renew(service_actor* self, const std::string& lease_id, lease_entry& entry) {
+void renew(service_actor* self, const std::string& lease_id) {
   auto& st = self->state;
-  entry.expires_at = steady::now() + st.room_settings_->lease_ttl;
-  st.expiring[tick_of(st, entry.expires_at) + 1].push_back(lease_id);
+  st.expiry.renew(lease_id, steady::now() + st.room_settings_->lease_ttl);
 }
 
 /// Ends the leases whose time is up: their sessions tell their rooms.
 void sweep_leases(service_actor* self) {
   auto& st = self->state;
-  auto now = steady::now();
-  auto current = tick_of(st, now);
-  while (!st.expiring.empty() && st.expiring.begin()->first <= current) {
-    for (const auto& lease_id : st.expiring.begin()->second) {
-      auto it = st.leases.find(lease_id);
-      if (it == st.leases.end() || it->second.expires_at > now)
-        continue; // released, or renewed and filed again
-      self->send(it->second.session, timeout_atom::value);
-      st.lease_of.erase(it->second.session.address());
-      st.leases.erase(it);
-    }
-    st.expiring.erase(st.expiring.begin());
+  for (const auto& lease_id : st.expiry.expire(steady::now())) {
+    auto it = st.leases.find(lease_id);
+    if (it == st.leases.end())
+      continue;
+    self->send(it->second, timeout_atom::value);
+    st.lease_of.erase(it->second.address());
+    st.leases.erase(it);
   }
+}
+
+/// Forgets a lease that ended otherwise (released, its session gone).
+void forget_lease(service_state& st, const std::string& lease_id) {
+  if (auto it = st.leases.find(lease_id); it != st.leases.end()) {
+    st.lease_of.erase(it->second.address());
+    st.leases.erase(it);
+  }
+  st.expiry.forget(lease_id);
 }
 
 /// Renews and returns the lease's session, or nothing for an unknown lease.
@@ -393,8 +387,8 @@ caf::actor find_lease(service_actor* self, const std::string& lease_id, bool ren
   if (it == self->state.leases.end())
     return {};
   if (renew_it)
-    renew(self, lease_id, it->second);
-  return it->second.session;
+    renew(self, lease_id);
+  return it->second;
 }
 
 grpc_status unknown_lease(const std::string& lease_id) {
@@ -517,8 +511,7 @@ void release(service_actor* self, unary_replies& replies, unary_call& call) {
   if (!session)
     return replies.fail(call.context, unknown_lease(request.lease_id()));
   // Forgotten now, so a second Release is NOT_FOUND even before the session has ended.
-  st.lease_of.erase(session.address());
-  st.leases.erase(request.lease_id());
+  forget_lease(st, request.lease_id());
   self->request(session, caf::infinite, release_atom::value)
     .then([self, context = call.context](
             grpc_status&) { unary_replies{self}.reply(context, av1::ReleaseResponse{}); },
@@ -595,8 +588,8 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (auto it = st.lease_of.find(msg.source); it != st.lease_of.end()) {
-      st.leases.erase(it->second);
-      st.lease_of.erase(it);
+      auto lease_id = it->second;
+      forget_lease(st, lease_id);
       return;
     }
     if (auto it = st.room_of.find(msg.source); it != st.room_of.end()) {
@@ -646,8 +639,9 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
     [self](lease_open_atom, const std::string& lease_id, const caf::actor& session,
            const std::string&, const std::string&) {
       auto& st = self->state;
-      renew(self, lease_id, st.leases[lease_id] = lease_entry{session, {}});
+      st.leases[lease_id] = session;
       st.lease_of[session.address()] = lease_id;
+      renew(self, lease_id);
       self->monitor(session);
     },
   };
