@@ -1,6 +1,7 @@
 #include "bench/chroom_bench/sim_world.hpp"
 
 #include "bench/chroom_bench/sim_random.hpp"
+#include "tools/node_sim/cities.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -60,76 +61,21 @@ struct capacity_class {
 // Small, medium and large SFU instances.
 constexpr capacity_class capacity_mix[] = {{200, 0.5}, {500, 0.35}, {1000, 0.15}};
 
-// Splits one CSV line (RFC 4180 quotes, no line breaks inside fields).
-std::optional<std::vector<std::string>> split_csv(const std::string& line) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        fields.back() += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        fields.back() += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      fields.emplace_back();
-    } else if (c != '\r') {
-      fields.back() += c;
-    }
-  }
-  if (quoted)
-    return std::nullopt;
-  return fields;
-}
-
-template <typename T> bool parse_number(const std::string& text, T& out) {
-  auto* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, out);
-  return ec == std::errc{} && ptr == end;
-}
-
+// The cities file through the loader the node simulator uses (tools/node_sim/cities.hpp).
 std::string load_cities(const std::string& path, std::vector<city>& out) {
-  std::ifstream in(path);
-  if (!in)
-    return fmt::format("{}: cannot open", path);
-  std::string line;
-  if (!std::getline(in, line))
-    return fmt::format("{}: empty", path);
-  auto header = split_csv(line);
-  if (!header)
-    return fmt::format("{}:1: unterminated quote", path);
-  auto column = [&](std::string_view name) {
-    auto it = std::find(header->begin(), header->end(), name);
-    return it == header->end() ? -1 : static_cast<int>(it - header->begin());
-  };
-  int name = column("name"), country = column("country"), lat = column("lat"), lon = column("lon"),
-      population = column("population"), region = column("region");
-  if (std::min({name, country, lat, lon, population, region}) < 0)
-    return fmt::format("{}:1: needs the columns name,country,lat,lon,population,region", path);
-  auto needed = static_cast<size_t>(std::max({name, country, lat, lon, population, region}) + 1);
-  for (int number = 2; std::getline(in, line); ++number) {
-    if (line.empty() || line == "\r")
-      continue;
-    auto fields = split_csv(line);
-    if (!fields || fields->size() < needed)
-      return fmt::format("{}:{}: expected {} fields", path, number, needed);
+  node_sim::city_table table;
+  if (auto error = table.load(path); !error.empty())
+    return error;
+  for (size_t i = 0; i < table.size(); ++i) {
+    const auto& row = table[i];
+    if (row.region.empty())
+      return fmt::format("{}: city '{}' has no region", path, row.name);
     city c;
-    c.name = (*fields)[name];
-    c.country = (*fields)[country];
-    c.region = (*fields)[region];
-    if (!parse_number((*fields)[lat], c.where.latitude_deg) ||
-        std::abs(c.where.latitude_deg) > 90 ||
-        !parse_number((*fields)[lon], c.where.longitude_deg) ||
-        std::abs(c.where.longitude_deg) > 180 || !parse_number((*fields)[population], c.population))
-      return fmt::format("{}:{}: bad coordinates or population", path, number);
-    if (c.region.empty())
-      return fmt::format("{}:{}: empty region", path, number);
+    c.name = row.name;
+    c.country = row.country;
+    c.region = row.region;
+    c.where = {row.latitude, row.longitude};
+    c.population = row.population;
     out.push_back(std::move(c));
   }
   if (out.empty())
