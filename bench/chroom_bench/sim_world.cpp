@@ -4,9 +4,7 @@
 #include "tools/node_sim/cities.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <numbers>
 #include <numeric>
