@@ -54,9 +54,6 @@ struct place_answer {
   std::vector<chroom::allocation::v1::NodeChoice> alternates;
   /// The chosen node's media_node actor (commands go to it directly).
   caf::actor node_actor;
-  /// Endpoint of relay_to, for AttachRelay.
-  chroom::medianode::v1::Endpoint relay_endpoint;
-  chroom::medianode::v1::Endpoint chosen_endpoint;
   /// Where the chosen node is (the room mends its relay tree by distance).
   allocation::geo_point chosen_location;
 };
@@ -77,8 +74,6 @@ struct candidates_query {
 
 struct candidates_answer {
   std::vector<chroom::allocation::v1::NodeChoice> candidates;
-  /// Where clients of unknown location are placed (region centre); unset without nodes.
-  std::optional<allocation::geo_point> fallback_point;
 };
 
 /// What an allocation_request asks of a room.

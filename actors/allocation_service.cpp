@@ -636,8 +636,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         st.rooms.erase(it);
       }
     },
-    [self](lease_open_atom, const std::string& lease_id, const caf::actor& session,
-           const std::string&, const std::string&) {
+    [self](lease_open_atom, const std::string& lease_id, const caf::actor& session) {
       auto& st = self->state;
       st.leases[lease_id] = session;
       st.lease_of[session.address()] = lease_id;

@@ -11,7 +11,7 @@
 //   (node_event_atom, NodeEvent)                    from the registry
 //   (room_for_atom, app_id, room_id) -> (grpc_status, room actor)   get or create
 //   (room_idle_atom, app_id, room_id)               from a room that quits
-//   (lease_open_atom, lease_id, session, app_id, room_id)   from a room
+//   (lease_open_atom, lease_id, session)            from a room
 
 #include "actors/room.hpp"
 #include "allocation/ip_locator.hpp"

@@ -146,6 +146,14 @@ std::optional<allocation::geo_point> fallback_point(registry_actor* self, clock:
   return st.fallback_point;
 }
 
+/// A client the allocation service could not locate is placed at the fallback point.
+void locate_at_fallback(registry_actor* self, place_query& query, clock::time_point now) {
+  if (!query.at_fallback)
+    return;
+  if (auto point = fallback_point(self, now))
+    query.request.client = *point;
+}
+
 chroom::allocation::v1::RttSource to_proto(allocation::rtt_source source) {
   switch (source) {
     case allocation::rtt_source::probe:
@@ -197,18 +205,12 @@ place_answer place_one(registry_actor* self, place_query& query, allocation::roo
   }
   const auto* record = st.table.find(chosen_id);
   answer.chosen = choice_of(*record, answer.result.chosen);
-  if (record->registration.endpoints_size() > 0)
-    answer.chosen_endpoint = record->registration.endpoints(0);
   answer.node_actor = node_actor_of(self, *record);
   answer.chosen_location = {record->registration.location().latitude(),
                             record->registration.location().longitude()};
   for (const auto& alternate : answer.result.alternates)
     if (const auto* other = st.table.find(alternate.node_id))
       answer.alternates.push_back(choice_of(*other, alternate));
-  if (answer.result.relay_to)
-    if (const auto* peer = st.table.find(*answer.result.relay_to);
-        peer && peer->registration.endpoints_size() > 0)
-      answer.relay_endpoint = peer->registration.endpoints(0);
   auto part = std::find_if(room.parts.begin(), room.parts.end(),
                            [&](const auto& p) { return p.node_id == chosen_id; });
   if (part == room.parts.end()) {
@@ -397,9 +399,7 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
           out.draining_parts.push_back(part.node_id);
       out.answers.reserve(batch.queries.size());
       for (auto& query : batch.queries) {
-        if (query.at_fallback)
-          if (auto point = fallback_point(self, now))
-            query.request.client = *point;
+        locate_at_fallback(self, query, now);
         out.answers.push_back(place_one(self, query, batch.room, batch.node_room_id, now));
       }
       return out;
@@ -420,12 +420,9 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto& st = self->state;
       auto now = clock::now();
       candidates_answer answer;
-      answer.fallback_point = fallback_point(self, now);
-      auto& request = query.query.request;
-      if (query.query.at_fallback && answer.fallback_point)
-        request.client = *answer.fallback_point;
-      for (const auto& scored :
-           allocation::nearest_candidates(st.table, request, st.settings.placement, query.count))
+      locate_at_fallback(self, query.query, now);
+      for (const auto& scored : allocation::nearest_candidates(st.table, query.query.request,
+                                                               st.settings.placement, query.count))
         answer.candidates.push_back(choice_of(*st.table.find(scored.node_id), scored));
       return answer;
     },

@@ -289,7 +289,8 @@ void add_part(room_actor* self, const place_answer& answer) {
   part fresh;
   fresh.node_id = node_id;
   fresh.node_actor = answer.node_actor;
-  fresh.endpoint = answer.chosen_endpoint;
+  if (answer.chosen.endpoints_size() > 0)
+    fresh.endpoint = answer.chosen.endpoints(0);
   fresh.region = answer.chosen.region();
   fresh.location = answer.chosen_location;
   fresh.secret = st.settings->credentials->secret_of(node_id);
@@ -375,22 +376,31 @@ void admit(room_actor* self, const std::string& client_id) {
     });
 }
 
-/// The answer for a client that holds a lease already (a retried call): that lease, a
-/// fresh token.
-allocation_reply existing_lease(room_actor* self, const member& m) {
+/// The answer telling `m` where it is placed, with `token` for its node.
+allocation_reply lease_reply(room_actor* self, const member& m, const signed_join_token& token) {
   auto& st = self->state;
   allocation_reply reply;
   auto& response = reply.response;
   *response.mutable_node() = m.choice;
-  const auto* p = find_part(st, m.node_id);
-  auto token = join_token_for(*st.settings, m.holder, m.node_id,
-                              p ? p->secret : st.settings->credentials->secret_of(m.node_id));
-  response.set_join_token(std::move(token.token));
+  response.set_join_token(token.token);
   response.set_join_token_expires_unix_ms(token.expires_unix_ms);
   response.set_lease_id(m.holder.lease_id);
   response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
   response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
-  response.add_warnings("client '" + m.holder.client_id + "' already holds a lease in this room");
+  return reply;
+}
+
+/// The answer for a client that holds a lease already (a retried call): that lease, a
+/// fresh token.
+allocation_reply existing_lease(room_actor* self, const member& m) {
+  auto& st = self->state;
+  const auto* p = find_part(st, m.node_id);
+  auto reply =
+    lease_reply(self, m,
+                join_token_for(*st.settings, m.holder, m.node_id,
+                               p ? p->secret : st.settings->credentials->secret_of(m.node_id)));
+  reply.response.add_warnings("client '" + m.holder.client_id +
+                              "' already holds a lease in this room");
   return reply;
 }
 
@@ -421,19 +431,12 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
   auto& seated = st.members.emplace(ask.client_id, std::move(m)).first->second;
   seat(self, seated, answer);
   seated.session = spawn_client_session(self, seated.holder, answer.chosen, st.settings);
-  self->send(st.settings->service, lease_open_atom::value, seated.holder.lease_id, seated.session,
-             st.app_id, st.room_id);
+  self->send(st.settings->service, lease_open_atom::value, seated.holder.lease_id, seated.session);
 
-  allocation_reply reply;
+  auto reply = lease_reply(self, seated, seated.token);
   auto& response = reply.response;
-  *response.mutable_node() = answer.chosen;
-  response.set_join_token(seated.token.token);
-  response.set_join_token_expires_unix_ms(seated.token.expires_unix_ms);
-  response.set_lease_id(seated.holder.lease_id);
-  response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
   for (auto& alternate : answer.alternates)
     *response.add_alternates() = std::move(alternate);
-  response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
   for (auto& warning : ask.warnings)
     response.add_warnings(std::move(warning));
   item.promise.deliver(std::move(reply));
