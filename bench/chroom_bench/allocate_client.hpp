@@ -8,6 +8,8 @@
 // a path, a request message and a result.
 #pragma once
 
+#include "transport/grpc_wire.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -18,8 +20,7 @@ namespace chroom::bench {
 
 using load_clock = std::chrono::steady_clock;
 
-// The gRPC length prefix of a message: 1 byte compressed flag, 4 bytes big-endian length.
-inline constexpr std::size_t grpc_prefix_bytes = 5;
+using transport::grpc_prefix_bytes;
 
 // How one call ended.
 struct call_result {

@@ -1,5 +1,7 @@
 #include "bench/chroom_bench/allocate_stats.hpp"
 
+#include "transport/grpc_wire.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -65,8 +67,8 @@ void outcome_tally::add_status(int code, std::string_view message) {
   if (l.count++ == 0) {
     l.what = code >= 0 && code < named_codes ? status_name(code) : "code outside 0..16";
     l.first_message = code >= 0 && code < named_codes
-                        ? percent_decode(message)
-                        : fmt::format("{}: {}", code, percent_decode(message));
+                        ? transport::percent_decode(message)
+                        : fmt::format("{}: {}", code, transport::percent_decode(message));
   }
 }
 
@@ -98,29 +100,6 @@ std::vector<outcome_tally::line> outcome_tally::problems() const {
   out.insert(out.end(), failures_.begin(), failures_.end());
   std::stable_sort(out.begin(), out.end(),
                    [](const line& a, const line& b) { return a.count > b.count; });
-  return out;
-}
-
-std::string percent_decode(std::string_view text) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(text[i]);
-    }
-  }
   return out;
 }
 

@@ -65,7 +65,4 @@ private:
   std::vector<line> failures_;
 };
 
-// Decodes grpc-message's percent-encoding; malformed escapes are kept as they are.
-std::string percent_decode(std::string_view text);
-
 } // namespace chroom::bench
