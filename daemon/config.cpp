@@ -11,6 +11,8 @@
 //               secrets, files).
 #include "daemon/config.hpp"
 
+#include "cluster/peer_address.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -137,6 +139,19 @@ constexpr std::string_view default_app_id = "default";
 // Near and lightly loaded: the strategy that suits most apps; also what an app without a
 // strategy gets.
 constexpr std::string_view default_strategy = "balanced";
+
+// Cluster (cluster.*).
+constexpr std::string_view default_cluster_listen_host = "127.0.0.1";
+// 0: the peer runs alone; a cluster is something an operator asks for.
+constexpr std::uint32_t default_cluster_listen_port = 0;
+// Four heartbeats fit in the failure timeout: one or two lost ones do not kill a peer.
+constexpr std::uint32_t default_heartbeat_interval_ms = 250;
+// The bound for detecting a dead peer is 2 s; a dropped connection is seen at once.
+constexpr std::uint32_t default_failure_timeout_ms = 1500;
+constexpr std::uint32_t default_replication_factor = 2;
+constexpr std::uint32_t default_node_update_interval_ms = 250;
+constexpr std::uint32_t max_replication_factor = 7;
+constexpr std::size_t max_seeds = 64;
 
 // The peer id when the host name is not a valid one (see default_peer_id()).
 constexpr std::string_view fallback_peer_id = "peer";
@@ -289,6 +304,14 @@ OrchestratorConfig make_default_config() {
   // fallback_region stays empty: the region with the most active nodes, which needs no
   // knowledge of the fleet here.
   allocation.set_geoip_database(std::string(default_geoip_database));
+  auto& cluster = *config.mutable_cluster();
+  cluster.set_listen_host(std::string(default_cluster_listen_host));
+  cluster.set_listen_port(default_cluster_listen_port);
+  // advertise_host stays empty: listen_host; seeds stay empty: alone until told otherwise.
+  cluster.set_heartbeat_interval_ms(default_heartbeat_interval_ms);
+  cluster.set_failure_timeout_ms(default_failure_timeout_ms);
+  cluster.set_replication_factor(default_replication_factor);
+  cluster.set_node_update_interval_ms(default_node_update_interval_ms);
   auto& app = *config.add_apps();
   app.set_app_id(std::string(default_app_id));
   app.set_strategy(std::string(default_strategy));
@@ -1210,6 +1233,42 @@ void validate_apps(const OrchestratorConfig& config, const validator& check) {
   }
 }
 
+bool is_wildcard_host(std::string_view host) {
+  return host == "0.0.0.0" || host == "::" || host == "[::]";
+}
+
+void validate_cluster(const chroom::config::v1::ClusterConfig& cluster, const validator& check) {
+  if (cluster.listen_host().empty())
+    check.fail("cluster.listen_host", "must not be empty; use 127.0.0.1 for this machine only, "
+                                      "0.0.0.0 or :: for every interface");
+  check.check_range("cluster.listen_port", cluster.listen_port(), 0, max_port);
+  if (cluster.listen_port() != 0 && cluster.advertise_host().empty() &&
+      is_wildcard_host(cluster.listen_host()))
+    check.fail("cluster.advertise_host",
+               "must be set when cluster.listen_host is a wildcard address (" +
+                 cluster.listen_host() + "): other peers need an address to reach this one");
+  if (is_wildcard_host(cluster.advertise_host()))
+    check.fail("cluster.advertise_host", "must be an address other peers can reach, got " +
+                                           quote(cluster.advertise_host()));
+  if (static_cast<std::size_t>(cluster.seeds_size()) > max_seeds)
+    check.fail("cluster.seeds", "at most " + std::to_string(max_seeds) + " seeds");
+  for (int i = 0; i < cluster.seeds_size(); ++i) {
+    const std::string path = "cluster.seeds[" + std::to_string(i) + "]";
+    std::string problem;
+    if (!cluster::parse_peer_address(cluster.seeds(i), problem))
+      check.fail(path, problem);
+  }
+  if (cluster.seeds_size() > 0 && cluster.listen_port() == 0)
+    check.fail("cluster.seeds", "need cluster.listen_port: a peer joins a cluster on its port");
+  check.check_range("cluster.heartbeat_interval_ms", cluster.heartbeat_interval_ms(), 10, 60'000);
+  check.check_above("cluster.failure_timeout_ms", cluster.failure_timeout_ms(),
+                    "cluster.heartbeat_interval_ms", cluster.heartbeat_interval_ms(), false);
+  check.check_range("cluster.replication_factor", cluster.replication_factor(), 1,
+                    max_replication_factor);
+  check.check_range("cluster.node_update_interval_ms", cluster.node_update_interval_ms(), 10,
+                    60'000);
+}
+
 void validate(const OrchestratorConfig& config, const validator& check) {
   const auto& listen = config.listen();
   if (listen.host().empty())
@@ -1258,6 +1317,7 @@ void validate(const OrchestratorConfig& config, const validator& check) {
                    peer_id_alphabet);
   validate_allocation(config.allocation(), check);
   validate_apps(config, check);
+  validate_cluster(config.cluster(), check);
 }
 
 // Runs `body`, turning every exception into a config_error about `source`, so that callers
