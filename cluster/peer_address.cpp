@@ -1,5 +1,7 @@
 #include "cluster/peer_address.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 
 namespace chroom::cluster {
@@ -11,11 +13,8 @@ std::string peer_address::to_string() const {
 
 std::optional<peer_address> parse_peer_address(std::string_view text, std::string& problem) {
   auto bad = [&](std::string why) -> std::optional<peer_address> {
-    // Appended piece by piece: GCC 12 warns falsely about `"x" + string + ...` (bug 105329).
-    problem.assign("'");
-    problem.append(text.substr(0, 128));
-    problem.append("' is not host:port: ");
-    problem.append(why);
+    // fmt, not `"'" + std::string + ...`: GCC 12 warns falsely about that (bug 105329).
+    problem = fmt::format("'{}' is not host:port: {}", text.substr(0, 128), why);
     return std::nullopt;
   };
   auto colon = text.rfind(':');

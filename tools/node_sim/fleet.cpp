@@ -204,14 +204,19 @@ std::string_view state_name(node_state state) {
 // guarded by `mutex` (the timer thread, grpc's callback threads and the command thread
 // all touch it).
 struct fleet::node {
-  node(const node_profile& profile, double mean_session_s, std::uint64_t seed,
-       v1::MediaNodeService::Stub& stub)
+  node(const node_profile& profile, double mean_session_s, std::uint64_t seed, std::uint32_t target,
+       std::uint32_t channel, v1::MediaNodeService::Stub& stub)
       : model(profile, mean_session_s, seed), jitter(seed, profile.index, rng_purpose::faults),
-        stub(&stub) {}
+        target(target), channel(channel), stub(&stub) {}
 
   std::mutex mutex;
   node_model model;
   rng jitter; // back-off and Stats interval jitter
+  // The target (index into fleet::targets_) the node's streams go to, its channel there
+  // (the same index on every target, so streams stay spread after a failover) and that
+  // channel's stub.
+  std::uint32_t target;
+  std::uint32_t channel;
   v1::MediaNodeService::Stub* stub;
 
   node_state state = node_state::connecting;
@@ -388,39 +393,58 @@ fleet::fleet(fleet_options options, const city_table& cities)
     credentials = grpc::SslCredentials(tls);
   }
   const std::uint32_t node_count = options_.parameters.nodes;
+  const auto target_count = static_cast<std::uint32_t>(connection.targets.size());
+  if (target_count == 0)
+    throw std::runtime_error("no target");
+  // Per target: after a failover every node may be on one target, and its connections must
+  // still carry them all.
   std::uint32_t channel_count = connection.connections;
   if (channel_count == 0) {
     channel_count =
       (node_count + default_streams_per_connection - 1) / default_streams_per_connection;
   }
   channel_count = std::clamp<std::uint32_t>(channel_count, 1, node_count);
-  for (std::uint32_t i = 0; i < channel_count; ++i) {
-    grpc::ChannelArguments args;
-    // Channels with equal arguments share one subchannel (one TCP connection) through
-    // grpc's global pool; a private pool and a distinct argument keep them apart, so the
-    // streams really are spread over channel_count connections.
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args.SetInt("grpc.chroom_node_sim_channel", static_cast<int>(i));
-    // grpc's own reconnect back-off grows to 120 s by default: a channel whose orchestrator
-    // was down that long would fail our streams fast for minutes after it is back.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(first_backoff.count()));
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(first_backoff.count()));
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(max_backoff.count()));
-    // A stream is a session, never transparently retried: the node decides what to do.
-    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-    if (!connection.tls_server_name.empty()) {
-      args.SetSslTargetNameOverride(connection.tls_server_name);
+  // grpc connects a channel at its first call, so a target no node uses costs nothing.
+  for (const auto& address : connection.targets) {
+    auto& target = targets_.emplace_back();
+    target.address = address;
+    for (std::uint32_t i = 0; i < channel_count; ++i) {
+      grpc::ChannelArguments args;
+      // Channels with equal arguments share one subchannel (one TCP connection) through
+      // grpc's global pool; a private pool and a distinct argument keep them apart, so the
+      // streams really are spread over channel_count connections.
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      args.SetInt("grpc.chroom_node_sim_channel", static_cast<int>(i));
+      // grpc's own reconnect back-off grows to 120 s by default: a channel whose orchestrator
+      // was down that long would fail our streams fast for minutes after it is back.
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(first_backoff.count()));
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(first_backoff.count()));
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(max_backoff.count()));
+      // A stream is a session, never transparently retried: the node decides what to do.
+      args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+      if (!connection.tls_server_name.empty()) {
+        args.SetSslTargetNameOverride(connection.tls_server_name);
+      }
+      target.channels.push_back(grpc::CreateCustomChannel(address, credentials, args));
+      target.stubs.push_back(v1::MediaNodeService::NewStub(target.channels.back()));
     }
-    channels_.push_back(grpc::CreateCustomChannel(connection.target, credentials, args));
-    stubs_.push_back(v1::MediaNodeService::NewStub(channels_.back()));
   }
   nodes_.reserve(node_count);
   for (std::uint32_t i = 0; i < node_count; ++i) {
+    // Home target i mod count spreads the fleet evenly over the peers; the channel index
+    // counts the nodes of one home, so each home's nodes spread over all its channels too.
+    const std::uint32_t home = i % target_count;
+    const std::uint32_t channel = (i / target_count) % channel_count;
     nodes_.push_back(std::make_unique<node>(profiles_[i], options_.mean_session_s,
-                                            options_.parameters.seed, *stubs_[i % channel_count]));
+                                            options_.parameters.seed, home, channel,
+                                            *targets_[home].stubs[channel]));
     index_of_.emplace(profiles_[i].node_id, i);
   }
-  spdlog::info("{} nodes over {} connections to {}{}", node_count, channel_count, connection.target,
+  std::string addresses;
+  for (const auto& target : targets_)
+    addresses += (addresses.empty() ? "" : ", ") + target.address;
+  spdlog::info("{} nodes over {} connections {}{}{}", node_count, channel_count,
+               target_count == 1 ? "to " : "to each of ", addresses,
                connection.tls_ca_file.empty() ? " (h2c)" : " (TLS)");
 }
 
@@ -614,10 +638,18 @@ void fleet::on_stream_end_locked(node& n, session& s, const grpc::Status& status
     return;
   }
   const auto code = status.error_code();
+  // A stream that ends and is retried (an error, a failed connect, OK without drain) is
+  // retried on the next target of the list: the peer may be gone, and any peer serves the
+  // node. The channel to the peer that failed may sit in grpc's reconnect back-off; the
+  // next target's channel does not hold the node back.
+  const auto next_target = static_cast<std::uint32_t>((n.target + 1) % targets_.size());
+  const std::string reconnecting =
+    next_target == n.target ? std::string("reconnecting")
+                            : fmt::format("reconnecting to {}", targets_[next_target].address);
   if (status.ok()) {
     spdlog::log(stream_log_budget.allow() ? spdlog::level::info : spdlog::level::debug,
-                "{}: the orchestrator ended the stream (OK){}", id,
-                n.model.draining() ? "; drained, staying down" : "; reconnecting");
+                "{}: the orchestrator ended the stream (OK); {}", id,
+                n.model.draining() ? "drained, staying down" : reconnecting);
     if (n.model.draining()) {
       n.state = node_state::down;
       n.why_down = down_reason::finished;
@@ -640,10 +672,17 @@ void fleet::on_stream_end_locked(node& n, session& s, const grpc::Status& status
       return;
     }
     spdlog::log(loud ? spdlog::level::warn : spdlog::level::debug,
-                "{}: stream ended: {} ({}): {}; reconnecting", id, code_name(code),
-                static_cast<int>(code), status.error_message());
+                "{}: stream ended: {} ({}): {}; {}", id, code_name(code), static_cast<int>(code),
+                status.error_message(), reconnecting);
   }
-  const auto exponent = std::min<std::uint32_t>(n.failures, 16);
+  if (next_target != n.target) {
+    use_target_locked(n, next_target);
+    failovers_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The back-off grows once per round over the targets: a node whose peer died tries the
+  // others at the first back-off, and waits longer only when none took it.
+  const auto exponent =
+    std::min<std::uint32_t>(n.failures / static_cast<std::uint32_t>(targets_.size()), 16);
   ++n.failures;
   const milliseconds ceiling =
     std::min<milliseconds>(max_backoff, first_backoff * (std::int64_t{1} << exponent));
@@ -657,6 +696,11 @@ void fleet::schedule_reconnect_locked(node& n, milliseconds delay) {
   ++n.stream_token;
   timers_.schedule(
     {sim_clock::now() + delay, n.model.profile().index, timer_kind::reconnect, n.stream_token});
+}
+
+void fleet::use_target_locked(node& n, std::uint32_t target) {
+  n.target = target;
+  n.stub = targets_[target].stubs[n.channel].get();
 }
 
 void fleet::take_down_locked(node& n, down_reason why) {
@@ -834,8 +878,12 @@ std::string fleet::execute(std::string_view line) {
       if (n->state != node_state::down)
         continue;
       spdlog::info("{}: restart{}", n->model.profile().node_id, fresh ? " (fresh)" : "");
-      if (fresh)
+      if (fresh) {
+        // A new process starts on its home target again.
         n->model.reset();
+        use_target_locked(*n,
+                          n->model.profile().index % static_cast<std::uint32_t>(targets_.size()));
+      }
       n->failures = 0;
       n->last_logged_code = -1;
       open_stream_locked(*n);
@@ -980,24 +1028,27 @@ std::string fleet::node_json(node& n) {
   }
   auto rooms = n.model.rooms_json(); // {"rooms":[..],"participants":..,"draining":..}
   return fmt::format(
-    "{{\"node_id\":{},\"state\":\"{}\",\"down_reason\":\"{}\",\"frozen\":{},"
+    "{{\"node_id\":{},\"state\":\"{}\",\"down_reason\":\"{}\",\"target\":{},\"frozen\":{},"
     "\"reply_delay_ms\":{},\"stats_interval_ms\":{},\"city\":{},\"country\":\"{}\","
     "\"region\":\"{}\",\"latitude\":{:.4f},\"longitude\":{:.4f},\"max_participants\":{},"
     "\"recording\":{},\"e2ee\":{},\"packet_loss\":{:.4f},\"jitter_ms\":{:.1f},{}",
-    json_string(p.node_id), state_name(n.state), why, n.frozen ? "true" : "false", n.reply_delay_ms,
-    n.stats_interval_ms, json_string(p.city), p.country, p.region, p.latitude, p.longitude,
-    p.max_participants, p.recording ? "true" : "false", p.e2ee ? "true" : "false",
-    p.quality.packet_loss, p.quality.jitter_ms, std::string_view(rooms).substr(1));
+    json_string(p.node_id), state_name(n.state), why, json_string(targets_[n.target].address),
+    n.frozen ? "true" : "false", n.reply_delay_ms, n.stats_interval_ms, json_string(p.city),
+    p.country, p.region, p.latitude, p.longitude, p.max_participants,
+    p.recording ? "true" : "false", p.e2ee ? "true" : "false", p.quality.packet_loss,
+    p.quality.jitter_ms, std::string_view(rooms).substr(1));
 }
 
 std::string fleet::status_json() {
   std::uint64_t registered = 0, connecting = 0, down = 0, gave_up_now = 0, frozen = 0, rooms = 0,
                 participants = 0;
+  std::vector<std::uint64_t> registered_at(targets_.size(), 0);
   for (auto& n : nodes_) {
     std::lock_guard lock(n->mutex);
     switch (n->state) {
       case node_state::registered:
         ++registered;
+        ++registered_at[n->target];
         break;
       case node_state::connecting:
         ++connecting;
@@ -1019,16 +1070,22 @@ std::string fleet::status_json() {
   const double uptime_s = started_at_ == sim_clock::time_point{}
                             ? 0.0
                             : std::chrono::duration<double>(sim_clock::now() - started_at_).count();
+  // Registered nodes per target, in --target order.
+  std::string per_target;
+  for (std::size_t t = 0; t < targets_.size(); ++t) {
+    per_target +=
+      fmt::format("{}{}:{}", t == 0 ? "" : ",", json_string(targets_[t].address), registered_at[t]);
+  }
   return fmt::format(
     "{{\"nodes\":{},\"registered\":{},\"connecting\":{},\"down\":{},\"rooms\":{},"
     "\"participants\":{},\"commands\":{},\"errors\":{},\"gave_up\":{},\"frozen\":{},"
     "\"acks\":{},\"nacks\":{},\"stats_sent\":{},\"stats_dropped\":{},\"events_sent\":{},"
     "\"registrations\":{},\"stream_errors\":{},\"protocol_errors\":{},\"faults\":{},"
-    "\"uptime_s\":{:.1f}}}",
+    "\"uptime_s\":{:.1f},\"failovers\":{},\"targets\":{{{}}}}}",
     nodes_.size(), registered, connecting, down, rooms, participants, count(commands_),
     count(gave_up_), gave_up_now, frozen, count(acks_), count(nacks_), count(stats_sent_),
     count(stats_dropped_), count(events_sent_), count(registrations_), count(stream_errors_),
-    count(protocol_errors_), count(fault_commands_), uptime_s);
+    count(protocol_errors_), count(fault_commands_), uptime_s, count(failovers_), per_target);
 }
 
 bool fleet::shutdown(milliseconds grace) {

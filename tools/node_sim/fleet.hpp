@@ -5,8 +5,8 @@
 //
 //   start/restart ──> connecting ──Registered──> registered
 //                        ^   │                      │
-//        back-off timer  │   └──stream ends─────────┤ (error or OK: back off, reconnect)
-//                        └──────────────────────────┘
+//        back-off timer  │   └──stream ends─────────┤ (error or OK: back off, reconnect to
+//                        └──────────────────────────┘  the next target of the list)
 //   any ──crash──> down (until `restart`)          any ──flap──> down ──timer──> connecting
 //   stream ends with UNAUTHENTICATED / FAILED_PRECONDITION / INVALID_ARGUMENT / ABORTED
 //     ──> down (gave up; counted in `errors`)
@@ -14,6 +14,12 @@
 //
 // Frozen is not a state but a flag on top: a frozen node keeps its stream but sends nothing
 // and handles nothing until thawed (like a SIGSTOPped process).
+//
+// Targets: with several orchestrator peers (--target a,b,...), node i starts on target
+// i mod count. A stream that ends in a way that reconnects (above), including one that
+// never connected, sends the node to the next target of the list, round robin from its
+// current one; a node stays with the target that last accepted it. The node's own faults
+// (crash/restart, flap, scheduled crashes) keep its target: its peer did nothing wrong.
 #pragma once
 
 #include <atomic>
@@ -34,16 +40,18 @@
 namespace chroom::node_sim {
 
 struct connection_options {
-  // host:port of the orchestrator peer.
-  std::string target;
+  // host:port of each orchestrator peer (--target a,b,...), in the order nodes fail over.
+  std::vector<std::string> targets;
   // PEM files; TLS is used when tls_ca_file is set, mutual TLS when cert and key are too.
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
-  // Name to check the server certificate against instead of the target's host.
+  // Name to check the server certificate against instead of the target's host (every
+  // target's).
   std::string tls_server_name;
-  // Channels (TCP connections) to spread the streams over; 0 = ceil(nodes / 90), which
-  // stays under the orchestrator's limit of 100 concurrent streams per connection.
+  // Channels (TCP connections) per target to spread the streams over; 0 = ceil(nodes / 90),
+  // which stays under the orchestrator's limit of 100 concurrent streams per connection
+  // even when every node failed over to one target.
   std::uint32_t connections = 0;
 };
 
@@ -70,7 +78,8 @@ public:
   std::string execute(std::string_view line);
 
   // {"nodes":..,"registered":..,"connecting":..,"down":..,"rooms":..,"participants":..,
-  //  "commands":..,"errors":..,...} on one line.
+  //  "commands":..,"errors":..,...,"failovers":..,"targets":{"HOST:PORT":registered,..}}
+  // on one line.
   std::string status_json();
 
   // Scheduled faults (--crash-every-s, --freeze-every-s): a random registered node goes
@@ -89,6 +98,12 @@ public:
 private:
   struct node;
   class session;
+  // One orchestrator peer: its channels and a stub on each.
+  struct target_channels {
+    std::string address;
+    std::vector<std::shared_ptr<grpc::Channel>> channels;
+    std::vector<std::unique_ptr<v1::MediaNodeService::Stub>> stubs;
+  };
   enum class down_reason : std::uint8_t;
   friend class session;
 
@@ -98,6 +113,8 @@ private:
   void handle_message_locked(node& n, session& s, const v1::OrchestratorMessage& message);
   void on_stream_end_locked(node& n, session& s, const grpc::Status& status);
   void schedule_reconnect_locked(node& n, std::chrono::milliseconds delay);
+  // The node's streams go to `target` from now on (an index into targets_).
+  void use_target_locked(node& n, std::uint32_t target);
   void start_stats_locked(node& n, bool send_now);
   void send_stats_locked(node& n);
   void reply_locked(node& n, v1::NodeMessage reply);
@@ -115,8 +132,7 @@ private:
 
   fleet_options options_;
   std::vector<node_profile> profiles_;
-  std::vector<std::shared_ptr<grpc::Channel>> channels_;
-  std::vector<std::unique_ptr<v1::MediaNodeService::Stub>> stubs_;
+  std::vector<target_channels> targets_;
   std::vector<std::unique_ptr<node>> nodes_;
   std::unordered_map<std::string, std::uint32_t> index_of_;
   timer_queue timers_;
@@ -145,6 +161,7 @@ private:
   std::atomic<std::uint64_t> gave_up_{0};
   std::atomic<std::uint64_t> protocol_errors_{0};
   std::atomic<std::uint64_t> fault_commands_{0};
+  std::atomic<std::uint64_t> failovers_{0};
 };
 
 } // namespace chroom::node_sim

@@ -1,10 +1,12 @@
 #include "tools/node_sim/options.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <functional>
 #include <map>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -22,15 +24,16 @@ constexpr std::string_view help_text =
   R"(chroom-node-sim: a fleet of simulated media nodes speaking chroom.medianode.v1 to an
 orchestrator (one Connect stream per node).
 
-Usage: chroom-node-sim --target HOST:PORT --nodes N [options]
+Usage: chroom-node-sim --target HOST:PORT[,HOST:PORT...] --nodes N [options]
 
 Connection:
-  --target HOST:PORT        orchestrator peer to connect to (required)
+  --target HOST:PORT[,...]  orchestrator peers (required); node i starts on peer i mod count
+                            and moves to the next peer when its stream fails
   --tls-ca FILE             use TLS, trusting the CA certificates in FILE (PEM)
   --tls-cert FILE           client certificate for mutual TLS (with --tls-key)
   --tls-key FILE            client private key for mutual TLS
   --tls-server-name NAME    check the server certificate against NAME
-  --connections C           TCP connections to spread the streams over
+  --connections C           TCP connections per peer to spread the streams over
                             (default: ceil(N/90), under the 100 streams per connection limit)
 Fleet:
   --nodes N                 nodes to simulate, 1..100000 (required)
@@ -65,6 +68,68 @@ See docs/node-sim.md.
 template <typename T> bool parse_number(std::string_view text, T& out) {
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
   return ec == std::errc{} && ptr == text.data() + text.size();
+}
+
+// "HOST:PORT" with a host name, an IPv4 address or a bracketed IPv6 address, and a port
+// 1..65535. Empty when fine, else what is wrong with it.
+std::string target_problem(std::string_view entry) {
+  if (entry.empty())
+    return "is empty";
+  const auto colon = entry.rfind(':');
+  if (colon == std::string_view::npos)
+    return "has no :PORT";
+  const auto host = entry.substr(0, colon);
+  const auto port_text = entry.substr(colon + 1);
+  std::uint32_t port = 0;
+  if (!parse_number(port_text, port) || port < 1 || port > 65535)
+    return "needs a port from 1 to 65535 after its last ':'";
+  if (host.empty())
+    return "has no HOST";
+  if (host.front() == '[') {
+    // [IPv6] with an optional %zone.
+    if (host.size() < 3 || host.back() != ']')
+      return "has an unclosed [IPv6] host";
+    for (const char c : host.substr(1, host.size() - 2)) {
+      const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                      c == ':' || c == '.' || c == '%' || c == '-' || c == '_';
+      if (!ok)
+        return "has a bad [IPv6] host";
+    }
+    return {};
+  }
+  for (const char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '-' || c == '_';
+    if (!ok) {
+      return c == ':' ? "has a ':' in its host (write an IPv6 address as [ADDRESS]:PORT)"
+                      : "has a character that is not allowed in a host name";
+    }
+  }
+  return {};
+}
+
+// --target's comma-separated list into `targets`; an error names the bad entry.
+std::string parse_targets(std::string_view list, std::vector<std::string>& targets) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t number = 1;; ++number) {
+    const auto comma = list.find(',', start);
+    const auto entry =
+      list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    if (auto problem = target_problem(entry); !problem.empty()) {
+      return fmt::format("HOST:PORT[,HOST:PORT...]; entry {} \"{}\" {}", number, entry, problem);
+    }
+    if (std::find(out.begin(), out.end(), entry) != out.end()) {
+      return fmt::format("HOST:PORT[,HOST:PORT...]; entry {} \"{}\" is listed twice", number,
+                         entry);
+    }
+    out.emplace_back(entry);
+    if (comma == std::string_view::npos)
+      break;
+    start = comma + 1;
+  }
+  targets = std::move(out);
+  return {};
 }
 
 bool valid_prefix(std::string_view prefix) {
@@ -119,7 +184,7 @@ parse_result parse_options(int argc, char** argv) {
     });
   };
   const std::map<std::string, setter, std::less<>> flags = {
-    {"--target", text(connection.target)},
+    {"--target", [&](std::string_view v) { return parse_targets(v, connection.targets); }},
     {"--tls-ca", text(connection.tls_ca_file)},
     {"--tls-cert", text(connection.tls_cert_file)},
     {"--tls-key", text(connection.tls_key_file)},
@@ -211,8 +276,8 @@ parse_result parse_options(int argc, char** argv) {
     }
   }
 
-  if (connection.target.empty())
-    return usage_error{"--target HOST:PORT is required"};
+  if (connection.targets.empty())
+    return usage_error{"--target HOST:PORT[,HOST:PORT...] is required"};
   if (!have_nodes)
     return usage_error{"--nodes N is required"};
   if (!parameters.secret_key.empty() && !parameters.credential.empty()) {
