@@ -1,6 +1,7 @@
 #include "actors/admin_service.hpp"
 
 #include "actors/atoms.hpp"
+#include "actors/cluster_membership.hpp"
 #include "actors/proto_messages.hpp"
 #include "transport/call_protocol.hpp"
 
@@ -95,10 +96,45 @@ void ask_node(admin_actor* self, const caf::actor& registry, const call_context&
           });
 }
 
-void handle(admin_actor* self, const caf::actor& registry, unary_replies& replies,
+struct admin_actors {
+  caf::actor registry;
+  caf::actor membership;
+  caf::actor allocation_service;
+};
+
+/// GetCluster: the members from the membership actor, room counts from the allocation
+/// service.
+void get_cluster(admin_actor* self, const admin_actors& actors, const call_context& context) {
+  auto fail = [self, context](const std::string& who, const caf::error& err) {
+    unary_replies{self}.fail(context, make_status(grpc_code::unavailable,
+                                                  who + ": " + self->system().render(err)));
+  };
+  self->request(actors.membership, registry_timeout, get_cluster_atom::value)
+    .then(
+      [self, context, fail, service = actors.allocation_service](GetClusterResponse& response) {
+        self->request(service, registry_timeout, get_cluster_atom::value)
+          .then(
+            [self, context, response](uint32_t owned, uint32_t replicas) mutable {
+              response.set_rooms_owned(owned);
+              response.set_room_replicas(replicas);
+              unary_replies{self}.reply(context, response);
+            },
+            [fail](caf::error& err) { fail("allocation service", err); });
+      },
+      [fail](caf::error& err) { fail("membership", err); });
+}
+
+void handle(admin_actor* self, const admin_actors& actors, unary_replies& replies,
             unary_call& call) {
+  const auto& registry = actors.registry;
   const auto& path = call.context.path;
   auto method = path.substr(path.rfind('/') + 1);
+  if (method == "GetCluster") {
+    GetClusterRequest request;
+    if (replies.parse(call, request))
+      get_cluster(self, actors, call.context);
+    return;
+  }
   if (method == "ListNodes") {
     ListNodesRequest request;
     if (!replies.parse(call, request))
@@ -150,15 +186,15 @@ void handle(admin_actor* self, const caf::actor& registry, unary_replies& replie
   }
 }
 
-caf::behavior admin_service(admin_actor* self, caf::actor registry) {
+caf::behavior admin_service(admin_actor* self, admin_actors actors) {
   return {
-    [self, registry](call_unary_atom, std::vector<unary_call>& batch) {
+    [self, actors](call_unary_atom, std::vector<unary_call>& batch) {
       unary_replies replies{self};
       for (auto& call : batch)
-        handle(self, registry, replies, call);
+        handle(self, actors, replies, call);
     },
-    [self, registry](call_open_atom, const call_context& call) -> caf::actor {
-      return self->spawn(node_watcher, call, registry);
+    [self, actors](call_open_atom, const call_context& call) -> caf::actor {
+      return self->spawn(node_watcher, call, actors.registry);
     },
     [](call_cancel_atom, int32_t) {
       // A unary call waiting for the registry was cancelled; its answer is dropped by
@@ -169,8 +205,10 @@ caf::behavior admin_service(admin_actor* self, caf::actor registry) {
 
 } // namespace
 
-caf::actor spawn_admin_service(caf::actor_system& system, caf::actor registry) {
-  return system.spawn(admin_service, std::move(registry));
+caf::actor spawn_admin_service(caf::actor_system& system, caf::actor registry,
+                               caf::actor membership, caf::actor allocation_service) {
+  return system.spawn(admin_service, admin_actors{std::move(registry), std::move(membership),
+                                                  std::move(allocation_service)});
 }
 
 } // namespace chroom::actors

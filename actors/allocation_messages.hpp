@@ -13,6 +13,7 @@
 #include "actors/proto_messages.hpp"
 #include "allocation/placement.hpp"
 #include "chroom/allocation/v1/allocation_service.pb.h"
+#include "chroom/cluster/v1/cluster.pb.h"
 #include "transport/call_protocol.hpp"
 
 #include <caf/actor.hpp>
@@ -78,6 +79,9 @@ struct candidates_answer {
 
 /// What an allocation_request asks of a room.
 struct allocation_ask {
+  /// The client's request as it came (replicated: a peer taking the room over places the
+  /// client again from it).
+  chroom::allocation::v1::AllocateRequest request;
   std::string client_id;
   std::string role;
   place_query query;
@@ -103,3 +107,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::NodeChoice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::Room)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::RoomUpdate)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::KeepAliveResponse)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::cluster::v1::RoomState)

@@ -2,6 +2,8 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
+#include "actors/cluster_membership.hpp"
+#include "cluster/room_state.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/lease_wheel.hpp"
 #include "transport/call_protocol.hpp"
@@ -20,6 +22,14 @@ namespace {
 
 using namespace transport;
 namespace av1 = chroom::allocation::v1;
+namespace cv1 = chroom::cluster::v1;
+
+/// Request metadata of a call one peer sent on to another: the receiver handles it even
+/// if it thinks a third peer owns the room (views differ for a moment while membership
+/// changes; a call must not bounce between peers).
+constexpr std::string_view forwarded_by_key = "chroom-forwarded-by";
+/// How long a leaving peer waits for its rooms to reach their new owners.
+constexpr auto leave_timeout = std::chrono::seconds{5};
 
 /// How long a call waits for the registry, a room or a session.
 constexpr auto answer_timeout = std::chrono::seconds{10};
@@ -124,6 +134,8 @@ client_position locate(const av1::ClientLocation& location, const allocation::ip
 
 struct request_state {
   call_context call;
+  /// The request as it came: routed again when the room moved to another peer.
+  std::string request_bytes;
   allocation_ask ask;
   std::string app_id;
   std::string room_id;
@@ -139,6 +151,14 @@ void ask_room(request_actor* self, const caf::actor& room) {
   self->request(room, caf::infinite, allocate_atom::value, self->state.ask)
     .then(
       [self](allocation_reply& reply) {
+        auto& st = self->state;
+        if (reply.status.code == grpc_code::unavailable &&
+            reply.status.message == room_moved_message) {
+          self->send(st.service, call_unary_atom::value,
+                     std::vector<unary_call>{{std::move(st.call), std::move(st.request_bytes)}});
+          self->quit();
+          return;
+        }
         unary_replies replies{self};
         if (reply.status.is_ok())
           replies.reply(self->state.call, reply.response);
@@ -177,11 +197,13 @@ void ask_room(request_actor* self, const caf::actor& room) {
       });
 }
 
-caf::behavior allocation_request(request_actor* self, call_context call, allocation_ask ask,
+caf::behavior allocation_request(request_actor* self, call_context call,
+                                 std::string request_bytes, allocation_ask ask,
                                  std::string app_id, std::string room_id, caf::actor room,
                                  caf::actor service) {
   auto& st = self->state;
   st.call = std::move(call);
+  st.request_bytes = std::move(request_bytes);
   st.ask = std::move(ask);
   st.app_id = std::move(app_id);
   st.room_id = std::move(room_id);
@@ -198,8 +220,18 @@ struct watcher_state {
   call_stream stream;
   caf::actor service;
   bool subscribed = false;
+  std::string app_id;
+  std::string room_id;
+  /// The room watched (on this peer or its owner).
+  caf::actor_addr room;
+  /// Times the room went away (its owner died or handed it off) and was looked up again.
+  int resubscriptions = 0;
   std::deque<av1::RoomUpdate> backlog;
 };
+
+/// A watch follows its room through this many owner changes in a row before it gives up.
+constexpr int max_resubscriptions = 10;
+constexpr auto resubscribe_delay = std::chrono::milliseconds{300};
 
 using watcher_actor = caf::stateful_actor<watcher_state>;
 
@@ -214,17 +246,45 @@ void end_watch(watcher_actor* self, grpc_status status) {
   self->quit();
 }
 
+/// Asks the service (which asks the owner) for the room and subscribes to it.
+void subscribe(watcher_actor* self) {
+  auto& st = self->state;
+  self->request(st.service, answer_timeout, room_for_atom::value, st.app_id, st.room_id)
+    .then(
+      [self](grpc_status& status, caf::actor& room) {
+        if (!status.is_ok()) {
+          end_watch(self, std::move(status));
+          return;
+        }
+        self->state.room = room.address();
+        self->monitor(room);
+        self->send(room, watch_room_atom::value, caf::actor_cast<caf::actor>(self));
+      },
+      [self](caf::error& err) {
+        end_watch(self, make_status(grpc_code::unavailable,
+                                    "allocation service: " + self->system().render(err)));
+      });
+}
+
 caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor service) {
   auto& st = self->state;
   st.stream = call_stream{std::move(call)};
   st.service = std::move(service);
   self->monitor(st.stream.context().gateway);
   self->set_down_handler([self](caf::down_msg& msg) {
-    if (msg.source == self->state.stream.context().gateway.address()) {
+    auto& st = self->state;
+    if (msg.source == st.stream.context().gateway.address()) {
       self->quit();
       return;
     }
-    end_watch(self, make_status(grpc_code::unavailable, "the room's owner went away"));
+    if (msg.source != st.room)
+      return;
+    // The room quit here (idle, handed off) or its peer died: the owner now has it.
+    if (++st.resubscriptions > max_resubscriptions) {
+      end_watch(self, make_status(grpc_code::unavailable, "the room's owner went away"));
+      return;
+    }
+    send_later(self, resubscribe_delay, watch_room_atom::value);
   });
   return {
     [self](call_data_atom, int32_t, const std::string& bytes) {
@@ -244,25 +304,18 @@ caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor se
         return;
       }
       st.subscribed = true;
-      self
-        ->request(st.service, answer_timeout, room_for_atom::value, request.app_id(),
-                  request.room_id())
-        .then(
-          [self](grpc_status& status, caf::actor& room) {
-            if (!status.is_ok()) {
-              end_watch(self, std::move(status));
-              return;
-            }
-            self->monitor(room);
-            self->send(room, watch_room_atom::value, caf::actor_cast<caf::actor>(self));
-          },
-          [self](caf::error& err) {
-            end_watch(self, make_status(grpc_code::unavailable,
-                                        "allocation service: " + self->system().render(err)));
-          });
+      st.app_id = request.app_id();
+      st.room_id = request.room_id();
+      subscribe(self);
     },
-    [self](room_update_atom, av1::RoomUpdate& update) {
+    [self](watch_room_atom) { subscribe(self); },
+    [self](room_update_atom, const std::string& bytes) {
       auto& st = self->state;
+      av1::RoomUpdate update;
+      if (!update.ParseFromString(bytes))
+        return;
+      if (update.reason() == "current state")
+        st.resubscriptions = 0;
       if (st.backlog.size() >= max_watch_backlog) {
         end_watch(self,
                   make_status(grpc_code::resource_exhausted, "WatchRoom client reads too slowly"));
@@ -295,6 +348,17 @@ struct service_state {
   /// When each lease ends unless renewed (one sweep timer for all of them).
   allocation::lease_wheel expiry{std::chrono::milliseconds{100}};
   steady::duration sweep_interval{};
+
+  // Cluster.
+  cluster_view view;
+  /// Rooms this peer keeps a replica of, by key ("app/room").
+  std::unordered_map<std::string, cv1::RoomState> replicas;
+  /// Calls for rooms owned elsewhere, collected per owner while a batch is handled.
+  batches_by_actor<unary_call> outbox;
+  /// Shutting down: rooms are handed off, every call goes to the new owners.
+  bool leaving = false;
+  caf::response_promise leave_done;
+  size_t handoffs_pending = 0;
 };
 
 using service_actor = caf::stateful_actor<service_state>;
@@ -341,15 +405,150 @@ place_query query_for(service_actor* self, const av1::ClientLocation& location,
   return query;
 }
 
+// --- the cluster ----------------------------------------------------------------------
+
+/// The live peer that owns `key` when it is not this one (or this one is leaving).
+const peer_handle* remote_owner(service_actor* self, std::string_view key) {
+  auto& st = self->state;
+  if (st.view.live.empty())
+    return nullptr;
+  auto holders = st.view.holders_of(key);
+  if (holders.empty() || holders.front()->peer_id == st.view.self_id)
+    return nullptr;
+  return holders.front();
+}
+
+/// Sends `call` on to the owner of `key` when that is another peer; true if it did. The
+/// owner answers the call's gateway directly.
+bool forward(service_actor* self, unary_call& call, std::string_view key) {
+  auto& st = self->state;
+  if (!call.context.metadata_value(forwarded_by_key).empty())
+    return false;
+  const auto* owner = remote_owner(self, key);
+  if (owner == nullptr || !owner->allocation_service)
+    return false;
+  call.context.request_metadata.emplace_back(std::string{forwarded_by_key}, st.settings.peer_id);
+  call.context.deadline_ns = 0; // steady clocks differ between machines; the gateway enforces it
+  batch_for(st.outbox, owner->allocation_service).push_back(std::move(call));
+  return true;
+}
+
+void flush_outbox(service_actor* self) {
+  for (auto& [owner, calls] : self->state.outbox)
+    self->send(owner, call_unary_atom::value, std::move(calls));
+  self->state.outbox.clear();
+}
+
+/// The room key a lease id names: lease ids are "app/room/random".
+std::string_view room_key_of_lease(std::string_view lease_id) {
+  auto slash = lease_id.rfind('/');
+  return slash == std::string_view::npos ? std::string_view{} : lease_id.substr(0, slash);
+}
+
+/// Tells a room which peers replicate it.
+void send_replicas(service_actor* self, const std::string& key, const caf::actor& room) {
+  auto& st = self->state;
+  std::vector<caf::actor> replicas;
+  if (!st.view.live.empty()) {
+    auto holders = st.view.holders_of(key);
+    for (size_t i = 1; i < holders.size(); ++i)
+      if (holders[i]->allocation_service)
+        replicas.push_back(holders[i]->allocation_service);
+  }
+  self->send(room, cluster_view_atom::value, std::move(replicas), st.view.self_writer());
+}
+
+void track_room(service_actor* self, const std::string& key, const caf::actor& room) {
+  auto& st = self->state;
+  self->monitor(room);
+  st.rooms[key] = room;
+  st.room_of[room.address()] = key;
+  send_replicas(self, key, room);
+}
+
+/// Runs the room from `state` here (this peer owns it now).
+void take_over(service_actor* self, const std::string& key, cv1::RoomState state) {
+  auto& st = self->state;
+  if (auto it = st.rooms.find(key); it != st.rooms.end()) {
+    self->send(it->second, absorb_atom::value, std::move(state));
+    return;
+  }
+  if (state.closed())
+    return;
+  auto room = spawn_restored_room(self->system(), std::move(state), st.room_settings_);
+  track_room(self, key, room);
+}
+
+/// Membership changed (or this peer leaves): rooms owned elsewhere now are handed off,
+/// replicas of rooms this peer owns now are taken over, and replicas no longer held here
+/// go to their owner (it may lack them: a partition, a dead replica).
+void rebalance(service_actor* self) {
+  auto& st = self->state;
+  for (const auto& [key, room] : st.rooms) {
+    if (const auto* owner = remote_owner(self, key); owner && owner->allocation_service) {
+      ++st.handoffs_pending;
+      self->send(room, handoff_atom::value, owner->allocation_service);
+    } else {
+      send_replicas(self, key, room);
+    }
+  }
+  for (auto it = st.replicas.begin(); it != st.replicas.end();) {
+    auto holders = st.view.holders_of(it->first);
+    bool owner_here = !holders.empty() && holders.front()->peer_id == st.view.self_id;
+    bool replica_here = std::any_of(holders.begin(), holders.end(), [&](const auto* h) {
+      return h->peer_id == st.view.self_id;
+    });
+    if (owner_here) {
+      spdlog::info("allocation: taking over room {} ({} members)", it->first,
+                   it->second.members_size());
+      take_over(self, it->first, std::move(it->second));
+      it = st.replicas.erase(it);
+    } else if (!replica_here && !holders.empty() && holders.front()->allocation_service) {
+      self->send(holders.front()->allocation_service, absorb_atom::value, it->first,
+                 it->second.SerializeAsString());
+      it = st.replicas.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void handoff_finished(service_actor* self) {
+  auto& st = self->state;
+  if (st.handoffs_pending > 0)
+    --st.handoffs_pending;
+  if (st.leaving && st.handoffs_pending == 0 && st.leave_done.pending())
+    st.leave_done.deliver(true);
+}
+
+/// The placement query of an Allocate request that passed validation, or of a member's
+/// request in a room taken over from another peer.
+place_query query_of_request(std::shared_ptr<const allocation::app_policy> app,
+                             const allocation::ip_locator* locator,
+                             const av1::AllocateRequest& request, std::string& warning) {
+  auto position = locate(request.location(), locator);
+  place_query query;
+  query.request.client = position.point;
+  query.at_fallback = position.at_fallback;
+  query.request.app = app.get();
+  query.app = std::move(app);
+  warning = std::move(position.warning);
+  for (const auto& probe : request.probes())
+    query.request.probes.push_back({probe.node_id(), probe.rtt_ms()});
+  std::string problem;
+  if (auto needs = allocation::parse_features(
+        {request.required_features().begin(), request.required_features().end()}, problem))
+    query.request.features = std::move(*needs);
+  return query;
+}
+
 caf::actor room_for(service_actor* self, const std::string& app_id, const std::string& room_id) {
   auto& st = self->state;
   auto key = node_room_id(app_id, room_id);
   if (auto it = st.rooms.find(key); it != st.rooms.end())
     return it->second;
   auto room = spawn_room(self->system(), app_id, room_id, st.room_settings_);
-  self->monitor(room);
-  st.rooms.emplace(key, room);
-  st.room_of.emplace(room.address(), std::move(key));
+  track_room(self, key, room);
   return room;
 }
 
@@ -421,32 +620,34 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
     return invalid(std::move(problem));
   if (request.probes_size() > max_probes)
     return invalid("at most " + std::to_string(max_probes) + " probes");
-  allocation_ask ask;
-  std::string warning;
-  ask.query = query_for(self, request.location(), std::move(app), warning);
   for (const auto& probe : request.probes()) {
     if (probe.node_id().empty() || probe.node_id().size() > 128)
       return invalid("probes[].node_id must be 1 to 128 characters");
     if (!std::isfinite(probe.rtt_ms()) || probe.rtt_ms() <= 0 || probe.rtt_ms() > max_probe_rtt_ms)
       return invalid("probes[].rtt_ms must be above 0 and at most " +
                      std::to_string(static_cast<int>(max_probe_rtt_ms)));
-    ask.query.request.probes.push_back({probe.node_id(), probe.rtt_ms()});
   }
-  if (auto problem = features_problem(request.required_features(), ask.query.request.features);
-      !problem.empty())
+  allocation::feature_needs needs;
+  if (auto problem = features_problem(request.required_features(), needs); !problem.empty())
     return invalid(std::move(problem));
   if (request.expected_kbps() > max_expected_kbps)
     return invalid("expected_kbps is at most " + std::to_string(max_expected_kbps));
+  if (forward(self, call, node_room_id(request.app_id(), request.room_id())))
+    return;
 
+  allocation_ask ask;
+  std::string warning;
+  ask.query = query_of_request(std::move(app), st.settings.locator.get(), request, warning);
   ask.client_id = request.client_id();
   ask.role = std::move(role);
   ask.expected_kbps = request.expected_kbps();
   ask.query.alternates = st.room_settings_->alternates;
   if (!warning.empty())
     ask.warnings.push_back(std::move(warning));
+  ask.request = request;
   auto room = room_for(self, request.app_id(), request.room_id());
-  self->spawn(allocation_request, std::move(call.context), std::move(ask), request.app_id(),
-              request.room_id(), room, caf::actor_cast<caf::actor>(self));
+  self->spawn(allocation_request, std::move(call.context), std::move(call.request), std::move(ask),
+              request.app_id(), request.room_id(), room, caf::actor_cast<caf::actor>(self));
 }
 
 void candidates(service_actor* self, unary_replies& replies, unary_call& call) {
@@ -491,6 +692,8 @@ void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::KeepAliveRequest request;
   if (!replies.parse(call, request))
     return;
+  if (forward(self, call, room_key_of_lease(request.lease_id())))
+    return;
   auto session = find_lease(self, request.lease_id(), true);
   if (!session)
     return replies.fail(call.context, unknown_lease(request.lease_id()));
@@ -506,6 +709,8 @@ void release(service_actor* self, unary_replies& replies, unary_call& call) {
   auto& st = self->state;
   av1::ReleaseRequest request;
   if (!replies.parse(call, request))
+    return;
+  if (forward(self, call, room_key_of_lease(request.lease_id())))
     return;
   auto session = find_lease(self, request.lease_id(), false);
   if (!session)
@@ -529,6 +734,8 @@ void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
     return replies.fail(call.context, make_status(grpc_code::invalid_argument, problem));
   if (find_app(self, request.app_id()) == nullptr)
     return replies.fail(call.context, unknown_app(request.app_id()));
+  if (forward(self, call, node_room_id(request.app_id(), request.room_id())))
+    return;
   auto it = st.rooms.find(node_room_id(request.app_id(), request.room_id()));
   if (it == st.rooms.end())
     return replies.fail(
@@ -572,6 +779,14 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   st.settings = std::move(settings);
   auto rooms = std::make_shared<room_settings>(st.settings.room);
   rooms->service = caf::actor_cast<caf::actor>(self);
+  rooms->query_of = [apps = st.settings.apps, locator = st.settings.locator](
+                      const av1::AllocateRequest& request) -> std::optional<place_query> {
+    auto app = apps.find(request.app_id());
+    if (app == apps.end())
+      return std::nullopt;
+    std::string warning;
+    return query_of_request(app->second, locator.get(), request, warning);
+  };
   st.room_settings_ = std::move(rooms);
   self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   // Leases expire within a tenth of their TTL (at most 1 s) after it.
@@ -597,6 +812,8 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
           room != st.rooms.end() && room->second.address() == msg.source)
         st.rooms.erase(room);
       st.room_of.erase(it);
+      if (st.handoffs_pending > 0)
+        handoff_finished(self);
     }
   });
   return {
@@ -604,6 +821,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       unary_replies replies{self};
       for (auto& call : batch)
         handle(self, replies, call);
+      flush_outbox(self);
     },
     [self](call_open_atom, const call_context& call) -> caf::actor {
       return self->spawn(room_watcher, call, caf::actor_cast<caf::actor>(self));
@@ -623,10 +841,89 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       send_later(self, self->state.sweep_interval, sweep_atom::value);
     },
     [self](room_for_atom, const std::string& app_id,
-           const std::string& room_id) -> caf::result<grpc_status, caf::actor> {
+           const std::string& room_id) -> caf::result<caf::message> {
+      if (find_app(self, app_id) == nullptr)
+        return caf::make_message(unknown_app(app_id), caf::actor{});
+      if (const auto* owner = remote_owner(self, node_room_id(app_id, room_id));
+          owner && owner->allocation_service)
+        return self->delegate(owner->allocation_service, room_for_atom::value, app_id, room_id,
+                              true);
+      return caf::make_message(grpc_status::ok(), room_for(self, app_id, room_id));
+    },
+    [self](room_for_atom, const std::string& app_id, const std::string& room_id,
+           bool) -> caf::result<grpc_status, caf::actor> {
+      // From another peer, which found this one the owner: answered here in any case.
       if (find_app(self, app_id) == nullptr)
         return {unknown_app(app_id), caf::actor{}};
       return {grpc_status::ok(), room_for(self, app_id, room_id)};
+    },
+    [self](cluster_view_atom, cluster_view& view) {
+      auto& st = self->state;
+      bool was_leaving = st.leaving;
+      st.view = std::move(view);
+      if (was_leaving) // the view without this peer stays: everything goes elsewhere
+        std::erase_if(st.view.live, [&](const auto& p) { return p.peer_id == st.view.self_id; });
+      rebalance(self);
+    },
+    [self](replicate_atom, const std::string& key, const std::string& bytes) {
+      auto& st = self->state;
+      cv1::RoomState state;
+      if (!state.ParseFromString(bytes))
+        return false;
+      if (state.closed()) {
+        auto it = st.replicas.find(key);
+        if (it != st.replicas.end() &&
+            cluster::compare_versions(state, it->second) == cluster::version_order::newer)
+          st.replicas.erase(it);
+        return true;
+      }
+      auto& kept = st.replicas[key];
+      kept = kept.version_size() == 0 ? std::move(state) : cluster::merge_rooms(state, kept);
+      return true;
+    },
+    [self](absorb_atom, const std::string& key, const std::string& bytes) {
+      auto& st = self->state;
+      cv1::RoomState state;
+      if (!state.ParseFromString(bytes))
+        return false;
+      if (auto it = st.replicas.find(key); it != st.replicas.end()) {
+        state = cluster::merge_rooms(state, it->second);
+        st.replicas.erase(it);
+      }
+      if (const auto* owner = remote_owner(self, key); owner && owner->allocation_service) {
+        // Not this peer's (views differ, or it is leaving): keep it as a replica until the
+        // views agree; rebalance sends it on.
+        st.replicas[key] = std::move(state);
+        return true;
+      }
+      take_over(self, key, std::move(state));
+      return true;
+    },
+    [self](leave_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      st.leaving = true;
+      std::erase_if(st.view.live, [&](const auto& p) { return p.peer_id == st.view.self_id; });
+      if (st.view.live.empty())
+        return true; // alone: nobody to hand rooms to
+      rebalance(self);
+      if (st.handoffs_pending == 0)
+        return true;
+      st.leave_done = self->make_response_promise();
+      send_later(self, leave_timeout, leave_atom::value, true);
+      return st.leave_done;
+    },
+    [self](leave_atom, bool) {
+      auto& st = self->state;
+      if (st.leave_done.pending()) {
+        spdlog::warn("allocation: {} room hand-off(s) unfinished when leaving",
+                     st.handoffs_pending);
+        st.leave_done.deliver(true);
+      }
+    },
+    [self](get_cluster_atom) {
+      auto& st = self->state;
+      return caf::make_message(static_cast<uint32_t>(st.rooms.size()),
+                               static_cast<uint32_t>(st.replicas.size()));
     },
     [self](room_idle_atom, const std::string& app_id, const std::string& room_id) {
       auto& st = self->state;

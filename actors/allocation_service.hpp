@@ -12,6 +12,16 @@
 //   (room_for_atom, app_id, room_id) -> (grpc_status, room actor)   get or create
 //   (room_idle_atom, app_id, room_id)               from a room that quits
 //   (lease_open_atom, lease_id, session)            from a room
+// Cluster (docs/cluster.md): a room is run by its owner peer (rendezvous hashing over the
+// live peers). Calls for a room owned elsewhere (Allocate, GetRoom, KeepAlive and Release
+// by the room in the lease id, WatchRoom) go to the owner's service, which answers the
+// client's gateway directly. The service keeps the replicas this peer holds, takes rooms
+// over when their owner is gone, and hands rooms off when another peer owns them now.
+//   (cluster_view_atom, cluster_view)               from the membership actor
+//   (replicate_atom, room key, RoomState bytes) -> bool     from an owner: keep a replica
+//   (absorb_atom, room key, RoomState bytes) -> bool        this peer owns the room now
+//   (leave_atom) -> bool          hand every room off to the others (at shutdown)
+//   (get_cluster_atom) -> (rooms owned, replicas held)
 
 #include "actors/room.hpp"
 #include "allocation/ip_locator.hpp"
@@ -32,6 +42,8 @@ struct allocation_service_settings {
   std::map<std::string, std::shared_ptr<const allocation::app_policy>, std::less<>> apps;
   /// Locates clients by IP; null or not open: IPs are not located.
   std::shared_ptr<const allocation::ip_locator> locator;
+  /// This peer's id (in forwarded calls' metadata, for logs).
+  std::string peer_id;
 };
 
 caf::actor spawn_allocation_service(caf::actor_system& system,

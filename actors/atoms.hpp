@@ -69,4 +69,19 @@ using lease_end_atom = caf::atom_constant<caf::atom("l_end")>;
 using moved_atom = caf::atom_constant<caf::atom("moved")>;
 using admitted_atom = caf::atom_constant<caf::atom("admitted")>;
 
+// The cluster (actors/cluster_membership.hpp, peer-to-peer messages carry serialized
+// chroom.cluster.v1 protobuf).
+using hello_atom = caf::atom_constant<caf::atom("p_hello")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("p_beat")>;
+using leave_atom = caf::atom_constant<caf::atom("p_leave")>;
+using probe_atom = caf::atom_constant<caf::atom("p_probe")>;
+using cluster_view_atom = caf::atom_constant<caf::atom("p_view")>;
+using get_cluster_atom = caf::atom_constant<caf::atom("p_get")>;
+using node_updates_atom = caf::atom_constant<caf::atom("p_nodes")>;
+using flush_updates_atom = caf::atom_constant<caf::atom("p_flush")>;
+using replicate_atom = caf::atom_constant<caf::atom("p_replica")>;
+using absorb_atom = caf::atom_constant<caf::atom("p_absorb")>;
+using handoff_atom = caf::atom_constant<caf::atom("p_handoff")>;
+using room_opened_atom = caf::atom_constant<caf::atom("r_opened")>;
+
 } // namespace chroom

@@ -2,6 +2,8 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
+#include "actors/cluster_membership.hpp"
+#include "chroom/cluster/v1/cluster.pb.h"
 #include "actors/media_node.hpp"
 #include "actors/proto_messages.hpp"
 #include "actors/send_later.hpp"
@@ -22,6 +24,7 @@ using allocation::node_event;
 using allocation::table_error;
 using chroom::admin::v1::NodeEvent;
 using chroom::admin::v1::NodeInfo;
+namespace cv1 = chroom::cluster::v1;
 
 /// ListNodes pages: the default keeps a page far below the 4 MiB message limit.
 constexpr uint32_t default_page_size = 1000;
@@ -68,9 +71,28 @@ NodeEvent to_proto(const node_event& event, clock::time_point now) {
   return out;
 }
 
+/// A node stream at another peer, as this registry's table sees it (a session of its own).
+struct remote_stream {
+  std::string home_peer_id;
+  /// The stream's session id at its home.
+  uint64_t home_session = 0;
+  caf::actor home_registry;
+};
+
 struct registry_state {
   allocation::node_table table;
   registry_settings settings;
+  /// Streams of nodes homed at other peers, by the local session id standing for them.
+  std::unordered_map<uint64_t, remote_stream> remote;
+  /// (home peer, home session) -> local session id.
+  std::map<std::pair<std::string, uint64_t>, uint64_t> remote_session_of;
+  /// When each node's current stream registered, Unix milliseconds (local or remote).
+  std::unordered_map<std::string, int64_t> registered_at;
+  /// The other peers' registries.
+  std::vector<std::pair<std::string, caf::actor>> peers;
+  /// What the other peers have not been told yet; a node's Stats appear once (the latest).
+  cv1::NodeUpdates pending;
+  std::unordered_map<std::string, int> pending_stats;
   /// The media node actor of each live session.
   std::unordered_map<uint64_t, caf::actor> sessions;
   /// Which session a media node actor serves (for down messages).
@@ -178,6 +200,203 @@ chroom::allocation::v1::NodeChoice choice_of(const allocation::node_record& reco
   return choice;
 }
 
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+bool clustered(const registry_state& st) {
+  return !st.peers.empty();
+}
+
+void queue_registration(registry_actor* self, const chroom::medianode::v1::Register& registration,
+                        uint64_t session, int64_t registered_unix_ms) {
+  auto& st = self->state;
+  if (!clustered(st))
+    return;
+  auto* update = st.pending.add_updates();
+  update->set_node_id(registration.node_id());
+  update->set_session(session);
+  *update->mutable_registration() = registration;
+  update->set_registered_unix_ms(registered_unix_ms);
+}
+
+void queue_stats(registry_actor* self, const std::string& node_id, uint64_t session,
+                 const chroom::medianode::v1::Stats& stats) {
+  auto& st = self->state;
+  if (!clustered(st))
+    return;
+  if (auto it = st.pending_stats.find(node_id); it != st.pending_stats.end()) {
+    auto* update = st.pending.mutable_updates(it->second);
+    if (update->session() == session) {
+      *update->mutable_stats() = stats;
+      return;
+    }
+  }
+  st.pending_stats[node_id] = st.pending.updates_size();
+  auto* update = st.pending.add_updates();
+  update->set_node_id(node_id);
+  update->set_session(session);
+  *update->mutable_stats() = stats;
+}
+
+void queue_closed(registry_actor* self, const std::string& node_id, uint64_t session) {
+  auto& st = self->state;
+  if (!clustered(st))
+    return;
+  auto* update = st.pending.add_updates();
+  update->set_node_id(node_id);
+  update->set_session(session);
+  update->set_stream_closed(true);
+}
+
+void queue_room_change(registry_actor* self, const std::string& node_id,
+                       const std::string& node_room_id, bool added) {
+  auto& st = self->state;
+  if (!clustered(st))
+    return;
+  auto* change = st.pending.add_room_changes();
+  change->set_node_id(node_id);
+  change->set_node_room_id(node_room_id);
+  change->set_added(added);
+}
+
+void flush_updates(registry_actor* self) {
+  auto& st = self->state;
+  if (st.pending.updates_size() == 0 && st.pending.room_changes_size() == 0)
+    return;
+  st.pending.set_home_peer_id(st.settings.peer_id);
+  std::string bytes;
+  st.pending.SerializeToString(&bytes);
+  for (const auto& [peer_id, registry] : st.peers)
+    self->send(registry, node_updates_atom::value, bytes);
+  st.pending.Clear();
+  st.pending_stats.clear();
+}
+
+/// Everything this peer knows that a peer that just joined does not: its own nodes
+/// (registration and latest Stats) and the rooms on every node.
+std::string snapshot_for_newcomer(registry_actor* self) {
+  auto& st = self->state;
+  cv1::NodeUpdates all;
+  all.set_home_peer_id(st.settings.peer_id);
+  for (const auto& [id, record] : st.table.nodes()) {
+    for (const auto& room : record.rooms) {
+      auto* change = all.add_room_changes();
+      change->set_node_id(id);
+      change->set_node_room_id(room);
+      change->set_added(true);
+    }
+    if (!record.connected || st.remote.contains(record.session) ||
+        record.state == chroom::admin::v1::NODE_STATE_DEAD ||
+        record.state == chroom::admin::v1::NODE_STATE_GONE)
+      continue;
+    auto* update = all.add_updates();
+    update->set_node_id(id);
+    update->set_session(record.session);
+    *update->mutable_registration() = record.registration;
+    auto at = st.registered_at.find(id);
+    update->set_registered_unix_ms(at == st.registered_at.end() ? 0 : at->second);
+    if (record.has_stats) {
+      auto* stats = all.add_updates();
+      stats->set_node_id(id);
+      stats->set_session(record.session);
+      *stats->mutable_stats() = record.last_stats;
+    }
+  }
+  std::string bytes;
+  all.SerializeToString(&bytes);
+  return bytes;
+}
+
+void forget_remote_session(registry_state& st, uint64_t session) {
+  auto it = st.remote.find(session);
+  if (it == st.remote.end())
+    return;
+  st.remote_session_of.erase({it->second.home_peer_id, it->second.home_session});
+  st.remote.erase(it);
+}
+
+/// Applies what another peer's registry says about its nodes.
+void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
+  auto& st = self->state;
+  const auto& home = updates.home_peer_id();
+  caf::actor home_registry;
+  for (const auto& [peer_id, registry] : st.peers)
+    if (peer_id == home)
+      home_registry = registry;
+  auto now = clock::now();
+  std::vector<node_event> events;
+  for (const auto& update : updates.updates()) {
+    const auto& node_id = update.node_id();
+    auto known = st.remote_session_of.find({home, update.session()});
+    if (update.has_registration()) {
+      if (update.registration().node_id() != node_id)
+        continue;
+      auto at = st.registered_at.find(node_id);
+      if (at != st.registered_at.end() && at->second > update.registered_unix_ms())
+        continue; // the node registered somewhere since: this news is old
+      uint64_t session = 0;
+      if (known != st.remote_session_of.end()) {
+        session = known->second;
+      } else {
+        session = st.next_session++;
+        st.remote_session_of[{home, update.session()}] = session;
+        st.remote[session] = {home, update.session(), home_registry};
+      }
+      auto result = st.table.on_register(update.registration(), session, now);
+      if (result.result == allocation::register_result::outcome::table_full) {
+        forget_remote_session(st, session);
+        continue;
+      }
+      st.registered_at[node_id] = update.registered_unix_ms();
+      if (result.replaced_session) {
+        if (st.remote.contains(*result.replaced_session))
+          forget_remote_session(st, *result.replaced_session);
+        else // the node was connected here and has moved to `home`
+          end_session(self, *result.replaced_session,
+                      make_status(grpc_code::aborted, "the node connected to peer " + home));
+      }
+      // close_rooms are the home's to send; lost rooms are published like local ones.
+      for (auto& event : result.events)
+        events.push_back(std::move(event));
+      continue;
+    }
+    if (known == st.remote_session_of.end())
+      continue; // a stream this peer never heard register (joined late): wait for it
+    if (update.has_stats()) {
+      for (auto& event : st.table.on_stats(node_id, known->second, update.stats(), now))
+        events.push_back(std::move(event));
+    } else if (update.stream_closed()) {
+      for (auto& event : st.table.on_stream_closed(node_id, known->second, now))
+        events.push_back(std::move(event));
+      forget_remote_session(st, known->second);
+    }
+  }
+  for (const auto& change : updates.room_changes()) {
+    if (change.added())
+      st.table.add_room(change.node_id(), change.node_room_id());
+    else
+      st.table.remove_room(change.node_id(), change.node_room_id(), now, events);
+  }
+  publish(self, events, now);
+}
+
+/// The peer a node's stream is connected to.
+std::string home_of(const registry_state& st, const allocation::node_record& record) {
+  if (auto it = st.remote.find(record.session); it != st.remote.end())
+    return it->second.home_peer_id;
+  return st.settings.peer_id;
+}
+
+NodeInfo info_of(const registry_state& st, const allocation::node_record& record,
+                 clock::time_point now) {
+  auto info = allocation::node_table::to_info(record, now);
+  info.set_home_peer_id(home_of(st, record));
+  return info;
+}
+
 caf::actor node_actor_of(registry_actor* self, const allocation::node_record& record) {
   if (!record.connected)
     return {};
@@ -216,6 +435,7 @@ place_answer place_one(registry_actor* self, place_query& query, allocation::roo
   if (part == room.parts.end()) {
     room.parts.push_back({chosen_id, query.request.participants});
     st.table.add_room(chosen_id, node_room_id);
+    queue_room_change(self, chosen_id, node_room_id, true);
   } else {
     part->participants += query.request.participants;
   }
@@ -229,7 +449,7 @@ caf::result<grpc_status, NodeInfo> node_answer(registry_actor* self, table_error
   const auto* record = self->state.table.find(node_id);
   if (record == nullptr) // a drain without rooms made it gone and it may have been forgotten
     return {grpc_status::ok(), NodeInfo{}};
-  return {grpc_status::ok(), allocation::node_table::to_info(*record, clock::now())};
+  return {grpc_status::ok(), info_of(self->state, *record, clock::now())};
 }
 
 caf::behavior registry(registry_actor* self, registry_settings settings) {
@@ -251,6 +471,7 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
     st.sessions.erase(session);
     auto now = clock::now();
     auto events = st.table.on_stream_closed(node_id, session, now);
+    queue_closed(self, node_id, session);
     publish(self, events, now);
   });
   return {
@@ -268,9 +489,16 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
                                                        " nodes; connect to another peer");
         return answer;
       }
-      if (result.replaced_session)
-        end_session(self, *result.replaced_session,
-                    make_status(grpc_code::aborted, "replaced by a newer stream of this node"));
+      if (result.replaced_session) {
+        if (st.remote.contains(*result.replaced_session))
+          forget_remote_session(st, *result.replaced_session); // it moved here
+        else
+          end_session(self, *result.replaced_session,
+                      make_status(grpc_code::aborted, "replaced by a newer stream of this node"));
+      }
+      auto registered = unix_ms_now();
+      st.registered_at[registration.node_id()] = registered;
+      queue_registration(self, registration, session, registered);
       st.sessions[session] = media_node;
       st.session_of[media_node.address()] = {registration.node_id(), session};
       self->monitor(media_node);
@@ -284,6 +512,7 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
            const chroom::medianode::v1::Stats& stats) {
       auto now = clock::now();
       auto events = self->state.table.on_stats(node_id, session, stats, now);
+      queue_stats(self, node_id, session, stats);
       publish(self, events, now);
     },
     [self](node_closed_atom, const std::string& node_id, uint64_t session) {
@@ -294,6 +523,7 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       }
       auto now = clock::now();
       auto events = st.table.on_stream_closed(node_id, session, now);
+      queue_closed(self, node_id, session);
       publish(self, events, now);
     },
     [self](node_report_atom, const std::string& node_id,
@@ -328,7 +558,7 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
         if (id <= request.page_token() && !request.page_token().empty())
           continue;
         if (static_cast<uint32_t>(response.nodes_size()) < page_size)
-          *response.add_nodes() = allocation::node_table::to_info(record, now);
+          *response.add_nodes() = info_of(self->state, record, now);
         else if (response.next_page_token().empty())
           response.set_next_page_token(response.nodes(response.nodes_size() - 1).node_id());
       }
@@ -414,7 +644,51 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto now = clock::now();
       std::vector<node_event> events;
       self->state.table.remove_room(node_id, node_room_id, now, events);
+      queue_room_change(self, node_id, node_room_id, false);
       publish(self, events, now);
+    },
+    [self](room_opened_atom, const std::string& node_id, const std::string& node_room_id) {
+      self->state.table.add_room(node_id, node_room_id);
+      queue_room_change(self, node_id, node_room_id, true);
+    },
+    [self](node_updates_atom, const std::string& bytes) {
+      cv1::NodeUpdates updates;
+      if (!updates.ParseFromString(bytes)) {
+        spdlog::warn("registry: malformed node updates from {}",
+                     caf::to_string(self->current_sender()));
+        return;
+      }
+      apply_updates(self, updates);
+    },
+    [self](flush_updates_atom) {
+      flush_updates(self);
+      if (clustered(self->state))
+        send_later(self, self->state.settings.update_interval, flush_updates_atom::value);
+    },
+    [self](cluster_view_atom, const cluster_view& view) {
+      auto& st = self->state;
+      bool was_clustered = clustered(st);
+      std::vector<std::pair<std::string, caf::actor>> peers;
+      std::string snapshot;
+      for (const auto& peer : view.live) {
+        if (peer.peer_id == view.self_id || !peer.registry)
+          continue;
+        peers.emplace_back(peer.peer_id, peer.registry);
+        bool known = std::any_of(st.peers.begin(), st.peers.end(),
+                                 [&](const auto& p) { return p.second == peer.registry; });
+        if (!known) {
+          if (snapshot.empty())
+            snapshot = snapshot_for_newcomer(self);
+          self->send(peer.registry, node_updates_atom::value, snapshot);
+        }
+      }
+      st.peers = std::move(peers);
+      for (auto& [session, stream] : st.remote)
+        for (const auto& [peer_id, registry] : st.peers)
+          if (peer_id == stream.home_peer_id)
+            stream.home_registry = registry;
+      if (!was_clustered && clustered(st))
+        send_later(self, st.settings.update_interval, flush_updates_atom::value);
     },
     [self](candidates_atom, candidates_query& query) {
       auto& st = self->state;
@@ -439,12 +713,41 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
     [self](node_command_atom, const std::string& node_id,
            chroom::medianode::v1::Command& command) -> caf::result<caf::message> {
       // Answered by the node's actor (command_outcome), or here when it has none.
-      const auto* record = self->state.table.find(node_id);
+      auto& st = self->state;
+      const auto* record = st.table.find(node_id);
+      if (record && record->connected) {
+        if (auto remote = st.remote.find(record->session); remote != st.remote.end()) {
+          if (!remote->second.home_registry)
+            return caf::make_message(command_outcome{
+              false, make_status(grpc_code::unavailable, "node '" + node_id + "' is homed at peer " +
+                                                           remote->second.home_peer_id +
+                                                           ", which is unreachable")});
+          return self->delegate(remote->second.home_registry, node_command_atom::value, node_id,
+                                command.SerializeAsString());
+        }
+      }
       auto it = record && record->connected ? self->state.sessions.find(record->session)
                                             : self->state.sessions.end();
       if (it == self->state.sessions.end())
         return caf::make_message(command_outcome{
           false, make_status(grpc_code::unavailable, "node '" + node_id + "' is not connected")});
+      return self->delegate(it->second, node_command_atom::value, std::move(command));
+    },
+    [self](node_command_atom, const std::string& node_id,
+           const std::string& bytes) -> caf::result<caf::message> {
+      // A command from a room on another peer to a node connected here.
+      chroom::medianode::v1::Command command;
+      if (!command.ParseFromString(bytes))
+        return caf::make_message(
+          command_outcome{false, make_status(grpc_code::invalid_argument, "malformed Command")});
+      const auto* record = self->state.table.find(node_id);
+      auto it = record && record->connected ? self->state.sessions.find(record->session)
+                                            : self->state.sessions.end();
+      if (it == self->state.sessions.end())
+        return caf::make_message(command_outcome{
+          false, make_status(grpc_code::unavailable,
+                             "node '" + node_id + "' is not connected to peer " +
+                               self->state.settings.peer_id)});
       return self->delegate(it->second, node_command_atom::value, std::move(command));
     },
   };

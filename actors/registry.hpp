@@ -22,6 +22,15 @@
 //   (alloc_confirm_atom | alloc_release_atom, node_id, reservation_id)
 //   (room_closed_atom, node_id, node_room_id)                a room left a node
 //   (candidates_atom, candidates_query) -> candidates_answer
+//   (room_opened_atom, node_id, node_room_id)                a room taken over from a peer
+// Cluster (docs/cluster.md): every registry knows every node of the cluster. The home
+// peer of a node (the one its stream is connected to) sends its registrations, stream
+// ends at once and its latest Stats every update interval to the other peers' registries;
+// room placements on nodes go to every peer too. Commands to a node homed elsewhere go
+// through its home registry.
+//   (cluster_view_atom, cluster_view)                 from the membership actor
+//   (node_updates_atom, NodeUpdates bytes)            from another peer's registry
+//   (node_command_atom, node_id, Command bytes) -> command_outcome   from another peer
 
 #include "allocation/node_table.hpp"
 #include "allocation/placement.hpp"
@@ -46,6 +55,10 @@ struct registry_settings {
   /// Clients of unknown location are placed at this region's centre; empty: the region
   /// with the most active nodes.
   std::string fallback_region;
+  /// This peer's id (the home of the nodes connected to it).
+  std::string peer_id;
+  /// How often the latest Stats of this peer's nodes go to the other peers.
+  std::chrono::milliseconds update_interval{250};
 };
 
 /// The registry's answer to a Register.

@@ -6,6 +6,7 @@
 #include "actors/media_node.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/cascade.hpp"
+#include "cluster/room_state.hpp"
 
 #include <caf/all.hpp>
 #include <openssl/rand.h>
@@ -21,6 +22,7 @@ namespace {
 using namespace transport;
 namespace av1 = chroom::allocation::v1;
 namespace mn = chroom::medianode::v1;
+namespace cv1 = chroom::cluster::v1;
 
 // Requests to the registry and to node actors have no timeout of their own: the registry
 // always answers, a node actor answers every command within two command timeouts, and an
@@ -35,6 +37,8 @@ constexpr size_t max_listed_members = 1000;
 
 struct member {
   lease_holder holder;
+  /// The client's request (replicated; a peer taking over builds `query` from it).
+  av1::AllocateRequest request;
   place_query query;
   uint32_t expected_kbps = 0;
   std::string node_id;
@@ -85,6 +89,28 @@ struct room_state {
   bool in_flight = false;
   int64_t created_unix_ms = 0;
   uint64_t idle_generation = 0;
+
+  // Replication (docs/cluster.md).
+  /// The allocation services of the peers holding replicas.
+  std::vector<caf::actor> replicas;
+  /// This peer run's name in versions.
+  std::string writer;
+  /// The room's version (only its version entries are used).
+  cv1::RoomState version;
+  /// Changes made, and the last change every replica acknowledged.
+  uint64_t changes = 0;
+  uint64_t replicated = 0;
+  bool replicating = false;
+  /// Answers held until the replicas have the change they report: (change, promise, reply).
+  struct held_answer {
+    uint64_t change;
+    caf::response_promise promise;
+    allocation_reply reply;
+  };
+  std::vector<held_answer> held;
+  /// Set when the room is to move to another peer (after the batch in flight).
+  caf::actor handoff_to;
+  bool handing_off = false;
 };
 
 using room_actor = caf::stateful_actor<room_state>;
@@ -243,8 +269,9 @@ void publish(room_actor* self, const std::string& reason, std::vector<av1::Move>
   update.set_reason(reason);
   for (auto& move : moves)
     *update.add_moves() = std::move(move);
+  auto bytes = update.SerializeAsString();
   for (const auto& watcher : st.watchers)
-    self->send(watcher, room_update_atom::value, update);
+    self->send(watcher, room_update_atom::value, bytes);
 }
 
 void check_idle(room_actor* self) {
@@ -253,9 +280,108 @@ void check_idle(room_actor* self) {
     send_later(self, st.settings->idle_linger, room_idle_atom::value, ++st.idle_generation);
 }
 
+// --- replication ----------------------------------------------------------------------
+
+cv1::RoomState snapshot(room_actor* self) {
+  auto& st = self->state;
+  cv1::RoomState out;
+  out.set_app_id(st.app_id);
+  out.set_room_id(st.room_id);
+  *out.mutable_version() = st.version.version();
+  out.set_created_unix_ms(st.created_unix_ms);
+  for (const auto& p : st.parts) {
+    auto* part = out.add_parts();
+    part->set_node_id(p.node_id);
+    *part->mutable_endpoint() = p.endpoint;
+    part->set_region(p.region);
+    part->set_latitude(p.location.latitude_deg);
+    part->set_longitude(p.location.longitude_deg);
+    part->set_ready(p.ready);
+  }
+  for (const auto& link : st.relays.links()) {
+    auto* out_link = out.add_links();
+    out_link->set_a(link.a);
+    out_link->set_b(link.b);
+  }
+  for (const auto& [client_id, m] : st.members) {
+    auto* member = out.add_members();
+    member->set_client_id(client_id);
+    member->set_role(m.holder.role);
+    member->set_lease_id(m.holder.lease_id);
+    member->set_node_id(m.node_id);
+    *member->mutable_node() = m.choice;
+    *member->mutable_request() = m.request;
+    member->set_admitted(m.admitted);
+  }
+  return out;
+}
+
+void deliver_replicated(room_actor* self) {
+  auto& st = self->state;
+  auto done = std::stable_partition(st.held.begin(), st.held.end(), [&](const auto& held) {
+    return held.change > st.replicated;
+  });
+  for (auto it = done; it != st.held.end(); ++it)
+    it->promise.deliver(std::move(it->reply));
+  st.held.erase(done, st.held.end());
+}
+
+void replicate(room_actor* self);
+
+/// The replicas have (or failed to take) every change up to `change`.
+void replicated_up_to(room_actor* self, uint64_t change) {
+  auto& st = self->state;
+  st.replicating = false;
+  st.replicated = std::max(st.replicated, change);
+  deliver_replicated(self);
+  if (st.changes > st.replicated)
+    replicate(self);
+}
+
+/// Sends the room's state to its replicas; one round at a time, coalescing the changes
+/// made meanwhile into the next.
+void replicate(room_actor* self) {
+  auto& st = self->state;
+  if (st.replicas.empty()) {
+    st.replicated = st.changes;
+    deliver_replicated(self);
+    return;
+  }
+  if (st.replicating || st.changes == st.replicated)
+    return;
+  st.replicating = true;
+  auto change = st.changes;
+  cluster::count_change(st.version, st.writer);
+  auto bytes = snapshot(self).SerializeAsString();
+  auto outstanding = std::make_shared<size_t>(st.replicas.size());
+  for (const auto& replica : st.replicas) {
+    auto one_done = [self, outstanding, change] {
+      if (--*outstanding == 0)
+        replicated_up_to(self, change);
+    };
+    self
+      ->request(replica, st.settings->replication_timeout, replicate_atom::value, st.node_room_id,
+                bytes)
+      .then([one_done](bool) { one_done(); },
+            [self, one_done](caf::error& err) {
+              // A replica that is gone is the membership's news; the change stands.
+              spdlog::warn("room {}: a replica did not take a change: {}",
+                           self->state.node_room_id, self->system().render(err));
+              one_done();
+            });
+  }
+}
+
+/// Counts a change of the room's state and replicates it.
+void changed(room_actor* self) {
+  ++self->state.changes;
+  replicate(self);
+}
+
 // --- placing ------------------------------------------------------------------------
 
 void pump(room_actor* self);
+void hand_off(room_actor* self);
 
 void admit(room_actor* self, const std::string& client_id);
 
@@ -425,7 +551,9 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
     return;
   }
   member m;
-  m.holder = {st.app_id, st.room_id, ask.client_id, ask.role, new_lease_id()};
+  m.holder = {st.app_id, st.room_id, ask.client_id, ask.role,
+              st.node_room_id + "/" + new_lease_id()};
+  m.request = std::move(ask.request);
   m.query = std::move(ask.query);
   m.expected_kbps = ask.expected_kbps;
   auto& seated = st.members.emplace(ask.client_id, std::move(m)).first->second;
@@ -439,7 +567,8 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
     *response.add_alternates() = std::move(alternate);
   for (auto& warning : ask.warnings)
     response.add_warnings(std::move(warning));
-  item.promise.deliver(std::move(reply));
+  // The change is counted by the batch (on_batch): held until the replicas have it.
+  self->state.held.push_back({st.changes + 1, std::move(item.promise), std::move(reply)});
 }
 
 void move(room_actor* self, batch_item& item, place_answer& answer, std::vector<av1::Move>& moves) {
@@ -528,13 +657,18 @@ void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answ
     if (st.avoid.count(node_id) == 0)
       draining.push_back(node_id);
   queue_moves_off(self, draining, "node draining");
+  changed(self);
+  if (st.handoff_to) {
+    hand_off(self);
+    return;
+  }
   pump(self);
   check_idle(self);
 }
 
 void pump(room_actor* self) {
   auto& st = self->state;
-  if (st.in_flight || st.queue.empty())
+  if (st.in_flight || st.queue.empty() || st.handoff_to)
     return;
   auto count = std::min(st.queue.size(), max_batch);
   std::vector<batch_item> items(std::make_move_iterator(st.queue.begin()),
@@ -576,20 +710,198 @@ void pump(room_actor* self) {
           });
 }
 
-caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
-                   std::shared_ptr<const room_settings> settings) {
+/// A relay tree over `parts` with `links` (a tree, as merge_rooms leaves them).
+allocation::relay_tree tree_of(const cv1::RoomState& state) {
+  allocation::relay_tree tree;
+  if (state.parts_size() == 0)
+    return tree;
+  std::vector<std::string> frontier{state.parts(0).node_id()};
+  tree.add(frontier.front());
+  while (!frontier.empty()) {
+    auto node = std::move(frontier.back());
+    frontier.pop_back();
+    for (const auto& link : state.links()) {
+      const std::string* other = link.a() == node ? &link.b() : link.b() == node ? &link.a() : nullptr;
+      if (other == nullptr || tree.contains(*other))
+        continue;
+      tree.add(*other, node);
+      frontier.push_back(*other);
+    }
+  }
+  // Parts no link reaches (a state from before relays were kept) join the first part.
+  for (const auto& p : state.parts())
+    if (!tree.contains(p.node_id()))
+      tree.add(p.node_id(), state.parts(0).node_id());
+  return tree;
+}
+
+/// Makes the room what `state` says, adding the members and parts it lacks (merge_rooms
+/// never drops any). `tell_nodes`: relays that changed are attached/detached on the nodes
+/// (a merge); a takeover finds the nodes already running what the state says.
+void apply_state(room_actor* self, const cv1::RoomState& state, bool tell_nodes) {
+  auto& st = self->state;
+  *st.version.mutable_version() = state.version();
+  if (state.created_unix_ms() != 0)
+    st.created_unix_ms = st.created_unix_ms == 0
+                           ? state.created_unix_ms()
+                           : std::min(st.created_unix_ms, state.created_unix_ms());
+  for (const auto& p : state.parts()) {
+    if (find_part(st, p.node_id()) != nullptr)
+      continue;
+    part fresh;
+    fresh.node_id = p.node_id();
+    fresh.endpoint = p.endpoint();
+    fresh.region = p.region();
+    fresh.location = {p.latitude(), p.longitude()};
+    fresh.ready = p.ready();
+    fresh.secret = st.settings->credentials->secret_of(p.node_id());
+    st.parts.push_back(std::move(fresh));
+    self->send(st.settings->registry, room_opened_atom::value, p.node_id(), st.node_room_id);
+  }
+  for (const auto& incoming : state.members()) {
+    if (st.members.contains(incoming.client_id()))
+      continue;
+    member m;
+    m.holder = {st.app_id, st.room_id, incoming.client_id(), incoming.role(), incoming.lease_id()};
+    m.request = incoming.request();
+    if (st.settings->query_of) {
+      if (auto query = st.settings->query_of(m.request)) {
+        m.query = std::move(*query);
+        m.query.alternates = st.settings->alternates;
+      }
+    }
+    m.expected_kbps = m.request.expected_kbps();
+    m.node_id = incoming.node_id();
+    m.choice = incoming.node();
+    m.admitted = incoming.admitted();
+    auto& seated = st.members.emplace(incoming.client_id(), std::move(m)).first->second;
+    seated.session = spawn_client_session(self, seated.holder, seated.choice, st.settings);
+    self->send(st.settings->service, lease_open_atom::value, seated.holder.lease_id,
+               seated.session);
+  }
+  for (auto& p : st.parts)
+    p.participants = 0;
+  for (const auto& [client_id, m] : st.members)
+    if (auto* p = find_part(st, m.node_id))
+      ++p->participants;
+  auto tree = tree_of(state);
+  if (tell_nodes) {
+    allocation::relay_changes changes;
+    for (const auto& link : st.relays.links())
+      if (std::find(tree.links().begin(), tree.links().end(), link) == tree.links().end())
+        changes.detach.push_back(link);
+    for (const auto& link : tree.links())
+      if (std::find(st.relays.links().begin(), st.relays.links().end(), link) ==
+          st.relays.links().end())
+        changes.attach.push_back(link);
+    st.relays = std::move(tree);
+    attach_relays(self, changes);
+  } else {
+    st.relays = std::move(tree);
+  }
+  // Members whose node the state does not list are placed again.
+  std::vector<std::string> orphans;
+  for (const auto& [client_id, m] : st.members)
+    if (find_part(st, m.node_id) == nullptr)
+      orphans.push_back(m.node_id);
+  queue_moves_off(self, orphans, "node unknown after takeover");
+  std::vector<std::string> empty;
+  for (const auto& p : st.parts)
+    if (p.participants == 0)
+      empty.push_back(p.node_id);
+  for (const auto& node_id : empty)
+    remove_part(self, node_id, true);
+}
+
+/// Merges state from elsewhere into the room.
+void absorb(room_actor* self, const cv1::RoomState& other) {
+  auto& st = self->state;
+  auto mine = snapshot(self);
+  auto order = cluster::compare_versions(mine, other);
+  if (order == cluster::version_order::same || order == cluster::version_order::newer)
+    return;
+  auto merged = cluster::merge_rooms(mine, other);
+  spdlog::info("room {}: merging state from another peer ({} members here, {} there, {} now)",
+               st.node_room_id, mine.members_size(), other.members_size(),
+               merged.members_size());
+  apply_state(self, merged, true);
+  publish(self, "merged");
+  changed(self);
+  pump(self);
+}
+
+/// Moves the room to the peer that owns it now: state first, then the joins that wait
+/// are routed again; nodes keep running the room.
+void hand_off(room_actor* self) {
+  auto& st = self->state;
+  if (st.handing_off)
+    return;
+  st.handing_off = true;
+  auto state = snapshot(self);
+  cluster::count_change(state, st.writer);
+  self
+    ->request(st.handoff_to, st.settings->replication_timeout, absorb_atom::value,
+              st.node_room_id, state.SerializeAsString())
+    .then(
+      [self](bool) {
+        auto& st = self->state;
+        spdlog::info("room {}: handed off ({} members)", st.node_room_id, st.members.size());
+        // The joins answered already were replicated here; the new owner has them.
+        st.replicated = st.changes;
+        deliver_replicated(self);
+        auto moved = make_status(grpc_code::unavailable, std::string{room_moved_message});
+        for (auto& item : st.queue)
+          if (item.is_join)
+            item.promise.deliver(allocation_reply{moved, {}});
+        st.queue.clear();
+        self->quit();
+      },
+      [self](caf::error& err) {
+        auto& st = self->state;
+        spdlog::warn("room {}: hand-off failed ({}); the room stays here",
+                     st.node_room_id, self->system().render(err));
+        st.handing_off = false;
+        st.handoff_to = nullptr;
+        pump(self);
+      });
+}
+
+void init_room(room_actor* self, std::string app_id, std::string room_id,
+               std::shared_ptr<const room_settings> settings) {
   auto& st = self->state;
   st.node_room_id = node_room_id(app_id, room_id);
   st.app_id = std::move(app_id);
   st.room_id = std::move(room_id);
   st.settings = std::move(settings);
-  st.created_unix_ms = unix_ms_now();
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& watchers = self->state.watchers;
     std::erase_if(watchers, [&](const caf::actor& w) { return w.address() == msg.source; });
     check_idle(self);
   });
+}
+
+caf::behavior room_behavior(room_actor* self);
+
+caf::behavior restored_room(room_actor* self, cv1::RoomState state,
+                            std::shared_ptr<const room_settings> settings) {
+  init_room(self, state.app_id(), state.room_id(), std::move(settings));
+  apply_state(self, state, false);
+  spdlog::info("room {}: taken over with {} members on {} nodes", self->state.node_room_id,
+               self->state.members.size(), self->state.parts.size());
+  pump(self);
+  check_idle(self);
+  return room_behavior(self);
+}
+
+caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
+                   std::shared_ptr<const room_settings> settings) {
+  init_room(self, std::move(app_id), std::move(room_id), std::move(settings));
+  self->state.created_unix_ms = unix_ms_now();
   // No idle timer yet: the service spawns a room for a call that is about to reach it.
+  return room_behavior(self);
+}
+
+caf::behavior room_behavior(room_actor* self) {
   return {
     [self](allocate_atom, allocation_ask& ask) -> caf::result<allocation_reply> {
       auto& st = self->state;
@@ -616,6 +928,7 @@ caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
         return !item.is_join && item.client_id == client_id;
       });
       publish(self, reason == "released" ? "left" : reason);
+      changed(self);
       check_idle(self);
     },
     [self](node_lost_atom, const std::string& node_id) {
@@ -630,6 +943,7 @@ caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
         if (m.node_id == node_id)
           m.reservation_id = 0; // the node's reservations died with it
       queue_moves_off(self, {node_id}, "node lost");
+      changed(self);
       pump(self);
     },
     [self](get_room_atom) -> caf::result<grpc_status, av1::Room> {
@@ -648,7 +962,7 @@ caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
       av1::RoomUpdate update;
       *update.mutable_room() = room_message(self);
       update.set_reason("current state");
-      self->send(watcher, room_update_atom::value, std::move(update));
+      self->send(watcher, room_update_atom::value, update.SerializeAsString());
     },
     [self](room_idle_atom, uint64_t generation) {
       auto& st = self->state;
@@ -656,7 +970,37 @@ caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
           !st.queue.empty() || st.in_flight)
         return;
       self->send(st.settings->service, room_idle_atom::value, st.app_id, st.room_id);
+      if (!st.replicas.empty()) {
+        auto tombstone = snapshot(self);
+        cluster::count_change(tombstone, st.writer);
+        tombstone.set_closed(true);
+        auto bytes = tombstone.SerializeAsString();
+        for (const auto& replica : st.replicas)
+          self->send(replica, replicate_atom::value, st.node_room_id, bytes);
+      }
       self->quit();
+    },
+    [self](cluster_view_atom, std::vector<caf::actor>& replicas, std::string& writer) {
+      auto& st = self->state;
+      bool new_replicas = replicas != st.replicas;
+      st.replicas = std::move(replicas);
+      st.writer = std::move(writer);
+      if (new_replicas && !st.members.empty()) {
+        // New replicas hold nothing yet: send them the whole state.
+        ++st.changes;
+        st.replicating = false;
+        replicate(self);
+      }
+    },
+    [self](handoff_atom, const caf::actor& new_owner) {
+      auto& st = self->state;
+      st.handoff_to = new_owner;
+      if (!st.in_flight)
+        hand_off(self);
+    },
+    [self](absorb_atom, cv1::RoomState& other) {
+      absorb(self, other);
+      return true;
     },
   };
 }
@@ -670,6 +1014,11 @@ std::string node_room_id(const std::string& app_id, const std::string& room_id) 
 caf::actor spawn_room(caf::actor_system& system, std::string app_id, std::string room_id,
                       std::shared_ptr<const room_settings> settings) {
   return system.spawn(room, std::move(app_id), std::move(room_id), std::move(settings));
+}
+
+caf::actor spawn_restored_room(caf::actor_system& system, cv1::RoomState state,
+                               std::shared_ptr<const room_settings> settings) {
+  return system.spawn(restored_room, std::move(state), std::move(settings));
 }
 
 } // namespace chroom::actors

@@ -24,8 +24,21 @@
 //   (release_atom, client_id, lease_id, reason)        from client_session
 //   (node_lost_atom, node_id)                          from the allocation service
 //   (get_room_atom) -> (grpc_status, Room)
-//   (watch_room_atom, watcher) -> watcher gets (room_update_atom, RoomUpdate) now and on change
+//   (watch_room_atom, watcher) -> watcher gets (room_update_atom, RoomUpdate bytes) now and
+//                                 on change (bytes: the watcher may be on another peer)
+// Cluster (docs/cluster.md): the room is run by its owner peer and replicated.
+//   (cluster_view_atom, replicas, writer)   the allocation services holding replicas, and
+//                                           this peer's name as a writer of versions
+//   every change --> (replicate_atom, key, RoomState bytes) to each replica; the answers to
+//                    the joins it holds go out once the replicas acknowledged it
+//   (handoff_atom, new owner's service)     the room moves: its state goes to the new owner
+//                                           (absorb_atom), queued joins are sent back to be
+//                                           routed again, the room quits without telling
+//                                           nodes anything
+//   (absorb_atom, RoomState)                merge state from elsewhere (a handoff, a replica,
+//                                           the other side of a healed partition)
 
+#include "actors/allocation_messages.hpp"
 #include "allocation/placement.hpp"
 #include "transport/node_credentials.hpp"
 
@@ -33,6 +46,8 @@
 #include <caf/actor_system.hpp>
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 
@@ -48,7 +63,17 @@ struct room_settings {
   /// How long a room with no participant and no watcher lingers.
   std::chrono::milliseconds idle_linger{10'000};
   uint32_t alternates = 2;
+  /// How long a replica may take to acknowledge a change.
+  std::chrono::milliseconds replication_timeout{2000};
+  /// The placement query of a client from its request (a room taken over from another
+  /// peer places its members from their requests); nothing for an unknown app.
+  std::function<std::optional<place_query>(const chroom::allocation::v1::AllocateRequest&)>
+    query_of;
 };
+
+/// The UNAVAILABLE message of a join that reached a room as it moved to another peer; the
+/// request is routed again.
+inline constexpr std::string_view room_moved_message = "the room moved to another peer";
 
 /// The key of a room among all apps, also its id on media nodes: "app_id/room_id" (ids
 /// have no '/').
@@ -56,5 +81,11 @@ std::string node_room_id(const std::string& app_id, const std::string& room_id);
 
 caf::actor spawn_room(caf::actor_system& system, std::string app_id, std::string room_id,
                       std::shared_ptr<const room_settings> settings);
+
+/// A room that continues from `state` (taken over from a dead or leaving owner): its
+/// members get sessions with a fresh lease TTL, its parts and relays are as the state
+/// says; nodes are not told anything (they still run the room).
+caf::actor spawn_restored_room(caf::actor_system& system, chroom::cluster::v1::RoomState state,
+                               std::shared_ptr<const room_settings> settings);
 
 } // namespace chroom::actors

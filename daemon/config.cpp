@@ -1244,9 +1244,9 @@ void validate_cluster(const chroom::config::v1::ClusterConfig& cluster, const va
   check.check_range("cluster.listen_port", cluster.listen_port(), 0, max_port);
   if (cluster.listen_port() != 0 && cluster.advertise_host().empty() &&
       is_wildcard_host(cluster.listen_host()))
-    check.fail("cluster.advertise_host",
-               "must be set when cluster.listen_host is a wildcard address (" +
-                 cluster.listen_host() + "): other peers need an address to reach this one");
+    check.fail("cluster.listen_host", "is a wildcard address (" + cluster.listen_host() +
+                                        "): set cluster.advertise_host, the address other "
+                                        "peers reach this one at");
   if (is_wildcard_host(cluster.advertise_host()))
     check.fail("cluster.advertise_host", "must be an address other peers can reach, got " +
                                            quote(cluster.advertise_host()));

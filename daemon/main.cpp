@@ -7,10 +7,13 @@
 
 #include "actors/admin_service.hpp"
 #include "actors/allocation_service.hpp"
+#include "actors/cluster_membership.hpp"
 #include "actors/diagnostics_service.hpp"
 #include "actors/health_service.hpp"
 #include "actors/media_node.hpp"
 #include "actors/registry.hpp"
+#include "actors/atoms.hpp"
+#include "cluster/peer_address.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/allocation/v1/allocation_service.pb.h"
 #include "chroom/diag/v1/diagnostics.pb.h"
@@ -175,7 +178,51 @@ actors::registry_settings registry_settings_from(const config::v1::OrchestratorC
   settings.placement.candidate_pool = allocation.candidate_pool();
   settings.reservation_ttl = std::chrono::milliseconds{allocation.reservation_ttl_ms()};
   settings.fallback_region = allocation.fallback_region();
+  settings.peer_id = cfg.peer_id();
+  settings.update_interval = std::chrono::milliseconds{cfg.cluster().node_update_interval_ms()};
   return settings;
+}
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorConfig& cfg,
+                                               uint16_t grpc_port) {
+  const auto& cluster = cfg.cluster();
+  actors::cluster_settings settings;
+  settings.peer_id = cfg.peer_id();
+  settings.incarnation = static_cast<uint64_t>(unix_ms_now());
+  settings.listen = {cluster.listen_host(), static_cast<uint16_t>(cluster.listen_port())};
+  auto advertised = cluster.advertise_host().empty() ? cluster.listen_host()
+                                                     : cluster.advertise_host();
+  settings.cluster_address =
+    cluster::peer_address{advertised, static_cast<uint16_t>(cluster.listen_port())}.to_string();
+  auto grpc_host = cfg.listen().host();
+  if (grpc_host == "0.0.0.0" || grpc_host == "::")
+    grpc_host = advertised;
+  settings.grpc_address = cluster::peer_address{grpc_host, grpc_port}.to_string();
+  for (const auto& seed : cluster.seeds()) {
+    std::string problem; // validated with the config
+    if (auto address = cluster::parse_peer_address(seed, problem))
+      settings.seeds.push_back(*address);
+  }
+  settings.heartbeat_interval = std::chrono::milliseconds{cluster.heartbeat_interval_ms()};
+  settings.failure_timeout = std::chrono::milliseconds{cluster.failure_timeout_ms()};
+  settings.replication_factor = cluster.replication_factor();
+  return settings;
+}
+
+/// Types that cross peers inside CAF messages (peer-to-peer calls and node commands); the
+/// rest of what peers say is serialized protobuf in strings.
+void add_peer_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<transport::grpc_status>("chroom::grpc_status");
+  cfg.add_message_type<transport::call_context>("chroom::call_context");
+  cfg.add_message_type<transport::unary_call>("chroom::unary_call");
+  cfg.add_message_type<transport::unary_reply>("chroom::unary_reply");
+  cfg.add_message_type<actors::command_outcome>("chroom::command_outcome");
 }
 
 actors::allocation_service_settings
@@ -188,6 +235,9 @@ allocation_settings_from(const config::v1::OrchestratorConfig& cfg, caf::actor r
   settings.room.lease_ttl = std::chrono::milliseconds{allocation.lease_ttl_ms()};
   settings.room.join_token_ttl = std::chrono::milliseconds{allocation.join_token_ttl_ms()};
   settings.room.alternates = allocation.alternates();
+  // A replica that has not answered within the failure timeout is about to be declared dead.
+  settings.room.replication_timeout = std::chrono::milliseconds{cfg.cluster().failure_timeout_ms()};
+  settings.peer_id = cfg.peer_id();
   for (const auto& app : cfg.apps()) {
     auto policy = std::make_shared<allocation::app_policy>();
     policy->app_id = app.app_id();
@@ -244,6 +294,7 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   // less CPU per gateway call too (2.3 against 3.0 us, bench/gateway_bench).
   caf_cfg.set("scheduler.policy", caf::atom("sharing"));
   caf_cfg.load<caf::io::middleman>();
+  add_peer_message_types(caf_cfg);
   caf::actor_system system{caf_cfg};
 
   auto registry = actors::spawn_registry(system, registry_settings_from(cfg));
@@ -251,7 +302,23 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   auto media_nodes = actors::spawn_media_node_service(system, registry, node_settings);
   auto allocation_service = actors::spawn_allocation_service(
     system, allocation_settings_from(cfg, registry, node_settings->credentials));
-  auto admin = actors::spawn_admin_service(system, registry);
+  auto settings = gateway_settings_from(cfg);
+  // The gateway binds later; an ephemeral gRPC port (0) is not known to the cluster.
+  auto membership_settings = cluster_settings_from(cfg, settings->port);
+  membership_settings.allocation_service = allocation_service;
+  membership_settings.registry = registry;
+  caf::actor membership;
+  try {
+    membership = actors::spawn_cluster_membership(system, std::move(membership_settings));
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    for (const auto& actor : {registry, media_nodes, allocation_service})
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  caf::anon_send(membership, subscribe_atom::value, registry);
+  caf::anon_send(membership, subscribe_atom::value, allocation_service);
+  auto admin = actors::spawn_admin_service(system, registry, membership, allocation_service);
   auto diagnostics = actors::spawn_diagnostics_service(system);
 
   // Every service of the peer: its descriptor and the actor serving it.
@@ -275,11 +342,10 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   auto health = actors::spawn_health_service(system, service_names);
   router->add_service(health_descriptor, health);
 
-  auto settings = gateway_settings_from(cfg);
   settings->router = router;
   auto stop_services = [&] {
     for (const auto& actor :
-         {registry, media_nodes, allocation_service, admin, diagnostics, health})
+         {registry, media_nodes, allocation_service, admin, diagnostics, health, membership})
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   };
   transport::gateway_listener listener;
@@ -297,8 +363,18 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   int signal_number = wait_for_signal();
   auto grace = std::chrono::milliseconds{cfg.shutdown_grace_ms()};
   spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signal_number), grace.count());
-  actors::set_serving(health, false);
   caf::scoped_actor self{system};
+  if (cfg.cluster().listen_port() != 0) {
+    // Rooms go to their new owners while the gateway still forwards calls to them; then
+    // the others hear this peer left (not that it died).
+    self->request(allocation_service, std::chrono::seconds{10}, leave_atom::value)
+      .receive([](bool) {},
+               [](caf::error& err) { spdlog::warn("room hand-off: {}", caf::to_string(err)); });
+    self->request(membership, std::chrono::seconds{2}, leave_atom::value)
+      .receive([](bool) {}, [](caf::error&) {});
+    spdlog::info("left the cluster");
+  }
+  actors::set_serving(health, false);
   self->monitor(listener.actor);
   transport::stop_gateway(listener, grace);
   bool stopped = false;

@@ -257,7 +257,16 @@ TEST_CASE("a full file sets every field") {
                            "    strategy: latency\n"
                            "    allowed_regions: [eu-west, eu-central]\n"
                            "    allowed_countries: [DE, FR]\n"
-                           "  - {app_id: events, strategy: pack}\n";
+                           "  - {app_id: events, strategy: pack}\n"
+                           "cluster:\n"
+                           "  listen_host: 0.0.0.0\n"
+                           "  listen_port: 7100\n"
+                           "  advertise_host: peer-1.chroom.svc\n"
+                           "  seeds: [\"peer-0.chroom.svc:7100\", \"[fd00::2]:7100\"]\n"
+                           "  heartbeat_interval_ms: 100\n"
+                           "  failure_timeout_ms: 900\n"
+                           "  replication_factor: 3\n"
+                           "  node_update_interval_ms: 500\n";
   const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
   CHECK(config.listen().host() == "0.0.0.0");
   CHECK(config.listen().port() == 9443);
@@ -294,6 +303,13 @@ TEST_CASE("a full file sets every field") {
     &allocation));
   allocation.set_geoip_database(geoip.path());
   CHECK(differences(config.allocation(), allocation) == "");
+  chroom::config::v1::ClusterConfig cluster;
+  REQUIRE(pb::TextFormat::ParseFromString(
+    R"pb(listen_host: "0.0.0.0" listen_port: 7100 advertise_host: "peer-1.chroom.svc"
+         seeds: [ "peer-0.chroom.svc:7100", "[fd00::2]:7100" ] heartbeat_interval_ms: 100
+         failure_timeout_ms: 900 replication_factor: 3 node_update_interval_ms: 500)pb",
+    &cluster));
+  CHECK(differences(config.cluster(), cluster) == "");
   OrchestratorConfig apps;
   REQUIRE(pb::TextFormat::ParseFromString(
     R"pb(apps {
@@ -775,6 +791,52 @@ TEST_CASE("allocation validation") {
     const temp_file empty("empty.dat", "");
     CHECK(error_of("allocation:\n  geoip_database: " + empty.path() + "\n") ==
           "cfg.yaml:2: allocation.geoip_database: \"" + empty.path() + "\" is empty");
+  }
+}
+
+TEST_CASE("cluster validation") {
+  SUBCASE("defaults: alone, ready to be told otherwise") {
+    const auto cluster = default_config().cluster();
+    CHECK(cluster.listen_host() == "127.0.0.1");
+    CHECK(cluster.listen_port() == 0);
+    CHECK(cluster.advertise_host().empty());
+    CHECK(cluster.seeds().empty());
+    CHECK(cluster.heartbeat_interval_ms() == 250);
+    CHECK(cluster.failure_timeout_ms() == 1500);
+    CHECK(cluster.replication_factor() == 2);
+    CHECK(cluster.node_update_interval_ms() == 250);
+  }
+  SUBCASE("seeds are host:port") {
+    CHECK(error_of("cluster:\n  listen_port: 7100\n  seeds: [\"a:1\", \"nope\"]\n") ==
+          "cfg.yaml:3: cluster.seeds[1]: 'nope' is not host:port: no port");
+    CHECK(error_of("cluster:\n  listen_port: 7100\n  seeds: [\"::1:7000\"]\n") ==
+          "cfg.yaml:3: cluster.seeds[0]: '::1:7000' is not host:port: an IPv6 address needs "
+          "brackets, [::1]:7000");
+  }
+  SUBCASE("seeds need a port of our own") {
+    CHECK(error_of("cluster:\n  seeds: [\"a:1\"]\n") ==
+          "cfg.yaml:2: cluster.seeds: need cluster.listen_port: a peer joins a cluster on its "
+          "port");
+  }
+  SUBCASE("a wildcard listen address needs an advertised one") {
+    CHECK(error_of("cluster:\n  listen_host: 0.0.0.0\n  listen_port: 7100\n") ==
+          "cfg.yaml:2: cluster.listen_host: is a wildcard address (0.0.0.0): set "
+          "cluster.advertise_host, the address other peers reach this one at");
+    CHECK(parse_config("cluster:\n  listen_host: 0.0.0.0\n  listen_port: 7100\n  advertise_host: "
+                       "10.1.2.3\n",
+                       "cfg.yaml")
+            .cluster()
+            .advertise_host() == "10.1.2.3");
+  }
+  SUBCASE("failure_timeout_ms is above heartbeat_interval_ms") {
+    CHECK(error_of("cluster:\n  failure_timeout_ms: 200\n  heartbeat_interval_ms: 200\n")
+            .find("cluster.failure_timeout_ms") != std::string::npos);
+  }
+  SUBCASE("replication_factor is 1..7") {
+    CHECK(error_of("cluster:\n  replication_factor: 0\n") ==
+          "cfg.yaml:2: cluster.replication_factor: must be between 1 and 7, got 0");
+    CHECK(error_of("cluster:\n  replication_factor: 8\n") ==
+          "cfg.yaml:2: cluster.replication_factor: must be between 1 and 7, got 8");
   }
 }
 
