@@ -2,6 +2,7 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
+#include "actors/exception_log.hpp"
 #include "actors/cluster_membership.hpp"
 #include "cluster/room_state.hpp"
 #include "actors/send_later.hpp"
@@ -24,12 +25,17 @@ using namespace transport;
 namespace av1 = chroom::allocation::v1;
 namespace cv1 = chroom::cluster::v1;
 
-/// Request metadata of a call one peer sent on to another: the receiver handles it even
-/// if it thinks a third peer owns the room (views differ for a moment while membership
-/// changes; a call must not bounce between peers).
+/// Request metadata of a call one peer sent on to another, once per hop. While
+/// membership changes, views differ for a moment: a peer that got a call for a room it
+/// does not own sends it on to the owner it sees, but a call is not sent on more than
+/// max_forward_hops times (it must not bounce between peers that disagree).
 constexpr std::string_view forwarded_by_key = "chroom-forwarded-by";
+constexpr long max_forward_hops = 2;
 /// How long a leaving peer waits for its rooms to reach their new owners.
 constexpr auto leave_timeout = std::chrono::seconds{5};
+/// A room state sent to a peer that does not own it goes on this many times at most
+/// (views that disagree must not bounce it around).
+constexpr uint32_t max_absorb_hops = 2;
 
 /// How long a call waits for the registry, a room or a session.
 constexpr auto answer_timeout = std::chrono::seconds{10};
@@ -422,7 +428,10 @@ const peer_handle* remote_owner(service_actor* self, std::string_view key) {
 /// owner answers the call's gateway directly.
 bool forward(service_actor* self, unary_call& call, std::string_view key) {
   auto& st = self->state;
-  if (!call.context.metadata_value(forwarded_by_key).empty())
+  auto hops = std::count_if(call.context.request_metadata.begin(),
+                            call.context.request_metadata.end(),
+                            [](const auto& entry) { return entry.first == forwarded_by_key; });
+  if (hops >= max_forward_hops)
     return false;
   const auto* owner = remote_owner(self, key);
   if (owner == nullptr || !owner->allocation_service)
@@ -470,7 +479,8 @@ void track_room(service_actor* self, const std::string& key, const caf::actor& r
 void take_over(service_actor* self, const std::string& key, cv1::RoomState state) {
   auto& st = self->state;
   if (auto it = st.rooms.find(key); it != st.rooms.end()) {
-    self->send(it->second, absorb_atom::value, std::move(state));
+    self->request(it->second, caf::infinite, absorb_atom::value, std::move(state))
+      .then([](bool) {}, [](caf::error&) {});
     return;
   }
   if (state.closed())
@@ -504,8 +514,15 @@ void rebalance(service_actor* self) {
       take_over(self, it->first, std::move(it->second));
       it = st.replicas.erase(it);
     } else if (!replica_here && !holders.empty() && holders.front()->allocation_service) {
-      self->send(holders.front()->allocation_service, absorb_atom::value, it->first,
-                 it->second.SerializeAsString());
+      auto key = it->first;
+      self
+        ->request(holders.front()->allocation_service, answer_timeout, absorb_atom::value, key,
+                  it->second.SerializeAsString(), uint32_t{0})
+        .then([](bool) {},
+              [self, key](caf::error& err) {
+                spdlog::warn("allocation: room {} did not reach its owner: {}", key,
+                             self->system().render(err));
+              });
       it = st.replicas.erase(it);
     } else {
       ++it;
@@ -547,6 +564,14 @@ caf::actor room_for(service_actor* self, const std::string& app_id, const std::s
   auto key = node_room_id(app_id, room_id);
   if (auto it = st.rooms.find(key); it != st.rooms.end())
     return it->second;
+  if (auto it = st.replicas.find(key); it != st.replicas.end() && !it->second.closed()) {
+    // This peer owns the room now and holds its state (the view changed, or the state
+    // arrived before the news that made this peer the owner).
+    auto state = std::move(it->second);
+    st.replicas.erase(it);
+    take_over(self, key, std::move(state));
+    return st.rooms.at(key);
+  }
   auto room = spawn_room(self->system(), app_id, room_id, st.room_settings_);
   track_room(self, key, room);
   return room;
@@ -688,41 +713,86 @@ void candidates(service_actor* self, unary_replies& replies, unary_call& call) {
       });
 }
 
+/// A lease call whose room does not run here: while a room moves between peers its
+/// state may arrive a moment after the call. Looked up again a few times before NOT_FOUND.
+constexpr std::string_view lease_retry_key = "chroom-lease-retry";
+constexpr int max_lease_retries = 5;
+constexpr auto lease_retry_delay = std::chrono::milliseconds{200};
+
+/// Finds the session of `lease_id` and calls `found(session)`, or fails the call. The
+/// lease is asked of its room when the room runs here but has not registered it yet (it
+/// was just taken over); a room not here yet is waited for.
+template <class Found>
+void with_session(service_actor* self, unary_replies& replies, unary_call& call,
+                  const std::string& lease_id, bool renew_it, Found found) {
+  auto& st = self->state;
+  if (auto session = find_lease(self, lease_id, renew_it))
+    return found(session);
+  auto key = std::string{room_key_of_lease(lease_id)};
+  auto room = st.rooms.find(key);
+  if (room == st.rooms.end()) {
+    auto tries = call.context.metadata_value(lease_retry_key);
+    int attempt = tries.empty() ? 0 : tries.front() - '0';
+    if (key.empty() || attempt >= max_lease_retries)
+      return replies.fail(call.context, unknown_lease(lease_id));
+    std::erase_if(call.context.request_metadata,
+                  [](const auto& entry) { return entry.first == lease_retry_key; });
+    call.context.request_metadata.emplace_back(std::string{lease_retry_key},
+                                               std::to_string(attempt + 1));
+    send_later(self, lease_retry_delay, call_unary_atom::value,
+               std::vector<unary_call>{std::move(call)});
+    return;
+  }
+  self->request(room->second, caf::infinite, lease_open_atom::value, lease_id)
+    .then(
+      [self, context = call.context, lease_id, found](const caf::actor& session) mutable {
+        if (!session)
+          return unary_replies{self}.fail(context, unknown_lease(lease_id));
+        found(session);
+      },
+      [self, context = call.context, lease_id](caf::error&) {
+        unary_replies{self}.fail(context, unknown_lease(lease_id));
+      });
+}
+
 void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::KeepAliveRequest request;
   if (!replies.parse(call, request))
     return;
   if (forward(self, call, room_key_of_lease(request.lease_id())))
     return;
-  auto session = find_lease(self, request.lease_id(), true);
-  if (!session)
-    return replies.fail(call.context, unknown_lease(request.lease_id()));
-  self->request(session, caf::infinite, keep_alive_atom::value)
-    .then([self, context = call.context](
-            av1::KeepAliveResponse& response) { unary_replies{self}.reply(context, response); },
-          [self, context = call.context, lease = request.lease_id()](caf::error&) {
-            unary_replies{self}.fail(context, unknown_lease(lease));
-          });
+  auto context = call.context;
+  with_session(self, replies, call, request.lease_id(), true,
+               [self, context, lease = request.lease_id()](const caf::actor& session) {
+                 self->request(session, caf::infinite, keep_alive_atom::value)
+                   .then([self, context](av1::KeepAliveResponse& response) {
+                     unary_replies{self}.reply(context, response);
+                   },
+                         [self, context, lease](caf::error&) {
+                           unary_replies{self}.fail(context, unknown_lease(lease));
+                         });
+               });
 }
 
 void release(service_actor* self, unary_replies& replies, unary_call& call) {
-  auto& st = self->state;
   av1::ReleaseRequest request;
   if (!replies.parse(call, request))
     return;
   if (forward(self, call, room_key_of_lease(request.lease_id())))
     return;
-  auto session = find_lease(self, request.lease_id(), false);
-  if (!session)
-    return replies.fail(call.context, unknown_lease(request.lease_id()));
-  // Forgotten now, so a second Release is NOT_FOUND even before the session has ended.
-  forget_lease(st, request.lease_id());
-  self->request(session, caf::infinite, release_atom::value)
-    .then([self, context = call.context](
-            grpc_status&) { unary_replies{self}.reply(context, av1::ReleaseResponse{}); },
-          [self, context = call.context, lease = request.lease_id()](caf::error&) {
-            unary_replies{self}.fail(context, unknown_lease(lease));
-          });
+  auto context = call.context;
+  with_session(self, replies, call, request.lease_id(), false,
+               [self, context, lease = request.lease_id()](const caf::actor& session) {
+                 // Forgotten now, so a second Release is NOT_FOUND even before the session
+                 // has ended.
+                 forget_lease(self->state, lease);
+                 self->request(session, caf::infinite, release_atom::value)
+                   .then([self, context](
+                           grpc_status&) { unary_replies{self}.reply(context, av1::ReleaseResponse{}); },
+                         [self, context, lease](caf::error&) {
+                           unary_replies{self}.fail(context, unknown_lease(lease));
+                         });
+               });
 }
 
 void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
@@ -775,6 +845,7 @@ void handle(service_actor* self, unary_replies& replies, unary_call& call) {
 }
 
 caf::behavior allocation_service(service_actor* self, allocation_service_settings settings) {
+  log_exceptions(self, "allocation service");
   auto& st = self->state;
   st.settings = std::move(settings);
   auto rooms = std::make_shared<room_settings>(st.settings.room);
@@ -881,7 +952,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       kept = kept.version_size() == 0 ? std::move(state) : cluster::merge_rooms(state, kept);
       return true;
     },
-    [self](absorb_atom, const std::string& key, const std::string& bytes) {
+    [self](absorb_atom, const std::string& key, const std::string& bytes, uint32_t hops) {
       auto& st = self->state;
       cv1::RoomState state;
       if (!state.ParseFromString(bytes))
@@ -891,8 +962,12 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         st.replicas.erase(it);
       }
       if (const auto* owner = remote_owner(self, key); owner && owner->allocation_service) {
-        // Not this peer's (views differ, or it is leaving): keep it as a replica until the
-        // views agree; rebalance sends it on.
+        // Not this peer's (views differ for a moment, or it is leaving): on to the owner
+        // this peer sees, once; a copy stays here until rebalance finds its owner.
+        if (hops < max_absorb_hops)
+          self->request(owner->allocation_service, answer_timeout, absorb_atom::value, key,
+                        state.SerializeAsString(), hops + 1)
+            .then([](bool) {}, [](caf::error&) {});
         st.replicas[key] = std::move(state);
         return true;
       }

@@ -19,7 +19,7 @@
 // over when their owner is gone, and hands rooms off when another peer owns them now.
 //   (cluster_view_atom, cluster_view)               from the membership actor
 //   (replicate_atom, room key, RoomState bytes) -> bool     from an owner: keep a replica
-//   (absorb_atom, room key, RoomState bytes) -> bool        this peer owns the room now
+//   (absorb_atom, room key, RoomState bytes, hops) -> bool  this peer owns the room now
 //   (leave_atom) -> bool          hand every room off to the others (at shutdown)
 //   (get_cluster_atom) -> (rooms owned, replicas held)
 

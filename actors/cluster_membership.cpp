@@ -1,6 +1,7 @@
 #include "actors/cluster_membership.hpp"
 
 #include "actors/atoms.hpp"
+#include "actors/exception_log.hpp"
 #include "actors/send_later.hpp"
 #include "chroom/cluster/v1/cluster.pb.h"
 #include "cluster/ring.hpp"
@@ -139,6 +140,8 @@ void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& 
   auto& record = st.members[member.peer_id()];
   if (!record.member.peer_id().empty() && member.incarnation() < record.member.incarnation())
     return; // an old run's hello, arriving late
+  if (record.state == adm::PEER_STATE_LEFT && member.incarnation() == record.member.incarnation())
+    return; // it said goodbye; only a new run of it comes back
   bool fresh = record.state != adm::PEER_STATE_ALIVE ||
                record.member.incarnation() != member.incarnation();
   if (record.membership && record.membership != membership)
@@ -251,6 +254,7 @@ void heartbeat(membership_actor* self) {
 }
 
 caf::behavior membership(membership_actor* self, cluster_settings settings) {
+  log_exceptions(self, "cluster membership");
   auto& st = self->state;
   st.settings = std::move(settings);
   st.self_member.set_peer_id(st.settings.peer_id);
@@ -283,8 +287,9 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
       cv1::Hello hello;
       if (!hello.ParseFromString(bytes))
         return caf::make_error(caf::sec::invalid_argument, "malformed Hello");
-      if (!st.leaving)
-        welcome(self, hello, membership, allocation, registry);
+      if (st.leaving) // a peer on its way out takes no new members
+        return caf::make_error(caf::sec::request_receiver_down, "this peer is leaving");
+      welcome(self, hello, membership, allocation, registry);
       return {serialized(hello_of(self)), caf::actor_cast<caf::actor>(self),
               st.settings.allocation_service, st.settings.registry};
     },

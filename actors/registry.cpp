@@ -2,6 +2,7 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
+#include "actors/exception_log.hpp"
 #include "actors/cluster_membership.hpp"
 #include "chroom/cluster/v1/cluster.pb.h"
 #include "actors/media_node.hpp"
@@ -453,6 +454,7 @@ caf::result<grpc_status, NodeInfo> node_answer(registry_actor* self, table_error
 }
 
 caf::behavior registry(registry_actor* self, registry_settings settings) {
+  log_exceptions(self, "registry");
   auto& st = self->state;
   st.settings = settings;
   st.table = allocation::node_table{settings.rules};

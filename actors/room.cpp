@@ -2,6 +2,7 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
+#include "actors/exception_log.hpp"
 #include "actors/client_session.hpp"
 #include "actors/media_node.hpp"
 #include "actors/send_later.hpp"
@@ -841,7 +842,7 @@ void hand_off(room_actor* self) {
   cluster::count_change(state, st.writer);
   self
     ->request(st.handoff_to, st.settings->replication_timeout, absorb_atom::value,
-              st.node_room_id, state.SerializeAsString())
+              st.node_room_id, state.SerializeAsString(), uint32_t{0})
     .then(
       [self](bool) {
         auto& st = self->state;
@@ -868,6 +869,7 @@ void hand_off(room_actor* self) {
 
 void init_room(room_actor* self, std::string app_id, std::string room_id,
                std::shared_ptr<const room_settings> settings) {
+  log_exceptions(self, "room " + node_room_id(app_id, room_id));
   auto& st = self->state;
   st.node_room_id = node_room_id(app_id, room_id);
   st.app_id = std::move(app_id);
@@ -975,8 +977,8 @@ caf::behavior room_behavior(room_actor* self) {
         cluster::count_change(tombstone, st.writer);
         tombstone.set_closed(true);
         auto bytes = tombstone.SerializeAsString();
-        for (const auto& replica : st.replicas)
-          self->send(replica, replicate_atom::value, st.node_room_id, bytes);
+        for (const auto& replica : st.replicas) // answers reach nobody: the room is gone
+          caf::anon_send(replica, replicate_atom::value, st.node_room_id, bytes);
       }
       self->quit();
     },
@@ -984,7 +986,10 @@ caf::behavior room_behavior(room_actor* self) {
       auto& st = self->state;
       bool new_replicas = replicas != st.replicas;
       st.replicas = std::move(replicas);
-      st.writer = std::move(writer);
+      // One writer per room actor, not per peer: a peer that hands a room off and later
+      // runs the same room again (views differed for a moment) writes a new history, which
+      // must merge with the old one, not look older than it.
+      st.writer = std::move(writer) + "/" + std::to_string(self->id());
       if (new_replicas && !st.members.empty()) {
         // New replicas hold nothing yet: send them the whole state.
         ++st.changes;
@@ -997,6 +1002,13 @@ caf::behavior room_behavior(room_actor* self) {
       st.handoff_to = new_owner;
       if (!st.in_flight)
         hand_off(self);
+    },
+    [self](lease_open_atom, const std::string& lease_id) {
+      // The session of a lease the service has not heard of yet (a room just taken over).
+      for (const auto& [client_id, m] : self->state.members)
+        if (m.holder.lease_id == lease_id)
+          return m.session;
+      return caf::actor{};
     },
     [self](absorb_atom, cv1::RoomState& other) {
       absorb(self, other);

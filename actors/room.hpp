@@ -35,6 +35,7 @@
 //                                           (absorb_atom), queued joins are sent back to be
 //                                           routed again, the room quits without telling
 //                                           nodes anything
+//   (lease_open_atom, lease_id) -> session  the session of a member's lease (null if none)
 //   (absorb_atom, RoomState)                merge state from elsewhere (a handoff, a replica,
 //                                           the other side of a healed partition)
 
