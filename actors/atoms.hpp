@@ -83,5 +83,6 @@ using replicate_atom = caf::atom_constant<caf::atom("p_replica")>;
 using absorb_atom = caf::atom_constant<caf::atom("p_absorb")>;
 using handoff_atom = caf::atom_constant<caf::atom("p_handoff")>;
 using room_opened_atom = caf::atom_constant<caf::atom("r_opened")>;
+using join_wait_atom = caf::atom_constant<caf::atom("p_joinwait")>;
 
 } // namespace chroom

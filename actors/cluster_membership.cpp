@@ -46,6 +46,8 @@ struct membership_state {
   /// The live set last published: (peer_id, incarnation).
   std::vector<std::pair<std::string, uint64_t>> published;
   bool leaving = false;
+  /// Waiting for the first member (join_wait_atom).
+  std::vector<caf::response_promise> join_waiters;
 };
 
 using membership_actor = caf::stateful_actor<membership_state>;
@@ -156,6 +158,9 @@ void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& 
   if (fresh)
     spdlog::info("cluster: peer {} (incarnation {}) at {} joined", member.peer_id(),
                  member.incarnation(), member.cluster_address());
+  for (auto& waiter : st.join_waiters)
+    waiter.deliver(true);
+  st.join_waiters.clear();
   learn(self, hello.known());
   publish_if_changed(self);
 }
@@ -339,6 +344,25 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
           self->send(record.membership, leave_atom::value, st.settings.peer_id,
                      st.settings.incarnation);
       return true;
+    },
+    [self](join_wait_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      bool has_other_seed =
+        std::any_of(st.settings.seeds.begin(), st.settings.seeds.end(),
+                    [&](const auto& seed) { return seed.to_string() != st.settings.cluster_address; });
+      bool has_member = std::any_of(st.members.begin(), st.members.end(), [](const auto& m) {
+        return m.second.state == adm::PEER_STATE_ALIVE;
+      });
+      if (st.settings.listen.port == 0 || !has_other_seed || has_member)
+        return true;
+      st.join_waiters.push_back(self->make_response_promise());
+      send_later(self, st.settings.join_timeout, join_wait_atom::value, false);
+      return st.join_waiters.back();
+    },
+    [self](join_wait_atom, bool) {
+      for (auto& waiter : self->state.join_waiters)
+        waiter.deliver(false);
+      self->state.join_waiters.clear();
     },
     [self](subscribe_atom, const caf::actor& subscriber) {
       auto& st = self->state;

@@ -20,6 +20,8 @@
 //   (subscribe_atom, actor)
 //   (get_cluster_atom) -> GetClusterResponse (members only)
 //   (leave_atom) -> bool     say goodbye to every member (at shutdown)
+//   (join_wait_atom) -> bool  answered once another peer said hello (true), at once for a
+//                             peer without seeds, or after join_timeout (false: alone)
 
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "cluster/peer_address.hpp"
@@ -48,6 +50,8 @@ struct cluster_settings {
   std::chrono::milliseconds heartbeat_interval{250};
   std::chrono::milliseconds failure_timeout{1500};
   uint32_t replication_factor = 2;
+  /// How long a starting peer waits for a seed before it serves alone.
+  std::chrono::milliseconds join_timeout{3000};
   /// This peer's services, handed to the others in Hello.
   caf::actor allocation_service;
   caf::actor registry;

@@ -12,6 +12,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -30,6 +31,9 @@ namespace cv1 = chroom::cluster::v1;
 /// ListNodes pages: the default keeps a page far below the 4 MiB message limit.
 constexpr uint32_t default_page_size = 1000;
 constexpr uint32_t max_page_size = 5000;
+
+/// How long placements wait for the nodes of a peer that just joined the view.
+constexpr auto snapshot_wait = std::chrono::seconds{2};
 
 /// Longest a command can take at a node actor: two attempts and some slack.
 constexpr auto command_answer_timeout = std::chrono::seconds{30};
@@ -94,6 +98,12 @@ struct registry_state {
   /// What the other peers have not been told yet; a node's Stats appear once (the latest).
   cv1::NodeUpdates pending;
   std::unordered_map<std::string, int> pending_stats;
+  /// Peers that joined the view and whose nodes have not arrived yet: placements wait for
+  /// them (until sync_until), a peer that just started must not find its table empty.
+  std::set<std::string> awaiting_snapshot;
+  clock::time_point sync_until;
+  std::vector<std::pair<caf::response_promise, place_batch>> deferred_places;
+  std::vector<std::pair<caf::response_promise, candidates_query>> deferred_candidates;
   /// The media node actor of each live session.
   std::unordered_map<uint64_t, caf::actor> sessions;
   /// Which session a media node actor serves (for down messages).
@@ -211,6 +221,10 @@ bool clustered(const registry_state& st) {
   return !st.peers.empty();
 }
 
+void flush_updates(registry_actor* self);
+
+/// Registrations, stream ends, room changes and operator actions go to the other peers at
+/// once (with the Stats queued so far, to keep the order); Stats wait for the interval.
 void queue_registration(registry_actor* self, const chroom::medianode::v1::Register& registration,
                         uint64_t session, int64_t registered_unix_ms) {
   auto& st = self->state;
@@ -221,6 +235,7 @@ void queue_registration(registry_actor* self, const chroom::medianode::v1::Regis
   update->set_session(session);
   *update->mutable_registration() = registration;
   update->set_registered_unix_ms(registered_unix_ms);
+  flush_updates(self);
 }
 
 void queue_stats(registry_actor* self, const std::string& node_id, uint64_t session,
@@ -250,6 +265,31 @@ void queue_closed(registry_actor* self, const std::string& node_id, uint64_t ses
   update->set_node_id(node_id);
   update->set_session(session);
   update->set_stream_closed(true);
+  flush_updates(self);
+}
+
+void queue_operator_action(registry_actor* self, const std::string& node_id,
+                           cv1::OperatorAction::Kind kind, uint32_t drain_deadline_ms = 0) {
+  auto& st = self->state;
+  const auto* record = st.table.find(node_id);
+  if (!clustered(st) || record == nullptr)
+    return;
+  auto* update = st.pending.add_updates();
+  update->set_node_id(node_id);
+  update->set_session(record->session);
+  update->mutable_operator_action()->set_kind(kind);
+  update->mutable_operator_action()->set_drain_deadline_ms(drain_deadline_ms);
+  flush_updates(self);
+}
+
+/// The home registry of a node connected to another peer; null for a node connected here
+/// (or unknown).
+caf::actor remote_home_of(const registry_state& st, const std::string& node_id) {
+  const auto* record = st.table.find(node_id);
+  if (record == nullptr || !record->connected)
+    return {};
+  auto it = st.remote.find(record->session);
+  return it == st.remote.end() ? caf::actor{} : it->second.home_registry;
 }
 
 void queue_room_change(registry_actor* self, const std::string& node_id,
@@ -261,6 +301,7 @@ void queue_room_change(registry_actor* self, const std::string& node_id,
   change->set_node_id(node_id);
   change->set_node_room_id(node_room_id);
   change->set_added(added);
+  flush_updates(self);
 }
 
 void flush_updates(registry_actor* self) {
@@ -369,6 +410,22 @@ void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
     if (update.has_stats()) {
       for (auto& event : st.table.on_stats(node_id, known->second, update.stats(), now))
         events.push_back(std::move(event));
+    } else if (update.has_operator_action()) {
+      const auto& action = update.operator_action();
+      switch (action.kind()) {
+        case cv1::OperatorAction::KIND_CORDON:
+          st.table.cordon(node_id, now, events);
+          break;
+        case cv1::OperatorAction::KIND_UNCORDON:
+          st.table.uncordon(node_id, now, events);
+          break;
+        case cv1::OperatorAction::KIND_DRAIN:
+          st.table.drain(node_id, std::chrono::milliseconds{action.drain_deadline_ms()}, now,
+                         events);
+          break;
+        default:
+          break;
+      }
     } else if (update.stream_closed()) {
       for (auto& event : st.table.on_stream_closed(node_id, known->second, now))
         events.push_back(std::move(event));
@@ -451,6 +508,147 @@ caf::result<grpc_status, NodeInfo> node_answer(registry_actor* self, table_error
   if (record == nullptr) // a drain without rooms made it gone and it may have been forgotten
     return {grpc_status::ok(), NodeInfo{}};
   return {grpc_status::ok(), info_of(self->state, *record, clock::now())};
+}
+
+/// Cordon, uncordon or drain at the node's home (this peer): the table changes, a drain
+/// is sent to the node, the other peers hear of it.
+table_error apply_operator(registry_actor* self, cv1::OperatorAction::Kind kind,
+                           const std::string& node_id, uint32_t deadline_ms) {
+  auto& st = self->state;
+  auto now = clock::now();
+  std::vector<node_event> events;
+  table_error error = table_error::none;
+  auto deadline = deadline_ms == 0 ? st.settings.rules.drain_deadline
+                                   : std::chrono::milliseconds{deadline_ms};
+  switch (kind) {
+    case cv1::OperatorAction::KIND_CORDON:
+      error = st.table.cordon(node_id, now, events);
+      break;
+    case cv1::OperatorAction::KIND_UNCORDON:
+      error = st.table.uncordon(node_id, now, events);
+      break;
+    default:
+      error = st.table.drain(node_id, deadline, now, events);
+      break;
+  }
+  const auto* record = st.table.find(node_id);
+  auto session =
+    record && record->connected ? st.sessions.find(record->session) : st.sessions.end();
+  if (kind == cv1::OperatorAction::KIND_DRAIN && error == table_error::none &&
+      session != st.sessions.end()) {
+    // The node hears of the drain before its stream ends (a node without rooms is gone at
+    // once): the stream ends when the node has answered, or given up on.
+    chroom::medianode::v1::Command command;
+    command.mutable_drain()->set_deadline_ms(static_cast<uint32_t>(deadline.count()));
+    st.drain_in_flight.insert(node_id);
+    auto node_session = record->session;
+    self
+      ->request(session->second, command_answer_timeout, node_command_atom::value,
+                std::move(command))
+      .then(
+        [self, node_id, node_session](const command_outcome& outcome) {
+          if (!outcome.acked)
+            spdlog::warn("registry: node {} did not take Drain: {}", node_id,
+                         outcome.status.message);
+          drain_answered(self, node_id, node_session);
+        },
+        [self, node_id, node_session](caf::error&) {
+          spdlog::warn("registry: node {} did not answer Drain", node_id);
+          drain_answered(self, node_id, node_session);
+        });
+  }
+  if (error == table_error::none)
+    queue_operator_action(self, node_id, kind, static_cast<uint32_t>(deadline.count()));
+  publish(self, events, now);
+  return error;
+}
+
+/// An operator's cordon, uncordon or drain: done here for a node connected here, at its
+/// home peer otherwise (which tells every peer); answers the node as this peer sees it.
+caf::result<grpc_status, NodeInfo> operator_call(registry_actor* self,
+                                                 cv1::OperatorAction::Kind kind,
+                                                 const std::string& node_id,
+                                                 uint32_t deadline_ms) {
+  auto home = remote_home_of(self->state, node_id);
+  if (!home)
+    return node_answer(self, apply_operator(self, kind, node_id, deadline_ms), node_id);
+  auto promise = self->make_response_promise<grpc_status, NodeInfo>();
+  self
+    ->request(home, command_answer_timeout, cordon_atom::value, static_cast<int32_t>(kind),
+              node_id, deadline_ms)
+    .then(
+      [self, promise, kind, node_id, deadline_ms](grpc_status& status) mutable {
+        if (!status.is_ok()) {
+          promise.deliver(std::move(status), NodeInfo{});
+          return;
+        }
+        // The home's update follows; the answer shows the change already.
+        auto now = clock::now();
+        std::vector<node_event> events;
+        auto deadline = std::chrono::milliseconds{
+          deadline_ms == 0 ? self->state.settings.rules.drain_deadline.count() : deadline_ms};
+        auto& table = self->state.table;
+        if (kind == cv1::OperatorAction::KIND_CORDON)
+          table.cordon(node_id, now, events);
+        else if (kind == cv1::OperatorAction::KIND_UNCORDON)
+          table.uncordon(node_id, now, events);
+        else
+          table.drain(node_id, deadline, now, events);
+        publish(self, events, now);
+        const auto* record = table.find(node_id);
+        promise.deliver(grpc_status::ok(),
+                        record ? info_of(self->state, *record, now) : NodeInfo{});
+      },
+      [promise, node_id](caf::error&) mutable {
+        promise.deliver(make_status(grpc_code::unavailable,
+                                    "the peer node '" + node_id + "' is connected to did not answer"),
+                        NodeInfo{});
+      });
+  return promise;
+}
+
+place_batch_answer place_now(registry_actor* self, place_batch& batch) {
+  auto& st = self->state;
+  auto now = clock::now();
+  place_batch_answer out;
+  for (const auto& part : batch.room.parts)
+    if (const auto* record = st.table.find(part.node_id);
+        record && record->state == chroom::admin::v1::NODE_STATE_DRAINING)
+      out.draining_parts.push_back(part.node_id);
+  out.answers.reserve(batch.queries.size());
+  for (auto& query : batch.queries) {
+    locate_at_fallback(self, query, now);
+    out.answers.push_back(place_one(self, query, batch.room, batch.node_room_id, now));
+  }
+  return out;
+}
+
+candidates_answer candidates_now(registry_actor* self, candidates_query& query) {
+  auto& st = self->state;
+  candidates_answer answer;
+  locate_at_fallback(self, query.query, clock::now());
+  for (const auto& scored : allocation::nearest_candidates(st.table, query.query.request,
+                                                           st.settings.placement, query.count))
+    answer.candidates.push_back(choice_of(*st.table.find(scored.node_id), scored));
+  return answer;
+}
+
+/// True while placements wait for the nodes of peers that just joined.
+bool syncing(registry_state& st) {
+  return !st.awaiting_snapshot.empty() && clock::now() < st.sync_until;
+}
+
+void place_deferred(registry_actor* self) {
+  auto& st = self->state;
+  if (syncing(st))
+    return;
+  st.awaiting_snapshot.clear();
+  auto places = std::move(st.deferred_places);
+  auto candidates = std::move(st.deferred_candidates);
+  for (auto& [promise, batch] : places)
+    promise.deliver(place_now(self, batch));
+  for (auto& [promise, query] : candidates)
+    promise.deliver(candidates_now(self, query));
 }
 
 caf::behavior registry(registry_actor* self, registry_settings settings) {
@@ -538,6 +736,8 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto now = clock::now();
       auto events = st.table.sweep(now);
       publish(self, events, now);
+      if (!st.deferred_places.empty() || !st.deferred_candidates.empty())
+        place_deferred(self);
       send_later(self, st.settings.sweep_interval, sweep_atom::value);
     },
     [self](list_nodes_atom, const chroom::admin::v1::ListNodesRequest& request) {
@@ -571,70 +771,28 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto error = self->state.table.find(node_id) ? table_error::none : table_error::unknown_node;
       return node_answer(self, error, node_id);
     },
-    [self](drain_atom, const std::string& node_id,
-           uint32_t deadline_ms) -> caf::result<grpc_status, NodeInfo> {
+    [self](drain_atom, const std::string& node_id, uint32_t deadline_ms) {
+      return operator_call(self, cv1::OperatorAction::KIND_DRAIN, node_id, deadline_ms);
+    },
+    [self](cordon_atom, const std::string& node_id) {
+      return operator_call(self, cv1::OperatorAction::KIND_CORDON, node_id, 0);
+    },
+    [self](uncordon_atom, const std::string& node_id) {
+      return operator_call(self, cv1::OperatorAction::KIND_UNCORDON, node_id, 0);
+    },
+    [self](cordon_atom, int32_t kind, const std::string& node_id, uint32_t deadline_ms) {
+      // From a peer whose operator acted on a node connected here.
+      return status_of(
+        apply_operator(self, static_cast<cv1::OperatorAction::Kind>(kind), node_id, deadline_ms),
+        node_id);
+    },
+    [self](alloc_place_atom, place_batch& batch) -> caf::result<place_batch_answer> {
       auto& st = self->state;
-      auto now = clock::now();
-      auto deadline = deadline_ms == 0 ? st.settings.rules.drain_deadline
-                                       : std::chrono::milliseconds{deadline_ms};
-      std::vector<node_event> events;
-      auto error = st.table.drain(node_id, deadline, now, events);
-      const auto* record = st.table.find(node_id);
-      auto session =
-        record && record->connected ? st.sessions.find(record->session) : st.sessions.end();
-      if (error == table_error::none && session != st.sessions.end()) {
-        // The node hears of the drain before its stream ends (a node without rooms is
-        // gone at once): the stream ends when the node has answered, or given up on.
-        chroom::medianode::v1::Command command;
-        command.mutable_drain()->set_deadline_ms(static_cast<uint32_t>(deadline.count()));
-        st.drain_in_flight.insert(node_id);
-        auto node_session = record->session;
-        self
-          ->request(session->second, command_answer_timeout, node_command_atom::value,
-                    std::move(command))
-          .then(
-            [self, node_id, node_session](const command_outcome& outcome) {
-              if (!outcome.acked)
-                spdlog::warn("registry: node {} did not take Drain: {}", node_id,
-                             outcome.status.message);
-              drain_answered(self, node_id, node_session);
-            },
-            [self, node_id, node_session](caf::error&) {
-              spdlog::warn("registry: node {} did not answer Drain", node_id);
-              drain_answered(self, node_id, node_session);
-            });
+      if (syncing(st)) {
+        st.deferred_places.emplace_back(self->make_response_promise(), std::move(batch));
+        return st.deferred_places.back().first;
       }
-      publish(self, events, now);
-      return node_answer(self, error, node_id);
-    },
-    [self](cordon_atom, const std::string& node_id) -> caf::result<grpc_status, NodeInfo> {
-      auto now = clock::now();
-      std::vector<node_event> events;
-      auto error = self->state.table.cordon(node_id, now, events);
-      publish(self, events, now);
-      return node_answer(self, error, node_id);
-    },
-    [self](uncordon_atom, const std::string& node_id) -> caf::result<grpc_status, NodeInfo> {
-      auto now = clock::now();
-      std::vector<node_event> events;
-      auto error = self->state.table.uncordon(node_id, now, events);
-      publish(self, events, now);
-      return node_answer(self, error, node_id);
-    },
-    [self](alloc_place_atom, place_batch& batch) {
-      auto& st = self->state;
-      auto now = clock::now();
-      place_batch_answer out;
-      for (const auto& part : batch.room.parts)
-        if (const auto* record = st.table.find(part.node_id);
-            record && record->state == chroom::admin::v1::NODE_STATE_DRAINING)
-          out.draining_parts.push_back(part.node_id);
-      out.answers.reserve(batch.queries.size());
-      for (auto& query : batch.queries) {
-        locate_at_fallback(self, query, now);
-        out.answers.push_back(place_one(self, query, batch.room, batch.node_room_id, now));
-      }
-      return out;
+      return place_now(self, batch);
     },
     [self](alloc_confirm_atom, const std::string& node_id, uint64_t reservation_id) {
       self->state.table.confirm(node_id, reservation_id, clock::now());
@@ -661,6 +819,8 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
         return;
       }
       apply_updates(self, updates);
+      if (self->state.awaiting_snapshot.erase(updates.home_peer_id()) > 0)
+        place_deferred(self);
     },
     [self](flush_updates_atom) {
       flush_updates(self);
@@ -682,9 +842,16 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
           if (snapshot.empty())
             snapshot = snapshot_for_newcomer(self);
           self->send(peer.registry, node_updates_atom::value, snapshot);
+          st.awaiting_snapshot.insert(peer.peer_id);
+          st.sync_until = clock::now() + snapshot_wait;
         }
       }
       st.peers = std::move(peers);
+      std::erase_if(st.awaiting_snapshot, [&](const std::string& peer_id) {
+        return std::none_of(st.peers.begin(), st.peers.end(),
+                            [&](const auto& p) { return p.first == peer_id; });
+      });
+      place_deferred(self);
       for (auto& [session, stream] : st.remote)
         for (const auto& [peer_id, registry] : st.peers)
           if (peer_id == stream.home_peer_id)
@@ -692,15 +859,13 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       if (!was_clustered && clustered(st))
         send_later(self, st.settings.update_interval, flush_updates_atom::value);
     },
-    [self](candidates_atom, candidates_query& query) {
+    [self](candidates_atom, candidates_query& query) -> caf::result<candidates_answer> {
       auto& st = self->state;
-      auto now = clock::now();
-      candidates_answer answer;
-      locate_at_fallback(self, query.query, now);
-      for (const auto& scored : allocation::nearest_candidates(st.table, query.query.request,
-                                                               st.settings.placement, query.count))
-        answer.candidates.push_back(choice_of(*st.table.find(scored.node_id), scored));
-      return answer;
+      if (syncing(st)) {
+        st.deferred_candidates.emplace_back(self->make_response_promise(), std::move(query));
+        return st.deferred_candidates.back().first;
+      }
+      return candidates_now(self, query);
     },
     [self](subscribe_atom, const caf::actor& subscriber) {
       auto& st = self->state;

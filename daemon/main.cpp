@@ -212,6 +212,9 @@ actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorCon
   settings.heartbeat_interval = std::chrono::milliseconds{cluster.heartbeat_interval_ms()};
   settings.failure_timeout = std::chrono::milliseconds{cluster.failure_timeout_ms()};
   settings.replication_factor = cluster.replication_factor();
+  // Seeds starting together find each other in milliseconds; the first peer of a cluster
+  // waits this long for the others before it serves alone.
+  settings.join_timeout = 2 * settings.failure_timeout;
   return settings;
 }
 
@@ -341,6 +344,9 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   }
   auto health = actors::spawn_health_service(system, service_names);
   router->add_service(health_descriptor, health);
+  const bool clustered = cfg.cluster().listen_port() != 0;
+  if (clustered) // serving once the peer knows the cluster: its rooms, its nodes
+    actors::set_serving(health, false);
 
   settings->router = router;
   auto stop_services = [&] {
@@ -358,13 +364,24 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   }
   spdlog::info("gateway listening on {}:{} ({})", settings->host, listener.port,
                settings->tls ? "TLS 1.3, ALPN h2" : "h2c");
+  if (clustered) {
+    caf::scoped_actor waiter{system};
+    bool joined = false;
+    waiter->request(membership, caf::infinite, join_wait_atom::value)
+      .receive([&](bool answer) { joined = answer; }, [](caf::error&) {});
+    if (joined)
+      spdlog::info("joined the cluster");
+    else
+      spdlog::warn("no seed answered: serving alone until other peers join");
+    actors::set_serving(health, true);
+  }
   spdlog::info("peer ready ({}): gRPC services {}", cfg.peer_id(), fmt::join(service_names, ", "));
 
   int signal_number = wait_for_signal();
   auto grace = std::chrono::milliseconds{cfg.shutdown_grace_ms()};
   spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signal_number), grace.count());
   caf::scoped_actor self{system};
-  if (cfg.cluster().listen_port() != 0) {
+  if (clustered) {
     // Rooms go to their new owners while the gateway still forwards calls to them; then
     // the others hear this peer left (not that it died).
     self->request(allocation_service, std::chrono::seconds{10}, leave_atom::value)

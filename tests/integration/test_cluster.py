@@ -113,8 +113,12 @@ def test_peers_share_members_nodes_and_rooms(cluster):
         reply = clients.allocate(k % 3, "shared", f"c{k}", lat=40 + k, lon=-70 + 20 * k)
         assert reply.lease_id.startswith("default/shared/")
         leases[f"c{k}"] = (k, reply.lease_id, reply.node.node_id)
+    def shape(room):  # what placement decided (admitted/ready flip as nodes answer)
+        return ({(n.node_id, n.participants, tuple(sorted(n.relay_node_ids))) for n in room.nodes},
+                {(m.client_id, m.node_id) for m in room.members})
+
     rooms = [clients.get_room(i, "shared") for i in range(3)]
-    assert rooms[0] == rooms[1] == rooms[2]
+    assert shape(rooms[0]) == shape(rooms[1]) == shape(rooms[2])
     assert {m.client_id: m.node_id for m in rooms[0].members} == \
         {c: node for c, (_, _, node) in leases.items()}
     assert cc.relays_connect(rooms[0])
@@ -161,6 +165,42 @@ def test_peers_share_members_nodes_and_rooms(cluster):
         lambda: any(u.reason == "joined" and u.room.participants == 9 for u in updates), 5)
     call.cancel()
     reader.join(5)
+
+
+def test_operators_act_on_any_node_through_any_peer(cluster):
+    running, clients = cluster
+    apb = clients.admin_pb
+    node = next(n.node_id for n in clients.nodes(0) if n.home_peer_id == "peer-1")
+
+    def states():
+        return [next(n.state for n in clients.nodes(i) if n.node_id == node) for i in range(3)]
+
+    # Cordoned through a peer it is not connected to: its home does it and tells every peer.
+    reply = clients.admin[0].CordonNode(apb.CordonNodeRequest(node_id=node), timeout=5)
+    assert reply.node.state == apb.NODE_STATE_CORDONED and reply.node.home_peer_id == "peer-1"
+    assert harness.wait_until(lambda: states() == [apb.NODE_STATE_CORDONED] * 3, 3), states()
+    # No peer places anyone on it now (it is the nearest node for this client otherwise).
+    info = next(n for n in clients.nodes(2) if n.node_id == node)
+    for k in range(6):
+        placed = clients.allocate(k % 3, f"cordon-{k}", "c", lat=info.location.latitude,
+                                  lon=info.location.longitude)
+        assert placed.node.node_id != node
+    clients.admin[2].UncordonNode(apb.UncordonNodeRequest(node_id=node), timeout=5)
+    assert harness.wait_until(lambda: states() == [apb.NODE_STATE_ACTIVE] * 3, 3), states()
+    placed = clients.allocate(0, "uncordoned", "c", lat=info.location.latitude,
+                              lon=info.location.longitude)
+    assert placed.node.node_id == node
+    # Every peer knows the room is on it (its home too, which decides when a drain ends).
+    assert harness.wait_until(lambda: all(
+        "default/uncordoned" in next(n.room_ids for n in clients.nodes(i) if n.node_id == node)
+        for i in range(3)), 3)
+    # Drained through a third peer: it is draining (it has a room) everywhere.
+    reply = clients.admin[2].DrainNode(apb.DrainNodeRequest(node_id=node), timeout=5)
+    assert reply.node.state == apb.NODE_STATE_DRAINING
+    assert harness.wait_until(lambda: states() == [apb.NODE_STATE_DRAINING] * 3, 3), states()
+    with pytest.raises(grpc.RpcError) as error:
+        clients.admin[0].CordonNode(apb.CordonNodeRequest(node_id="no-such-node"), timeout=5)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def owned_rooms(rooms: list[str], owner: str, peers: set[str]) -> list[str]:
