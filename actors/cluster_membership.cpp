@@ -8,6 +8,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include <map>
@@ -193,7 +194,8 @@ void connect_to(membership_actor* self, const cluster::peer_address& address) {
   auto text = address.to_string();
   if (text == st.settings.cluster_address || !st.connecting.insert(text).second)
     return;
-  auto middleman = self->system().middleman().actor_handle();
+  auto middleman = st.settings.tls ? self->system().openssl_manager().actor_handle()
+                                  : self->system().middleman().actor_handle();
   self
     ->request(middleman, connect_timeout, caf::connect_atom::value, address.host, address.port)
     .then(
@@ -441,9 +443,11 @@ std::string cluster_view::self_writer() const {
 
 caf::actor spawn_cluster_membership(caf::actor_system& system, cluster_settings settings) {
   auto listen = settings.listen;
+  auto tls = settings.tls;
   auto actor = system.spawn(membership, std::move(settings));
   if (listen.port != 0) {
-    auto published = system.middleman().publish(actor, listen.port, listen.host.c_str(), true);
+    auto published = tls ? caf::openssl::publish(actor, listen.port, listen.host.c_str(), true)
+                         : system.middleman().publish(actor, listen.port, listen.host.c_str(), true);
     if (!published) {
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
       throw std::runtime_error("cannot listen for peers on " + listen.to_string() + ": " +

@@ -52,6 +52,8 @@ struct cluster_settings {
   uint32_t replication_factor = 2;
   /// How long a starting peer waits for a seed before it serves alone.
   std::chrono::milliseconds join_timeout{3000};
+  /// Peers talk TLS (the actor system loaded CAF's OpenSSL module with the certificates).
+  bool tls = false;
   /// This peer's services, handed to the others in Hello.
   caf::actor allocation_service;
   caf::actor registry;

@@ -1267,6 +1267,25 @@ void validate_cluster(const chroom::config::v1::ClusterConfig& cluster, const va
                     max_replication_factor);
   check.check_range("cluster.node_update_interval_ms", cluster.node_update_interval_ms(), 10,
                     60'000);
+  const std::pair<std::string_view, const std::string*> tls_files[] = {
+    {"cluster.cert_file", &cluster.cert_file()},
+    {"cluster.key_file", &cluster.key_file()},
+    {"cluster.ca_file", &cluster.ca_file()}};
+  const auto set = std::count_if(std::begin(tls_files), std::end(tls_files),
+                                 [](const auto& file) { return !file.second->empty(); });
+  if (set != 0 && set != 3) {
+    // Blame a key the file set (it has a line); name the one missing.
+    auto given = std::find_if(std::begin(tls_files), std::end(tls_files),
+                              [](const auto& file) { return !file.second->empty(); });
+    auto missing = std::find_if(std::begin(tls_files), std::end(tls_files),
+                                [](const auto& file) { return file.second->empty(); });
+    check.fail(given->first, "is set but " + std::string(missing->first) +
+                               " is not; TLS between peers needs cluster.cert_file, "
+                               "cluster.key_file and cluster.ca_file, or none of them");
+  }
+  if (set == 3)
+    for (const auto& [path, file] : tls_files)
+      check.check_readable_file(path, *file);
 }
 
 void validate(const OrchestratorConfig& config, const validator& check) {

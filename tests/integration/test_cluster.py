@@ -487,3 +487,56 @@ def test_graceful_leave_and_join_under_load(tmp_path):
             assert len(stats.acknowledged) > 100
         finally:
             clients.close()
+
+
+def make_ca_and_cert(directory, name: str):
+    """A CA and a certificate it signed (PEM files), with the openssl command line."""
+    import subprocess
+    ca_key, ca = directory / f"{name}-ca.key", directory / f"{name}-ca.pem"
+    key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
+    run = lambda *args: subprocess.run(["openssl", *map(str, args)], check=True,  # noqa: E731
+                                       capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+        "-days", "2", "-subj", f"/CN={name} test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
+        f"/CN={name}")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+        "-days", "2")
+    return {"cert_file": str(cert), "key_file": str(key), "ca_file": str(ca)}
+
+
+def test_peers_talk_tls_and_refuse_a_peer_of_another_ca(tmp_path):
+    tls = make_ca_and_cert(tmp_path, "chroom-peers")
+    with cc.make_cluster(tmp_path / "cluster", peers=2, nodes=10, cluster_settings=tls) as running:
+        clients = Clients(running)
+        try:
+            wait_for_cluster(clients, {"peer-0", "peer-1"})
+            for k in range(6):
+                clients.allocate(k % 2, "tls-room", f"c{k}")
+            assert {m.client_id for m in clients.get_room(1, "tls-room").members} == \
+                {f"c{k}" for k in range(6)}
+            # A peer whose certificate another CA signed is not let in, and does not get in.
+            rogue_tls = make_ca_and_cert(tmp_path, "rogue")
+            rogue_tls["ca_file"] = tls["ca_file"]  # it trusts the cluster: the cluster must not trust it
+            config = tmp_path / "rogue.yaml"
+            port = harness.free_port()
+            config.write_text(harness.to_yaml({
+                "listen": {"host": "127.0.0.1", "port": port}, "peer_id": "rogue",
+                "media_nodes": {"secret_key": "local-demo-secret-key-not-for-production"},
+                "cluster": {"listen_port": harness.free_port(),
+                            "seeds": [f"127.0.0.1:{running.cluster_port(0)}"],
+                            "failure_timeout_ms": 1000, **rogue_tls}}))
+            import subprocess
+            rogue = subprocess.Popen([str(harness.BIN_DIR / "chroom-orchestrator"), "--config",
+                                      str(config)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(3)
+                names = lambda i: {p.peer_id for p in clients.get_cluster(i).peers}  # noqa: E731
+                assert "rogue" not in names(0) and "rogue" not in names(1)
+            finally:
+                rogue.terminate()
+                rogue.wait(10)
+            wait_for_cluster(clients, {"peer-0", "peer-1"})
+        finally:
+            clients.close()

@@ -266,7 +266,15 @@ TEST_CASE("a full file sets every field") {
                            "  heartbeat_interval_ms: 100\n"
                            "  failure_timeout_ms: 900\n"
                            "  replication_factor: 3\n"
-                           "  node_update_interval_ms: 500\n";
+                           "  node_update_interval_ms: 500\n"
+                           "  cert_file: " +
+                           cert.path() +
+                           "\n"
+                           "  key_file: " +
+                           key.path() +
+                           "\n"
+                           "  ca_file: " +
+                           cert.path() + "\n";
   const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
   CHECK(config.listen().host() == "0.0.0.0");
   CHECK(config.listen().port() == 9443);
@@ -309,6 +317,9 @@ TEST_CASE("a full file sets every field") {
          seeds: [ "peer-0.chroom.svc:7100", "[fd00::2]:7100" ] heartbeat_interval_ms: 100
          failure_timeout_ms: 900 replication_factor: 3 node_update_interval_ms: 500)pb",
     &cluster));
+  cluster.set_cert_file(cert.path());
+  cluster.set_key_file(key.path());
+  cluster.set_ca_file(cert.path());
   CHECK(differences(config.cluster(), cluster) == "");
   OrchestratorConfig apps;
   REQUIRE(pb::TextFormat::ParseFromString(
@@ -831,6 +842,14 @@ TEST_CASE("cluster validation") {
   SUBCASE("failure_timeout_ms is above heartbeat_interval_ms") {
     CHECK(error_of("cluster:\n  failure_timeout_ms: 200\n  heartbeat_interval_ms: 200\n")
             .find("cluster.failure_timeout_ms") != std::string::npos);
+  }
+  SUBCASE("TLS files go together") {
+    CHECK(error_of("cluster:\n  cert_file: /etc/hostname\n") ==
+          "cfg.yaml:2: cluster.cert_file: is set but cluster.key_file is not; TLS between peers "
+          "needs cluster.cert_file, cluster.key_file and cluster.ca_file, or none of them");
+    CHECK(error_of("cluster:\n  cert_file: /nope.pem\n  key_file: /nope.key\n  ca_file: "
+                   "/nope-ca.pem\n")
+            .find("cluster.cert_file") != std::string::npos);
   }
   SUBCASE("replication_factor is 1..7") {
     CHECK(error_of("cluster:\n  replication_factor: 0\n") ==
