@@ -84,5 +84,6 @@ using absorb_atom = caf::atom_constant<caf::atom("p_absorb")>;
 using handoff_atom = caf::atom_constant<caf::atom("p_handoff")>;
 using room_opened_atom = caf::atom_constant<caf::atom("r_opened")>;
 using join_wait_atom = caf::atom_constant<caf::atom("p_joinwait")>;
+using snapshot_atom = caf::atom_constant<caf::atom("p_snap")>;
 
 } // namespace chroom

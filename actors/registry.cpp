@@ -32,6 +32,10 @@ namespace cv1 = chroom::cluster::v1;
 constexpr uint32_t default_page_size = 1000;
 constexpr uint32_t max_page_size = 5000;
 
+/// How often a peer asks another for all its nodes when it hears of streams it never saw
+/// register.
+constexpr auto snapshot_ask_interval = std::chrono::seconds{1};
+
 /// How long placements wait for the nodes of a peer that just joined the view.
 constexpr auto snapshot_wait = std::chrono::seconds{2};
 
@@ -104,6 +108,8 @@ struct registry_state {
   clock::time_point sync_until;
   std::vector<std::pair<caf::response_promise, place_batch>> deferred_places;
   std::vector<std::pair<caf::response_promise, candidates_query>> deferred_candidates;
+  /// When this peer last asked each home peer for all its nodes.
+  std::unordered_map<std::string, clock::time_point> snapshot_asked;
   /// The media node actor of each live session.
   std::unordered_map<uint64_t, caf::actor> sessions;
   /// Which session a media node actor serves (for down messages).
@@ -337,7 +343,13 @@ std::string snapshot_for_newcomer(registry_actor* self) {
     auto* update = all.add_updates();
     update->set_node_id(id);
     update->set_session(record.session);
-    *update->mutable_registration() = record.registration;
+    // With the rooms it hosts now, not those it registered with: the receiver reconciles
+    // the node's rooms against this list.
+    auto& registration = *update->mutable_registration();
+    registration = record.registration;
+    registration.clear_rooms();
+    for (const auto& room : record.rooms)
+      registration.add_rooms()->set_room_id(room);
     auto at = st.registered_at.find(id);
     update->set_registered_unix_ms(at == st.registered_at.end() ? 0 : at->second);
     if (record.has_stats) {
@@ -370,6 +382,7 @@ void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
       home_registry = registry;
   auto now = clock::now();
   std::vector<node_event> events;
+  bool missing_registration = false;
   for (const auto& update : updates.updates()) {
     const auto& node_id = update.node_id();
     auto known = st.remote_session_of.find({home, update.session()});
@@ -405,8 +418,12 @@ void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
         events.push_back(std::move(event));
       continue;
     }
-    if (known == st.remote_session_of.end())
-      continue; // a stream this peer never heard register (joined late): wait for it
+    if (known == st.remote_session_of.end()) {
+      // A stream this peer never heard register (its registration was lost to a
+      // partition, or dropped with its home's last view change): ask the home for all.
+      missing_registration = true;
+      continue;
+    }
     if (update.has_stats()) {
       for (auto& event : st.table.on_stats(node_id, known->second, update.stats(), now))
         events.push_back(std::move(event));
@@ -430,6 +447,13 @@ void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
       for (auto& event : st.table.on_stream_closed(node_id, known->second, now))
         events.push_back(std::move(event));
       forget_remote_session(st, known->second);
+    }
+  }
+  if (missing_registration && home_registry) {
+    auto& asked = st.snapshot_asked[home];
+    if (now - asked > snapshot_ask_interval) {
+      asked = now;
+      self->send(home_registry, snapshot_atom::value);
     }
   }
   for (const auto& change : updates.room_changes()) {
@@ -822,6 +846,11 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       if (self->state.awaiting_snapshot.erase(updates.home_peer_id()) > 0)
         place_deferred(self);
     },
+    [self](snapshot_atom) {
+      // Another peer missed registrations of nodes connected here.
+      self->send(caf::actor_cast<caf::actor>(self->current_sender()), node_updates_atom::value,
+                 snapshot_for_newcomer(self));
+    },
     [self](flush_updates_atom) {
       flush_updates(self);
       if (clustered(self->state))
@@ -847,6 +876,26 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
         }
       }
       st.peers = std::move(peers);
+      // Nodes homed at a peer that is gone (dead, left, across a partition) cannot be
+      // commanded from here: their streams count as lost at once, so nothing is placed on
+      // them; they come back when they register elsewhere or their home is back.
+      auto now = clock::now();
+      std::vector<node_event> lost;
+      std::vector<uint64_t> orphaned;
+      for (const auto& [session, stream] : st.remote)
+        if (std::none_of(st.peers.begin(), st.peers.end(),
+                         [&](const auto& p) { return p.first == stream.home_peer_id; }))
+          orphaned.push_back(session);
+      for (auto session : orphaned) {
+        for (const auto& [id, record] : st.table.nodes())
+          if (record.session == session && record.connected) {
+            for (auto& event : st.table.on_stream_closed(id, session, now))
+              lost.push_back(std::move(event));
+            break;
+          }
+        forget_remote_session(st, session);
+      }
+      publish(self, lost, now);
       std::erase_if(st.awaiting_snapshot, [&](const std::string& peer_id) {
         return std::none_of(st.peers.begin(), st.peers.end(),
                             [&](const auto& p) { return p.first == peer_id; });

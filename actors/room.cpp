@@ -352,7 +352,6 @@ void replicate(room_actor* self) {
     return;
   st.replicating = true;
   auto change = st.changes;
-  cluster::count_change(st.version, st.writer);
   auto bytes = snapshot(self).SerializeAsString();
   auto outstanding = std::make_shared<size_t>(st.replicas.size());
   for (const auto& replica : st.replicas) {
@@ -373,9 +372,15 @@ void replicate(room_actor* self) {
   }
 }
 
-/// Counts a change of the room's state and replicates it.
+/// Counts a change of the room's state (in its version too, replicas or not: a room run
+/// alone in a partition must look as changed as it is when the sides merge) and
+/// replicates it.
 void changed(room_actor* self) {
-  ++self->state.changes;
+  auto& st = self->state;
+  ++st.changes;
+  if (st.writer.empty()) // before the service named this peer run: still one writer
+    st.writer = "room/" + std::to_string(self->id());
+  cluster::count_change(st.version, st.writer);
   replicate(self);
 }
 
@@ -992,9 +997,8 @@ caf::behavior room_behavior(room_actor* self) {
       st.writer = std::move(writer) + "/" + std::to_string(self->id());
       if (new_replicas && !st.members.empty()) {
         // New replicas hold nothing yet: send them the whole state.
-        ++st.changes;
         st.replicating = false;
-        replicate(self);
+        changed(self);
       }
     },
     [self](handoff_atom, const caf::actor& new_owner) {

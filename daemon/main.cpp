@@ -38,6 +38,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include <unistd.h>
 
@@ -55,6 +56,9 @@ constexpr std::string_view usage =
   --log-format F      text or json (overrides the file)
   --help              this text
 )";
+
+/// How long the actor system may take to shut down once the peer stopped.
+constexpr auto teardown_limit = std::chrono::seconds{5};
 
 /// After the grace period, how long the peer waits for connections to close.
 constexpr auto shutdown_wait_slack = std::chrono::seconds{3};
@@ -411,6 +415,16 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   }
   stop_services();
   spdlog::info("stopped");
+  // The actor system's destructor waits for every actor. CAF 0.17 has been seen to wait
+  // forever for one of its own detached threads after a cluster run (rarely); the peer's
+  // work is done by now, so a hung teardown must not keep the process (and its ports).
+  std::thread([] {
+    std::this_thread::sleep_for(teardown_limit);
+    spdlog::warn("the actor system did not shut down within {} s; exiting anyway",
+                 std::chrono::duration_cast<std::chrono::seconds>(teardown_limit).count());
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  }).detach();
   return 0;
 }
 
