@@ -36,6 +36,9 @@ constexpr auto leave_timeout = std::chrono::seconds{5};
 /// A room state sent to a peer that does not own it goes on this many times at most
 /// (views that disagree must not bounce it around).
 constexpr uint32_t max_absorb_hops = 2;
+/// How long a forwarded call is kept to be routed again should its owner die: a death is
+/// noticed within the failure timeout (1.5 s by default), a dropped connection at once.
+constexpr auto forward_memory = std::chrono::seconds{3};
 
 /// How long a call waits for the registry, a room or a session.
 constexpr auto answer_timeout = std::chrono::seconds{10};
@@ -361,6 +364,14 @@ struct service_state {
   std::unordered_map<std::string, cv1::RoomState> replicas;
   /// Calls for rooms owned elsewhere, collected per owner while a batch is handled.
   batches_by_actor<unary_call> outbox;
+  /// Calls forwarded lately, kept for a while: if their owner dies before it answered,
+  /// they are routed again (a gateway ignores a second answer to a call: live_call).
+  struct forwarded_call {
+    std::string owner;
+    steady::time_point at;
+    unary_call call;
+  };
+  std::deque<forwarded_call> recent_forwards;
   /// Shutting down: rooms are handed off, every call goes to the new owners.
   bool leaving = false;
   caf::response_promise leave_done;
@@ -438,8 +449,43 @@ bool forward(service_actor* self, unary_call& call, std::string_view key) {
     return false;
   call.context.request_metadata.emplace_back(std::string{forwarded_by_key}, st.settings.peer_id);
   call.context.deadline_ns = 0; // steady clocks differ between machines; the gateway enforces it
+  auto now = steady::now();
+  while (!st.recent_forwards.empty() && now - st.recent_forwards.front().at > forward_memory)
+    st.recent_forwards.pop_front();
+  st.recent_forwards.push_back({owner->peer_id, now, call});
   batch_for(st.outbox, owner->allocation_service).push_back(std::move(call));
   return true;
+}
+
+void handle(service_actor* self, unary_replies& replies, unary_call& call);
+void flush_outbox(service_actor* self);
+
+/// Routes again the calls lately forwarded to peers that are no longer alive: the owner
+/// may have died with them unanswered.
+void reroute_orphaned_forwards(service_actor* self) {
+  auto& st = self->state;
+  std::vector<unary_call> orphans;
+  std::erase_if(st.recent_forwards, [&](auto& forwarded) {
+    if (st.view.find(forwarded.owner) != nullptr)
+      return false;
+    auto& metadata = forwarded.call.context.request_metadata;
+    // This peer's own hop comes off: the call is as it was when it arrived here.
+    for (auto it = metadata.rbegin(); it != metadata.rend(); ++it)
+      if (it->first == forwarded_by_key && it->second == st.settings.peer_id) {
+        metadata.erase(std::next(it).base());
+        break;
+      }
+    orphans.push_back(std::move(forwarded.call));
+    return true;
+  });
+  if (orphans.empty())
+    return;
+  spdlog::info("allocation: routing {} call(s) again: the peer they went to is gone",
+               orphans.size());
+  unary_replies replies{self};
+  for (auto& call : orphans)
+    handle(self, replies, call);
+  flush_outbox(self);
 }
 
 void flush_outbox(service_actor* self) {
@@ -935,6 +981,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       if (was_leaving) // the view without this peer stays: everything goes elsewhere
         std::erase_if(st.view.live, [&](const auto& p) { return p.peer_id == st.view.self_id; });
       rebalance(self);
+      reroute_orphaned_forwards(self);
     },
     [self](replicate_atom, const std::string& key, const std::string& bytes) {
       auto& st = self->state;
@@ -949,7 +996,13 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         return true;
       }
       auto& kept = st.replicas[key];
-      kept = kept.version_size() == 0 ? std::move(state) : cluster::merge_rooms(state, kept);
+      // The usual case is the owner's next version: taken as it is, no merge, no copy.
+      auto order = kept.version_size() == 0 ? cluster::version_order::newer
+                                            : cluster::compare_versions(state, kept);
+      if (order == cluster::version_order::newer)
+        kept = std::move(state);
+      else if (order == cluster::version_order::concurrent)
+        kept = cluster::merge_rooms(state, kept);
       return true;
     },
     [self](absorb_atom, const std::string& key, const std::string& bytes, uint32_t hops) {

@@ -372,14 +372,14 @@ bool receive(connection& c, std::uint8_t* buffer) {
   return true;
 }
 
-std::string connect_to(const h2_client_settings& settings, int& fd) {
+std::string connect_to(const h2_target& target, int& fd) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (const int rc = ::getaddrinfo(settings.host.c_str(), settings.port.c_str(), &hints, &found);
+  if (const int rc = ::getaddrinfo(target.host.c_str(), target.port.c_str(), &hints, &found);
       rc != 0) {
-    return fmt::format("cannot resolve {}: {}", settings.authority, ::gai_strerror(rc));
+    return fmt::format("cannot resolve {}: {}", target.authority, ::gai_strerror(rc));
   }
   std::string error = "no address";
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
@@ -396,7 +396,7 @@ std::string connect_to(const h2_client_settings& settings, int& fd) {
   }
   ::freeaddrinfo(found);
   if (fd < 0)
-    return fmt::format("cannot connect to {}: {}", settings.authority, error);
+    return fmt::format("cannot connect to {}: {}", target.authority, error);
   // Requests are small and latency is measured: no Nagle delay.
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -407,14 +407,19 @@ std::string connect_to(const h2_client_settings& settings, int& fd) {
 } // namespace
 
 std::string run_h2_client(const h2_client_settings& settings, call_driver& driver) {
-  // The request headers of each method, built once; nghttp2's HPACK makes them a few
-  // bytes per request after the first.
-  std::vector<std::vector<nghttp2_nv>> headers;
-  for (const auto& path : settings.paths) {
-    headers.push_back({make_nv(":method", "POST"), make_nv(":scheme", "http"),
-                       make_nv(":path", path), make_nv(":authority", settings.authority),
-                       make_nv("content-type", "application/grpc"), make_nv("te", "trailers"),
-                       make_nv("user-agent", "chroom-bench")});
+  if (settings.targets.empty())
+    return "no target";
+  // The request headers of each method, per target, built once; nghttp2's HPACK makes them
+  // a few bytes per request after the first.
+  std::vector<std::vector<std::vector<nghttp2_nv>>> headers(settings.targets.size());
+  for (std::size_t t = 0; t < settings.targets.size(); ++t) {
+    for (const auto& path : settings.paths) {
+      headers[t].push_back({make_nv(":method", "POST"), make_nv(":scheme", "http"),
+                            make_nv(":path", path),
+                            make_nv(":authority", settings.targets[t].authority),
+                            make_nv("content-type", "application/grpc"),
+                            make_nv("te", "trailers"), make_nv("user-agent", "chroom-bench")});
+    }
   }
   std::unique_ptr<nghttp2_session_callbacks, decltype(&nghttp2_session_callbacks_del)> callbacks(
     make_callbacks(), nghttp2_session_callbacks_del);
@@ -429,8 +434,9 @@ std::string run_h2_client(const h2_client_settings& settings, call_driver& drive
   for (std::uint32_t i = 0; i < settings.connections; ++i) {
     auto c = std::make_unique<connection>();
     c->driver = &driver;
-    c->headers = &headers;
-    if (auto error = connect_to(settings, c->fd); !error.empty()) {
+    const std::size_t t = i % settings.targets.size();
+    c->headers = &headers[t];
+    if (auto error = connect_to(settings.targets[t], c->fd); !error.empty()) {
       close_all("connection lost");
       return error;
     }

@@ -72,12 +72,19 @@ public:
   virtual bool give_up(load_clock::time_point now) = 0;
 };
 
-struct h2_client_settings {
-  // Where to connect: a host name or address, and a port.
+// One server to connect to.
+struct h2_target {
+  // A host name or address, and a port.
   std::string host;
   std::string port;
-  // :authority of every request ("host:port").
+  // :authority of its requests ("host:port").
   std::string authority;
+};
+
+struct h2_client_settings {
+  // Where to connect: connection i goes to targets[i % targets.size()] (several peers of a
+  // cluster share the load that way). At least one.
+  std::vector<h2_target> targets;
   // The :path of each method the driver may call, e.g. "/pkg.Service/Method".
   std::vector<std::string> paths;
   std::uint32_t connections = 1;

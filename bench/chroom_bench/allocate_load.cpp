@@ -16,6 +16,8 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -74,7 +76,11 @@ written -> trailers read) and the client's CPU per call. Exits 0 when at least o
 was OK, 1 when none was (or no connection), 2 on a bad flag.
 
 Target and load:
-  --target HOST:PORT     peer to call (default 127.0.0.1:7443), cleartext HTTP/2
+  --target HOST:PORT[,HOST:PORT...]
+                         peer(s) to call (default 127.0.0.1:7443), cleartext HTTP/2;
+                         with several (peers of one cluster), connection i goes to the
+                         (i mod count)-th: give a multiple of their count as --connections
+                         to load them evenly
   --method M             allocate (default) or echo: chroom.diag.v1.Diagnostics/Echo with
                          the same request bytes as payload, the gateway's own cost
   --connections C        TCP connections (default 2)
@@ -109,8 +115,7 @@ template <typename T> bool parse_number(std::string_view text, T& out) {
 
 struct options {
   std::string target = "127.0.0.1:7443";
-  std::string host;
-  std::string port;
+  std::vector<h2_target> targets;
   bool echo = false;
   std::uint32_t connections = 2;
   std::uint32_t concurrency = 16;
@@ -145,6 +150,24 @@ bool split_target(const std::string& target, std::string& host, std::string& por
   return parse_number(std::string_view(port), number) && number >= 1 && number <= 65535;
 }
 
+// Splits "HOST:PORT,HOST:PORT,..." into targets; false when one has no port (or none is
+// given).
+bool split_targets(const std::string& list, std::vector<h2_target>& out) {
+  out.clear();
+  std::size_t from = 0;
+  for (;;) {
+    const auto comma = list.find(',', from);
+    h2_target t;
+    t.authority = list.substr(from, comma == std::string::npos ? std::string::npos : comma - from);
+    if (!split_target(t.authority, t.host, t.port))
+      return false;
+    out.push_back(std::move(t));
+    if (comma == std::string::npos)
+      return true;
+    from = comma + 1;
+  }
+}
+
 // Parses the flags into `out`; returns an error message, empty when all is well.
 std::string parse_options(int argc, char** argv, options& out, bool& help) {
   using setter = std::function<std::string(std::string_view)>;
@@ -170,7 +193,7 @@ std::string parse_options(int argc, char** argv, options& out, bool& help) {
     {"--target",
      [&](std::string_view v) -> std::string {
        out.target = std::string(v);
-       return split_target(out.target, out.host, out.port) ? "" : "HOST:PORT";
+       return split_targets(out.target, out.targets) ? "" : "HOST:PORT, comma-separated";
      }},
     {"--method",
      [&](std::string_view v) -> std::string {
@@ -224,7 +247,7 @@ std::string parse_options(int argc, char** argv, options& out, bool& help) {
      }},
     {"--seed", count(out.workload.seed, 0, UINT64_MAX)},
   };
-  split_target(out.target, out.host, out.port);
+  split_targets(out.target, out.targets);
   parse_room_mix(out.room_sizes, out.workload.room_mix);
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -597,9 +620,7 @@ int run_allocate(int argc, char** argv) {
   }
 
   h2_client_settings settings;
-  settings.host = o.host;
-  settings.port = o.port;
-  settings.authority = o.target;
+  settings.targets = o.targets;
   settings.paths = {std::string(o.echo ? echo_path : allocate_path), std::string(release_path)};
   settings.connections = o.connections;
   settings.streams_per_connection = o.concurrency;
