@@ -106,8 +106,8 @@ struct admin_actors {
 /// service.
 void get_cluster(admin_actor* self, const admin_actors& actors, const call_context& context) {
   auto fail = [self, context](const std::string& who, const caf::error& err) {
-    unary_replies{self}.fail(context, make_status(grpc_code::unavailable,
-                                                  who + ": " + self->system().render(err)));
+    unary_replies{self}.fail(
+      context, make_status(grpc_code::unavailable, who + ": " + self->system().render(err)));
   };
   self->request(actors.membership, registry_timeout, get_cluster_atom::value)
     .then(

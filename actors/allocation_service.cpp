@@ -2,11 +2,11 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
-#include "actors/exception_log.hpp"
 #include "actors/cluster_membership.hpp"
-#include "cluster/room_state.hpp"
+#include "actors/exception_log.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/lease_wheel.hpp"
+#include "cluster/room_state.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
@@ -206,10 +206,9 @@ void ask_room(request_actor* self, const caf::actor& room) {
       });
 }
 
-caf::behavior allocation_request(request_actor* self, call_context call,
-                                 std::string request_bytes, allocation_ask ask,
-                                 std::string app_id, std::string room_id, caf::actor room,
-                                 caf::actor service) {
+caf::behavior allocation_request(request_actor* self, call_context call, std::string request_bytes,
+                                 allocation_ask ask, std::string app_id, std::string room_id,
+                                 caf::actor room, caf::actor service) {
   auto& st = self->state;
   st.call = std::move(call);
   st.request_bytes = std::move(request_bytes);
@@ -439,9 +438,9 @@ const peer_handle* remote_owner(service_actor* self, std::string_view key) {
 /// owner answers the call's gateway directly.
 bool forward(service_actor* self, unary_call& call, std::string_view key) {
   auto& st = self->state;
-  auto hops = std::count_if(call.context.request_metadata.begin(),
-                            call.context.request_metadata.end(),
-                            [](const auto& entry) { return entry.first == forwarded_by_key; });
+  auto hops =
+    std::count_if(call.context.request_metadata.begin(), call.context.request_metadata.end(),
+                  [](const auto& entry) { return entry.first == forwarded_by_key; });
   if (hops >= max_forward_hops)
     return false;
   const auto* owner = remote_owner(self, key);
@@ -551,9 +550,8 @@ void rebalance(service_actor* self) {
   for (auto it = st.replicas.begin(); it != st.replicas.end();) {
     auto holders = st.view.holders_of(it->first);
     bool owner_here = !holders.empty() && holders.front()->peer_id == st.view.self_id;
-    bool replica_here = std::any_of(holders.begin(), holders.end(), [&](const auto* h) {
-      return h->peer_id == st.view.self_id;
-    });
+    bool replica_here = std::any_of(holders.begin(), holders.end(),
+                                    [&](const auto* h) { return h->peer_id == st.view.self_id; });
     if (owner_here) {
       spdlog::info("allocation: taking over room {} ({} members)", it->first,
                    it->second.members_size());
@@ -811,12 +809,13 @@ void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
   with_session(self, replies, call, request.lease_id(), true,
                [self, context, lease = request.lease_id()](const caf::actor& session) {
                  self->request(session, caf::infinite, keep_alive_atom::value)
-                   .then([self, context](av1::KeepAliveResponse& response) {
-                     unary_replies{self}.reply(context, response);
-                   },
-                         [self, context, lease](caf::error&) {
-                           unary_replies{self}.fail(context, unknown_lease(lease));
-                         });
+                   .then(
+                     [self, context](av1::KeepAliveResponse& response) {
+                       unary_replies{self}.reply(context, response);
+                     },
+                     [self, context, lease](caf::error&) {
+                       unary_replies{self}.fail(context, unknown_lease(lease));
+                     });
                });
 }
 
@@ -833,11 +832,13 @@ void release(service_actor* self, unary_replies& replies, unary_call& call) {
                  // has ended.
                  forget_lease(self->state, lease);
                  self->request(session, caf::infinite, release_atom::value)
-                   .then([self, context](
-                           grpc_status&) { unary_replies{self}.reply(context, av1::ReleaseResponse{}); },
-                         [self, context, lease](caf::error&) {
-                           unary_replies{self}.fail(context, unknown_lease(lease));
-                         });
+                   .then(
+                     [self, context](grpc_status&) {
+                       unary_replies{self}.reply(context, av1::ReleaseResponse{});
+                     },
+                     [self, context, lease](caf::error&) {
+                       unary_replies{self}.fail(context, unknown_lease(lease));
+                     });
                });
 }
 
@@ -1018,8 +1019,9 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         // Not this peer's (views differ for a moment, or it is leaving): on to the owner
         // this peer sees, once; a copy stays here until rebalance finds its owner.
         if (hops < max_absorb_hops)
-          self->request(owner->allocation_service, answer_timeout, absorb_atom::value, key,
-                        state.SerializeAsString(), hops + 1)
+          self
+            ->request(owner->allocation_service, answer_timeout, absorb_atom::value, key,
+                      state.SerializeAsString(), hops + 1)
             .then([](bool) {}, [](caf::error&) {});
         st.replicas[key] = std::move(state);
         return true;

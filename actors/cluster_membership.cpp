@@ -80,8 +80,8 @@ cluster_view view_of(membership_actor* self) {
                          st.settings.allocation_service, st.settings.registry});
   for (const auto& [id, record] : st.members)
     if (record.state == adm::PEER_STATE_ALIVE)
-      view.live.push_back({id, record.member.incarnation(), record.allocation_service,
-                           record.registry});
+      view.live.push_back(
+        {id, record.member.incarnation(), record.allocation_service, record.registry});
   std::sort(view.live.begin(), view.live.end(),
             [](const auto& a, const auto& b) { return a.peer_id < b.peer_id; });
   return view;
@@ -145,8 +145,8 @@ void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& 
     return; // an old run's hello, arriving late
   if (record.state == adm::PEER_STATE_LEFT && member.incarnation() == record.member.incarnation())
     return; // it said goodbye; only a new run of it comes back
-  bool fresh = record.state != adm::PEER_STATE_ALIVE ||
-               record.member.incarnation() != member.incarnation();
+  bool fresh =
+    record.state != adm::PEER_STATE_ALIVE || record.member.incarnation() != member.incarnation();
   if (record.membership && record.membership != membership)
     self->demonitor(record.membership);
   record.member = member;
@@ -195,9 +195,8 @@ void connect_to(membership_actor* self, const cluster::peer_address& address) {
   if (text == st.settings.cluster_address || !st.connecting.insert(text).second)
     return;
   auto middleman = st.settings.tls ? self->system().openssl_manager().actor_handle()
-                                  : self->system().middleman().actor_handle();
-  self
-    ->request(middleman, connect_timeout, caf::connect_atom::value, address.host, address.port)
+                                   : self->system().middleman().actor_handle();
+  self->request(middleman, connect_timeout, caf::connect_atom::value, address.host, address.port)
     .then(
       [self, text](const caf::node_id&, caf::strong_actor_ptr& remote,
                    const std::set<std::string>&) {
@@ -287,9 +286,8 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
   }
   return {
     [self](hello_atom, const std::string& bytes, const caf::actor& membership,
-           const caf::actor& allocation,
-           const caf::actor& registry) -> caf::result<std::string, caf::actor, caf::actor,
-                                                      caf::actor> {
+           const caf::actor& allocation, const caf::actor& registry)
+      -> caf::result<std::string, caf::actor, caf::actor, caf::actor> {
       auto& st = self->state;
       cv1::Hello hello;
       if (!hello.ParseFromString(bytes))
@@ -304,8 +302,7 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
            const std::string& bytes) {
       auto& st = self->state;
       auto it = st.members.find(peer_id);
-      if (it == st.members.end() || it->second.member.incarnation() != incarnation ||
-          st.leaving)
+      if (it == st.members.end() || it->second.member.incarnation() != incarnation || st.leaving)
         return;
       auto& record = it->second;
       record.last_heard = steady::now();
@@ -350,8 +347,9 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
     [self](join_wait_atom) -> caf::result<bool> {
       auto& st = self->state;
       bool has_other_seed =
-        std::any_of(st.settings.seeds.begin(), st.settings.seeds.end(),
-                    [&](const auto& seed) { return seed.to_string() != st.settings.cluster_address; });
+        std::any_of(st.settings.seeds.begin(), st.settings.seeds.end(), [&](const auto& seed) {
+          return seed.to_string() != st.settings.cluster_address;
+        });
       bool has_member = std::any_of(st.members.begin(), st.members.end(), [](const auto& m) {
         return m.second.state == adm::PEER_STATE_ALIVE;
       });
@@ -394,10 +392,11 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
           add(st.self_member, adm::PEER_STATE_ALIVE, 0, true);
           self_added = true;
         }
-        auto ago = record.last_heard == steady::time_point{}
-                     ? -1
-                     : std::chrono::duration_cast<std::chrono::milliseconds>(now - record.last_heard)
-                         .count();
+        auto ago =
+          record.last_heard == steady::time_point{}
+            ? -1
+            : std::chrono::duration_cast<std::chrono::milliseconds>(now - record.last_heard)
+                .count();
         add(record.member,
             record.state == adm::PEER_STATE_UNSPECIFIED ? adm::PEER_STATE_DEAD : record.state, ago,
             false);
@@ -446,8 +445,9 @@ caf::actor spawn_cluster_membership(caf::actor_system& system, cluster_settings 
   auto tls = settings.tls;
   auto actor = system.spawn(membership, std::move(settings));
   if (listen.port != 0) {
-    auto published = tls ? caf::openssl::publish(actor, listen.port, listen.host.c_str(), true)
-                         : system.middleman().publish(actor, listen.port, listen.host.c_str(), true);
+    auto published = tls
+                       ? caf::openssl::publish(actor, listen.port, listen.host.c_str(), true)
+                       : system.middleman().publish(actor, listen.port, listen.host.c_str(), true);
     if (!published) {
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
       throw std::runtime_error("cannot listen for peers on " + listen.to_string() + ": " +

@@ -14,17 +14,17 @@
 namespace chroom {
 
 inline void log_exceptions(caf::scheduled_actor* self, std::string what) {
-  self->set_exception_handler([what = std::move(what)](caf::scheduled_actor*,
-                                                       std::exception_ptr& thrown) -> caf::error {
-    try {
-      std::rethrow_exception(thrown);
-    } catch (const std::exception& e) {
-      spdlog::error("{} failed: {}", what, e.what());
-    } catch (...) {
-      spdlog::error("{} failed with an unknown exception", what);
-    }
-    return caf::make_error(caf::sec::runtime_error, what);
-  });
+  self->set_exception_handler(
+    [what = std::move(what)](caf::scheduled_actor*, std::exception_ptr& thrown) -> caf::error {
+      try {
+        std::rethrow_exception(thrown);
+      } catch (const std::exception& e) {
+        spdlog::error("{} failed: {}", what, e.what());
+      } catch (...) {
+        spdlog::error("{} failed with an unknown exception", what);
+      }
+      return caf::make_error(caf::sec::runtime_error, what);
+    });
 }
 
 } // namespace chroom

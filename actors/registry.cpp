@@ -2,12 +2,12 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
-#include "actors/exception_log.hpp"
 #include "actors/cluster_membership.hpp"
-#include "chroom/cluster/v1/cluster.pb.h"
+#include "actors/exception_log.hpp"
 #include "actors/media_node.hpp"
 #include "actors/proto_messages.hpp"
 #include "actors/send_later.hpp"
+#include "chroom/cluster/v1/cluster.pb.h"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -542,8 +542,8 @@ table_error apply_operator(registry_actor* self, cv1::OperatorAction::Kind kind,
   auto now = clock::now();
   std::vector<node_event> events;
   table_error error = table_error::none;
-  auto deadline = deadline_ms == 0 ? st.settings.rules.drain_deadline
-                                   : std::chrono::milliseconds{deadline_ms};
+  auto deadline =
+    deadline_ms == 0 ? st.settings.rules.drain_deadline : std::chrono::milliseconds{deadline_ms};
   switch (kind) {
     case cv1::OperatorAction::KIND_CORDON:
       error = st.table.cordon(node_id, now, events);
@@ -591,15 +591,14 @@ table_error apply_operator(registry_actor* self, cv1::OperatorAction::Kind kind,
 /// home peer otherwise (which tells every peer); answers the node as this peer sees it.
 caf::result<grpc_status, NodeInfo> operator_call(registry_actor* self,
                                                  cv1::OperatorAction::Kind kind,
-                                                 const std::string& node_id,
-                                                 uint32_t deadline_ms) {
+                                                 const std::string& node_id, uint32_t deadline_ms) {
   auto home = remote_home_of(self->state, node_id);
   if (!home)
     return node_answer(self, apply_operator(self, kind, node_id, deadline_ms), node_id);
   auto promise = self->make_response_promise<grpc_status, NodeInfo>();
   self
-    ->request(home, command_answer_timeout, cordon_atom::value, static_cast<int32_t>(kind),
-              node_id, deadline_ms)
+    ->request(home, command_answer_timeout, cordon_atom::value, static_cast<int32_t>(kind), node_id,
+              deadline_ms)
     .then(
       [self, promise, kind, node_id, deadline_ms](grpc_status& status) mutable {
         if (!status.is_ok()) {
@@ -624,8 +623,8 @@ caf::result<grpc_status, NodeInfo> operator_call(registry_actor* self,
                         record ? info_of(self->state, *record, now) : NodeInfo{});
       },
       [promise, node_id](caf::error&) mutable {
-        promise.deliver(make_status(grpc_code::unavailable,
-                                    "the peer node '" + node_id + "' is connected to did not answer"),
+        promise.deliver(make_status(grpc_code::unavailable, "the peer node '" + node_id +
+                                                              "' is connected to did not answer"),
                         NodeInfo{});
       });
   return promise;
@@ -935,9 +934,9 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
         if (auto remote = st.remote.find(record->session); remote != st.remote.end()) {
           if (!remote->second.home_registry)
             return caf::make_message(command_outcome{
-              false, make_status(grpc_code::unavailable, "node '" + node_id + "' is homed at peer " +
-                                                           remote->second.home_peer_id +
-                                                           ", which is unreachable")});
+              false, make_status(grpc_code::unavailable,
+                                 "node '" + node_id + "' is homed at peer " +
+                                   remote->second.home_peer_id + ", which is unreachable")});
           return self->delegate(remote->second.home_registry, node_command_atom::value, node_id,
                                 command.SerializeAsString());
         }
@@ -960,10 +959,10 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
       auto it = record && record->connected ? self->state.sessions.find(record->session)
                                             : self->state.sessions.end();
       if (it == self->state.sessions.end())
-        return caf::make_message(command_outcome{
-          false, make_status(grpc_code::unavailable,
-                             "node '" + node_id + "' is not connected to peer " +
-                               self->state.settings.peer_id)});
+        return caf::make_message(
+          command_outcome{false, make_status(grpc_code::unavailable,
+                                             "node '" + node_id + "' is not connected to peer " +
+                                               self->state.settings.peer_id)});
       return self->delegate(it->second, node_command_atom::value, std::move(command));
     },
   };

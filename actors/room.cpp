@@ -2,8 +2,8 @@
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
-#include "actors/exception_log.hpp"
 #include "actors/client_session.hpp"
+#include "actors/exception_log.hpp"
 #include "actors/media_node.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/cascade.hpp"
@@ -319,9 +319,8 @@ cv1::RoomState snapshot(room_actor* self) {
 
 void deliver_replicated(room_actor* self) {
   auto& st = self->state;
-  auto done = std::stable_partition(st.held.begin(), st.held.end(), [&](const auto& held) {
-    return held.change > st.replicated;
-  });
+  auto done = std::stable_partition(st.held.begin(), st.held.end(),
+                                    [&](const auto& held) { return held.change > st.replicated; });
   for (auto it = done; it != st.held.end(); ++it)
     it->promise.deliver(std::move(it->reply));
   st.held.erase(done, st.held.end());
@@ -365,8 +364,8 @@ void replicate(room_actor* self) {
       .then([one_done](bool) { one_done(); },
             [self, one_done](caf::error& err) {
               // A replica that is gone is the membership's news; the change stands.
-              spdlog::warn("room {}: a replica did not take a change: {}",
-                           self->state.node_room_id, self->system().render(err));
+              spdlog::warn("room {}: a replica did not take a change: {}", self->state.node_room_id,
+                           self->system().render(err));
               one_done();
             });
   }
@@ -727,7 +726,9 @@ allocation::relay_tree tree_of(const cv1::RoomState& state) {
     auto node = std::move(frontier.back());
     frontier.pop_back();
     for (const auto& link : state.links()) {
-      const std::string* other = link.a() == node ? &link.b() : link.b() == node ? &link.a() : nullptr;
+      const std::string* other = link.a() == node   ? &link.b()
+                                 : link.b() == node ? &link.a()
+                                                    : nullptr;
       if (other == nullptr || tree.contains(*other))
         continue;
       tree.add(*other, node);
@@ -828,8 +829,7 @@ void absorb(room_actor* self, const cv1::RoomState& other) {
     return;
   auto merged = cluster::merge_rooms(mine, other);
   spdlog::info("room {}: merging state from another peer ({} members here, {} there, {} now)",
-               st.node_room_id, mine.members_size(), other.members_size(),
-               merged.members_size());
+               st.node_room_id, mine.members_size(), other.members_size(), merged.members_size());
   apply_state(self, merged, true);
   publish(self, "merged");
   changed(self);
@@ -846,8 +846,8 @@ void hand_off(room_actor* self) {
   auto state = snapshot(self);
   cluster::count_change(state, st.writer);
   self
-    ->request(st.handoff_to, st.settings->replication_timeout, absorb_atom::value,
-              st.node_room_id, state.SerializeAsString(), uint32_t{0})
+    ->request(st.handoff_to, st.settings->replication_timeout, absorb_atom::value, st.node_room_id,
+              state.SerializeAsString(), uint32_t{0})
     .then(
       [self](bool) {
         auto& st = self->state;
@@ -864,8 +864,8 @@ void hand_off(room_actor* self) {
       },
       [self](caf::error& err) {
         auto& st = self->state;
-        spdlog::warn("room {}: hand-off failed ({}); the room stays here",
-                     st.node_room_id, self->system().render(err));
+        spdlog::warn("room {}: hand-off failed ({}); the room stays here", st.node_room_id,
+                     self->system().render(err));
         st.handing_off = false;
         st.handoff_to = nullptr;
         pump(self);

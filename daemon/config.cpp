@@ -1248,8 +1248,8 @@ void validate_cluster(const chroom::config::v1::ClusterConfig& cluster, const va
                                         "): set cluster.advertise_host, the address other "
                                         "peers reach this one at");
   if (is_wildcard_host(cluster.advertise_host()))
-    check.fail("cluster.advertise_host", "must be an address other peers can reach, got " +
-                                           quote(cluster.advertise_host()));
+    check.fail("cluster.advertise_host",
+               "must be an address other peers can reach, got " + quote(cluster.advertise_host()));
   if (static_cast<std::size_t>(cluster.seeds_size()) > max_seeds)
     check.fail("cluster.seeds", "at most " + std::to_string(max_seeds) + " seeds");
   for (int i = 0; i < cluster.seeds_size(); ++i) {

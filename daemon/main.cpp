@@ -7,17 +7,17 @@
 
 #include "actors/admin_service.hpp"
 #include "actors/allocation_service.hpp"
+#include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/diagnostics_service.hpp"
 #include "actors/health_service.hpp"
 #include "actors/media_node.hpp"
 #include "actors/registry.hpp"
-#include "actors/atoms.hpp"
-#include "cluster/peer_address.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/allocation/v1/allocation_service.pb.h"
 #include "chroom/diag/v1/diagnostics.pb.h"
 #include "chroom/medianode/v1/media_node.pb.h"
+#include "cluster/peer_address.hpp"
 #include "daemon/config.hpp"
 #include "daemon/logging.hpp"
 #include "grpc/health/v1/health.pb.h"
@@ -201,8 +201,8 @@ actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorCon
   settings.peer_id = cfg.peer_id();
   settings.incarnation = static_cast<uint64_t>(unix_ms_now());
   settings.listen = {cluster.listen_host(), static_cast<uint16_t>(cluster.listen_port())};
-  auto advertised = cluster.advertise_host().empty() ? cluster.listen_host()
-                                                     : cluster.advertise_host();
+  auto advertised =
+    cluster.advertise_host().empty() ? cluster.listen_host() : cluster.advertise_host();
   settings.cluster_address =
     cluster::peer_address{advertised, static_cast<uint16_t>(cluster.listen_port())}.to_string();
   auto grpc_host = cfg.listen().host();

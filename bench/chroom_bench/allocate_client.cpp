@@ -417,8 +417,8 @@ std::string run_h2_client(const h2_client_settings& settings, call_driver& drive
       headers[t].push_back({make_nv(":method", "POST"), make_nv(":scheme", "http"),
                             make_nv(":path", path),
                             make_nv(":authority", settings.targets[t].authority),
-                            make_nv("content-type", "application/grpc"),
-                            make_nv("te", "trailers"), make_nv("user-agent", "chroom-bench")});
+                            make_nv("content-type", "application/grpc"), make_nv("te", "trailers"),
+                            make_nv("user-agent", "chroom-bench")});
     }
   }
   std::unique_ptr<nghttp2_session_callbacks, decltype(&nghttp2_session_callbacks_del)> callbacks(

@@ -72,7 +72,7 @@ TEST_CASE("rendezvous ownership is stable, balanced and moves little when peers 
 namespace {
 
 chroom::cluster::v1::MemberState* add_member(RoomState& room, const std::string& client,
-                                              const std::string& node) {
+                                             const std::string& node) {
   auto* m = room.add_members();
   m->set_client_id(client);
   m->set_node_id(node);
@@ -203,9 +203,9 @@ TEST_CASE("random divergent histories always merge into a tree holding every mem
           continue;
         add_part(sides[s], node, static_cast<double>(random() % 180) - 90,
                  static_cast<double>(random() % 360) - 180);
-        if (sides[s].parts_size() > 1)
-          {
-          auto earlier = static_cast<int>(random() % static_cast<unsigned>(sides[s].parts_size() - 1));
+        if (sides[s].parts_size() > 1) {
+          auto earlier =
+            static_cast<int>(random() % static_cast<unsigned>(sides[s].parts_size() - 1));
           add_link(sides[s], sides[s].parts(earlier).node_id(), node);
         }
         auto client = "c" + std::to_string(random() % 20);
