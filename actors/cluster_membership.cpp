@@ -159,11 +159,13 @@ void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& 
   if (fresh)
     spdlog::info("cluster: peer {} (incarnation {}) at {} joined", member.peer_id(),
                  member.incarnation(), member.cluster_address());
+  learn(self, hello.known());
+  // The view first: the registry and the allocation service know the cluster before the
+  // peer reports SERVING.
+  publish_if_changed(self);
   for (auto& waiter : st.join_waiters)
     waiter.deliver(true);
   st.join_waiters.clear();
-  learn(self, hello.known());
-  publish_if_changed(self);
 }
 
 void say_hello(membership_actor* self, const caf::actor& remote, const std::string& address) {

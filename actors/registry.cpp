@@ -106,6 +106,9 @@ struct registry_state {
   /// them (until sync_until), a peer that just started must not find its table empty.
   std::set<std::string> awaiting_snapshot;
   clock::time_point sync_until;
+  /// A peer with seeds waits for the cluster's nodes once, at start (startup_sync).
+  bool synced_once = true;
+  clock::time_point startup_sync_until;
   std::vector<std::pair<caf::response_promise, place_batch>> deferred_places;
   std::vector<std::pair<caf::response_promise, candidates_query>> deferred_candidates;
   /// When this peer last asked each home peer for all its nodes.
@@ -658,7 +661,16 @@ candidates_answer candidates_now(registry_actor* self, candidates_query& query) 
 
 /// True while placements wait for the nodes of peers that just joined.
 bool syncing(registry_state& st) {
-  return !st.awaiting_snapshot.empty() && clock::now() < st.sync_until;
+  auto now = clock::now();
+  if (!st.synced_once) {
+    if (now >= st.startup_sync_until)
+      st.synced_once = true; // nobody answered: this peer places on what it has
+    else if (st.peers.empty() || !st.awaiting_snapshot.empty())
+      return true; // not met the cluster yet, or its nodes are on their way
+    else
+      st.synced_once = true;
+  }
+  return !st.awaiting_snapshot.empty() && now < st.sync_until;
 }
 
 void place_deferred(registry_actor* self) {
@@ -678,6 +690,10 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
   log_exceptions(self, "registry");
   auto& st = self->state;
   st.settings = settings;
+  if (settings.startup_sync.count() > 0) {
+    st.synced_once = false;
+    st.startup_sync_until = clock::now() + settings.startup_sync;
+  }
   st.table = allocation::node_table{settings.rules};
   send_later(self, settings.sweep_interval, sweep_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {

@@ -59,6 +59,9 @@ struct registry_settings {
   std::string peer_id;
   /// How often the latest Stats of this peer's nodes go to the other peers.
   std::chrono::milliseconds update_interval{250};
+  /// This peer has seeds: until it has the nodes of the cluster it meets (or this long
+  /// passed: nobody answered), it places nobody. Zero: a peer alone.
+  std::chrono::milliseconds startup_sync{0};
 };
 
 /// The registry's answer to a Register.

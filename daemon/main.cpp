@@ -163,6 +163,26 @@ void install_signal_handlers() {
   std::signal(SIGPIPE, SIG_IGN);
 }
 
+/// "host:port" at which the other peers reach this one.
+std::string advertised_cluster_address(const config::v1::OrchestratorConfig& cfg) {
+  const auto& cluster = cfg.cluster();
+  auto host = cluster.advertise_host().empty() ? cluster.listen_host() : cluster.advertise_host();
+  return cluster::peer_address{host, static_cast<uint16_t>(cluster.listen_port())}.to_string();
+}
+
+/// The peer is to join others (a seed other than itself is listed).
+bool has_other_seeds(const config::v1::OrchestratorConfig& cfg) {
+  if (cfg.cluster().listen_port() == 0)
+    return false;
+  auto self = advertised_cluster_address(cfg);
+  return std::any_of(cfg.cluster().seeds().begin(), cfg.cluster().seeds().end(),
+                     [&](const std::string& seed) {
+                       std::string problem;
+                       auto address = cluster::parse_peer_address(seed, problem);
+                       return address && address->to_string() != self;
+                     });
+}
+
 actors::registry_settings registry_settings_from(const config::v1::OrchestratorConfig& cfg) {
   const auto& nodes = cfg.media_nodes();
   actors::registry_settings settings;
@@ -185,6 +205,10 @@ actors::registry_settings registry_settings_from(const config::v1::OrchestratorC
   settings.fallback_region = allocation.fallback_region();
   settings.peer_id = cfg.peer_id();
   settings.update_interval = std::chrono::milliseconds{cfg.cluster().node_update_interval_ms()};
+  if (has_other_seeds(cfg))
+    // As long as the membership waits for a seed, and the snapshot wait on top.
+    settings.startup_sync =
+      std::chrono::milliseconds{2 * cfg.cluster().failure_timeout_ms()} + std::chrono::seconds{2};
   return settings;
 }
 
@@ -203,8 +227,7 @@ actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorCon
   settings.listen = {cluster.listen_host(), static_cast<uint16_t>(cluster.listen_port())};
   auto advertised =
     cluster.advertise_host().empty() ? cluster.listen_host() : cluster.advertise_host();
-  settings.cluster_address =
-    cluster::peer_address{advertised, static_cast<uint16_t>(cluster.listen_port())}.to_string();
+  settings.cluster_address = advertised_cluster_address(cfg);
   auto grpc_host = cfg.listen().host();
   if (grpc_host == "0.0.0.0" || grpc_host == "::")
     grpc_host = advertised;
