@@ -375,6 +375,26 @@ void forget_remote_session(registry_state& st, uint64_t session) {
   st.remote.erase(it);
 }
 
+/// Cordons, uncordons or drains (any other kind) `node_id` in `table`.
+table_error act_on_table(allocation::node_table& table, cv1::OperatorAction::Kind kind,
+                         const std::string& node_id, std::chrono::milliseconds drain_deadline,
+                         clock::time_point now, std::vector<node_event>& events) {
+  switch (kind) {
+    case cv1::OperatorAction::KIND_CORDON:
+      return table.cordon(node_id, now, events);
+    case cv1::OperatorAction::KIND_UNCORDON:
+      return table.uncordon(node_id, now, events);
+    default:
+      return table.drain(node_id, drain_deadline, now, events);
+  }
+}
+
+/// An operator's drain deadline: 0 means the configured one.
+std::chrono::milliseconds drain_deadline_of(const registry_state& st, uint32_t deadline_ms) {
+  return deadline_ms == 0 ? st.settings.rules.drain_deadline
+                          : std::chrono::milliseconds{deadline_ms};
+}
+
 /// Applies what another peer's registry says about its nodes.
 void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
   auto& st = self->state;
@@ -432,20 +452,9 @@ void apply_updates(registry_actor* self, const cv1::NodeUpdates& updates) {
         events.push_back(std::move(event));
     } else if (update.has_operator_action()) {
       const auto& action = update.operator_action();
-      switch (action.kind()) {
-        case cv1::OperatorAction::KIND_CORDON:
-          st.table.cordon(node_id, now, events);
-          break;
-        case cv1::OperatorAction::KIND_UNCORDON:
-          st.table.uncordon(node_id, now, events);
-          break;
-        case cv1::OperatorAction::KIND_DRAIN:
-          st.table.drain(node_id, std::chrono::milliseconds{action.drain_deadline_ms()}, now,
-                         events);
-          break;
-        default:
-          break;
-      }
+      if (action.kind() != cv1::OperatorAction::KIND_UNSPECIFIED)
+        act_on_table(st.table, action.kind(), node_id,
+                     std::chrono::milliseconds{action.drain_deadline_ms()}, now, events);
     } else if (update.stream_closed()) {
       for (auto& event : st.table.on_stream_closed(node_id, known->second, now))
         events.push_back(std::move(event));
@@ -544,20 +553,8 @@ table_error apply_operator(registry_actor* self, cv1::OperatorAction::Kind kind,
   auto& st = self->state;
   auto now = clock::now();
   std::vector<node_event> events;
-  table_error error = table_error::none;
-  auto deadline =
-    deadline_ms == 0 ? st.settings.rules.drain_deadline : std::chrono::milliseconds{deadline_ms};
-  switch (kind) {
-    case cv1::OperatorAction::KIND_CORDON:
-      error = st.table.cordon(node_id, now, events);
-      break;
-    case cv1::OperatorAction::KIND_UNCORDON:
-      error = st.table.uncordon(node_id, now, events);
-      break;
-    default:
-      error = st.table.drain(node_id, deadline, now, events);
-      break;
-  }
+  auto deadline = drain_deadline_of(st, deadline_ms);
+  auto error = act_on_table(st.table, kind, node_id, deadline, now, events);
   const auto* record = st.table.find(node_id);
   auto session =
     record && record->connected ? st.sessions.find(record->session) : st.sessions.end();
@@ -611,15 +608,9 @@ caf::result<grpc_status, NodeInfo> operator_call(registry_actor* self,
         // The home's update follows; the answer shows the change already.
         auto now = clock::now();
         std::vector<node_event> events;
-        auto deadline = std::chrono::milliseconds{
-          deadline_ms == 0 ? self->state.settings.rules.drain_deadline.count() : deadline_ms};
         auto& table = self->state.table;
-        if (kind == cv1::OperatorAction::KIND_CORDON)
-          table.cordon(node_id, now, events);
-        else if (kind == cv1::OperatorAction::KIND_UNCORDON)
-          table.uncordon(node_id, now, events);
-        else
-          table.drain(node_id, deadline, now, events);
+        act_on_table(table, kind, node_id, drain_deadline_of(self->state, deadline_ms), now,
+                     events);
         publish(self, events, now);
         const auto* record = table.find(node_id);
         promise.deliver(grpc_status::ok(),
