@@ -806,6 +806,22 @@ void apply_state(room_actor* self, const cv1::RoomState& state, bool tell_nodes)
   } else {
     st.relays = std::move(tree);
   }
+  // Parts this room ran that the state does not list (a state that superseded this
+  // room's) join the tree at their nearest part: no part is left without a relay.
+  for (const auto& p : st.parts) {
+    if (st.relays.contains(p.node_id))
+      continue;
+    std::string nearest;
+    double best = std::numeric_limits<double>::infinity();
+    for (const auto& other : st.relays.nodes())
+      if (auto rtt = part_distance(st)(p.node_id, other); rtt < best) {
+        best = rtt;
+        nearest = other;
+      }
+    auto changes = st.relays.add(p.node_id, nearest);
+    if (tell_nodes)
+      attach_relays(self, changes);
+  }
   // Members whose node the state does not list are placed again.
   std::vector<std::string> orphans;
   for (const auto& [client_id, m] : st.members)
