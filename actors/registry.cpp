@@ -658,6 +658,9 @@ bool syncing(registry_state& st) {
       st.synced_once = true; // nobody answered: this peer places on what it has
     else if (st.peers.empty() || !st.awaiting_snapshot.empty())
       return true; // not met the cluster yet, or its nodes are on their way
+    else if (std::none_of(st.table.nodes().begin(), st.table.nodes().end(),
+                          [](const auto& entry) { return entry.second.accepts_work(); }))
+      return true; // the peers met so far have no node (they moved to a peer not met yet)
     else
       st.synced_once = true;
   }
