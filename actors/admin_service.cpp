@@ -7,6 +7,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <deque>
 
 namespace chroom::actors {
@@ -100,7 +101,13 @@ struct admin_actors {
   caf::actor registry;
   caf::actor membership;
   caf::actor allocation_service;
+  caf::actor app_directory;
 };
+
+/// AdminService methods the app directory answers.
+constexpr std::string_view app_methods[] = {"CreateApp",    "UpdateApp",   "GetApp",
+                                            "ListApps",     "DeleteApp",   "ReloadApps",
+                                            "RotateAppKey", "DeleteAppKey"};
 
 /// GetCluster: the members from the membership actor, room counts from the allocation
 /// service.
@@ -129,6 +136,11 @@ void handle(admin_actor* self, const admin_actors& actors, unary_replies& replie
   const auto& registry = actors.registry;
   const auto& path = call.context.path;
   auto method = path.substr(path.rfind('/') + 1);
+  if (std::find(std::begin(app_methods), std::end(app_methods), method) != std::end(app_methods)) {
+    self->send(actors.app_directory, call_unary_atom::value,
+               std::vector<unary_call>{std::move(call)});
+    return;
+  }
   if (method == "GetCluster") {
     GetClusterRequest request;
     if (replies.parse(call, request))
@@ -206,9 +218,11 @@ caf::behavior admin_service(admin_actor* self, admin_actors actors) {
 } // namespace
 
 caf::actor spawn_admin_service(caf::actor_system& system, caf::actor registry,
-                               caf::actor membership, caf::actor allocation_service) {
-  return system.spawn(admin_service, admin_actors{std::move(registry), std::move(membership),
-                                                  std::move(allocation_service)});
+                               caf::actor membership, caf::actor allocation_service,
+                               caf::actor app_directory) {
+  return system.spawn(admin_service,
+                      admin_actors{std::move(registry), std::move(membership),
+                                   std::move(allocation_service), std::move(app_directory)});
 }
 
 } // namespace chroom::actors

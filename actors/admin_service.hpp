@@ -9,7 +9,10 @@
 
 namespace chroom::actors {
 
+/// The admin service answers node and cluster methods with the registry, the membership
+/// actor and the allocation service, and passes app methods on to the app directory.
 caf::actor spawn_admin_service(caf::actor_system& system, caf::actor registry,
-                               caf::actor membership, caf::actor allocation_service);
+                               caf::actor membership, caf::actor allocation_service,
+                               caf::actor app_directory);
 
 } // namespace chroom::actors

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <unordered_map>
 
 namespace chroom::actors {
@@ -257,7 +258,9 @@ void end_watch(watcher_actor* self, grpc_status status) {
 /// Asks the service (which asks the owner) for the room and subscribes to it.
 void subscribe(watcher_actor* self) {
   auto& st = self->state;
-  self->request(st.service, answer_timeout, room_for_atom::value, st.app_id, st.room_id)
+  self
+    ->request(st.service, answer_timeout, room_for_atom::value, st.app_id, st.room_id,
+              st.stream.context().request_metadata)
     .then(
       [self](grpc_status& status, caf::actor& room) {
         if (!status.is_ok()) {
@@ -345,8 +348,29 @@ caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor se
 
 using steady = std::chrono::steady_clock;
 
+/// The catalog as the room actors read it (from their own threads, when they take a room
+/// over): the service swaps it, the rooms take a copy of the pointer.
+class catalog_holder {
+public:
+  std::shared_ptr<const apps::app_catalog> get() const {
+    std::lock_guard lock{mutex_};
+    return catalog_;
+  }
+  void set(std::shared_ptr<const apps::app_catalog> catalog) {
+    std::lock_guard lock{mutex_};
+    catalog_ = std::move(catalog);
+  }
+
+private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const apps::app_catalog> catalog_;
+};
+
 struct service_state {
   allocation_service_settings settings;
+  /// The apps as the app directory last published them.
+  std::shared_ptr<const apps::app_catalog> catalog;
+  std::shared_ptr<catalog_holder> shared_catalog;
   std::shared_ptr<const room_settings> room_settings_;
   /// node_room_id ("app/room") -> room actor, and back.
   std::unordered_map<std::string, caf::actor> rooms;
@@ -379,44 +403,76 @@ struct service_state {
 
 using service_actor = caf::stateful_actor<service_state>;
 
-const allocation::app_policy* find_app(service_actor* self, const std::string& app_id) {
-  auto& apps = self->state.settings.apps;
-  auto it = apps.find(app_id);
-  return it == apps.end() ? nullptr : it->second.get();
+const apps::app_definition* find_app(service_actor* self, const std::string& app_id) {
+  return self->state.catalog->find(app_id);
 }
 
 grpc_status unknown_app(const std::string& app_id) {
   return make_status(grpc_code::not_found, "unknown app '" + app_id + "'");
 }
 
-/// The app a call names, or null once the call failed (malformed id: INVALID_ARGUMENT,
-/// unknown app: NOT_FOUND).
-std::shared_ptr<const allocation::app_policy> app_of_call(service_actor* self,
-                                                          unary_replies& replies,
-                                                          const call_context& call,
-                                                          const std::string& app_id) {
+/// The call's credentials allow it to act for `app` in `room_id` (any room when empty);
+/// otherwise the status to fail it with.
+std::optional<grpc_status> refusal(service_actor* self, const apps::app_definition& app,
+                                   std::string_view room_id, const call_context& call) {
+  auto result = apps::authenticate(*self->state.catalog, app, room_id, call.request_metadata,
+                                   std::chrono::system_clock::now());
+  switch (result.outcome) {
+    case apps::auth_outcome::ok:
+      return std::nullopt;
+    case apps::auth_outcome::unauthenticated:
+      return make_status(grpc_code::unauthenticated, std::move(result.message));
+    case apps::auth_outcome::permission_denied:
+      return make_status(grpc_code::permission_denied, std::move(result.message));
+  }
+  return make_status(grpc_code::internal, "authentication");
+}
+
+/// The app a call names when the call may act for it, or null once the call failed
+/// (malformed id: INVALID_ARGUMENT, unknown app: NOT_FOUND, credentials: UNAUTHENTICATED
+/// or PERMISSION_DENIED).
+std::shared_ptr<const apps::app_definition> app_of_call(service_actor* self, unary_replies& replies,
+                                                        const call_context& call,
+                                                        const std::string& app_id,
+                                                        std::string_view room_id = {}) {
   if (auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
       !problem.empty()) {
     replies.fail(call, make_status(grpc_code::invalid_argument, std::move(problem)));
     return nullptr;
   }
-  auto& apps = self->state.settings.apps;
-  if (auto it = apps.find(app_id); it != apps.end())
-    return it->second;
-  replies.fail(call, unknown_app(app_id));
-  return nullptr;
+  auto app = self->state.catalog->shared(app_id);
+  if (!app) {
+    replies.fail(call, unknown_app(app_id));
+    return nullptr;
+  }
+  if (auto refused = refusal(self, *app, room_id, call)) {
+    replies.fail(call, std::move(*refused));
+    return nullptr;
+  }
+  return app;
+}
+
+/// Adds the needs of `more` to `needs`.
+void merge_features(allocation::feature_needs& needs, const allocation::feature_needs& more) {
+  needs.relay = needs.relay || more.relay;
+  needs.recording = needs.recording || more.recording;
+  needs.e2ee = needs.e2ee || more.e2ee;
+  for (const auto& codec : more.codecs)
+    if (std::find(needs.codecs.begin(), needs.codecs.end(), codec) == needs.codecs.end())
+      needs.codecs.push_back(codec);
 }
 
 /// Where and for which app a client is placed (Allocate, Candidates); the warning, if any,
 /// goes back to the client.
 place_query query_for(service_actor* self, const av1::ClientLocation& location,
-                      std::shared_ptr<const allocation::app_policy> app, std::string& warning) {
+                      std::shared_ptr<const apps::app_definition> app, std::string& warning) {
   auto position = locate(location, self->state.settings.locator.get());
   place_query query;
   query.request.client = position.point;
   query.at_fallback = position.at_fallback;
-  query.request.app = app.get();
-  query.app = std::move(app);
+  query.request.app = &app->placement;
+  merge_features(query.request.features, app->required_features);
+  query.app = std::shared_ptr<const allocation::app_policy>(app, &app->placement);
   warning = std::move(position.warning);
   return query;
 }
@@ -584,15 +640,13 @@ void handoff_finished(service_actor* self) {
 
 /// The placement query of an Allocate request that passed validation, or of a member's
 /// request in a room taken over from another peer.
-place_query query_of_request(std::shared_ptr<const allocation::app_policy> app,
+place_query query_of_request(std::shared_ptr<const apps::app_definition> app,
                              const allocation::ip_locator* locator,
                              const av1::AllocateRequest& request, std::string& warning) {
   auto position = locate(request.location(), locator);
   place_query query;
   query.request.client = position.point;
   query.at_fallback = position.at_fallback;
-  query.request.app = app.get();
-  query.app = std::move(app);
   warning = std::move(position.warning);
   for (const auto& probe : request.probes())
     query.request.probes.push_back({probe.node_id(), probe.rtt_ms()});
@@ -600,6 +654,11 @@ place_query query_of_request(std::shared_ptr<const allocation::app_policy> app,
   if (auto needs = allocation::parse_features(
         {request.required_features().begin(), request.required_features().end()}, problem))
     query.request.features = std::move(*needs);
+  merge_features(query.request.features, app->required_features);
+  const auto* role = app->role(request.role().empty() ? "participant" : request.role());
+  query.request.spread = role != nullptr && role->spread;
+  query.request.app = &app->placement;
+  query.app = std::shared_ptr<const allocation::app_policy>(app, &app->placement);
   return query;
 }
 
@@ -672,11 +731,11 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   auto invalid = [&](std::string problem) {
     replies.fail(call.context, make_status(grpc_code::invalid_argument, std::move(problem)));
   };
-  auto app = app_of_call(self, replies, call.context, request.app_id());
-  if (!app)
-    return;
   if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
     return invalid(std::move(problem));
+  auto app = app_of_call(self, replies, call.context, request.app_id(), request.room_id());
+  if (!app)
+    return;
   if (auto problem = id_problem("client_id", request.client_id(), max_client_id, is_client_char,
                                 "A-Z a-z 0-9 . _ @ -");
       !problem.empty())
@@ -685,6 +744,10 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   if (std::find(std::begin(roles), std::end(roles), role) == std::end(roles))
     return invalid("role must be host, presenter, participant or viewer, got '" +
                    role.substr(0, 32) + "'");
+  if (const auto* rules = app->role(role); rules == nullptr || !rules->allowed)
+    return replies.fail(call.context,
+                        make_status(grpc_code::permission_denied,
+                                    "app '" + request.app_id() + "' has no role '" + role + "'"));
   if (auto problem = location_problem(request.location()); !problem.empty())
     return invalid(std::move(problem));
   if (request.probes_size() > max_probes)
@@ -799,9 +862,30 @@ void with_session(service_actor* self, unary_replies& replies, unary_call& call,
       });
 }
 
+/// The call's credentials allow it to act on the lease's app and room (lease ids are
+/// "app/room/random"); otherwise the call failed. An id of no known app is left to the
+/// lease lookup (NOT_FOUND), so that probing lease ids tells nothing about apps.
+bool may_touch_lease(service_actor* self, unary_replies& replies, const unary_call& call,
+                     std::string_view lease_id) {
+  auto first = lease_id.find('/');
+  auto key = room_key_of_lease(lease_id);
+  if (first == std::string_view::npos || key.size() <= first)
+    return true;
+  const auto* app = self->state.catalog->find(lease_id.substr(0, first));
+  if (app == nullptr)
+    return true;
+  if (auto refused = refusal(self, *app, key.substr(first + 1), call.context)) {
+    replies.fail(call.context, std::move(*refused));
+    return false;
+  }
+  return true;
+}
+
 void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::KeepAliveRequest request;
   if (!replies.parse(call, request))
+    return;
+  if (!may_touch_lease(self, replies, call, request.lease_id()))
     return;
   if (forward(self, call, room_key_of_lease(request.lease_id())))
     return;
@@ -822,6 +906,8 @@ void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
 void release(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::ReleaseRequest request;
   if (!replies.parse(call, request))
+    return;
+  if (!may_touch_lease(self, replies, call, request.lease_id()))
     return;
   if (forward(self, call, room_key_of_lease(request.lease_id())))
     return;
@@ -849,8 +935,8 @@ void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
     return;
   if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
     return replies.fail(call.context, make_status(grpc_code::invalid_argument, problem));
-  if (find_app(self, request.app_id()) == nullptr)
-    return replies.fail(call.context, unknown_app(request.app_id()));
+  if (!app_of_call(self, replies, call.context, request.app_id(), request.room_id()))
+    return;
   if (forward(self, call, node_room_id(request.app_id(), request.room_id())))
     return;
   auto it = st.rooms.find(node_room_id(request.app_id(), request.room_id()));
@@ -895,15 +981,21 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   log_exceptions(self, "allocation service");
   auto& st = self->state;
   st.settings = std::move(settings);
+  st.catalog =
+    st.settings.catalog ? st.settings.catalog : std::make_shared<const apps::app_catalog>();
+  st.shared_catalog = std::make_shared<catalog_holder>();
+  st.shared_catalog->set(st.catalog);
+  if (st.settings.app_directory)
+    self->send(st.settings.app_directory, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   auto rooms = std::make_shared<room_settings>(st.settings.room);
   rooms->service = caf::actor_cast<caf::actor>(self);
-  rooms->query_of = [apps = st.settings.apps, locator = st.settings.locator](
+  rooms->query_of = [catalog = st.shared_catalog, locator = st.settings.locator](
                       const av1::AllocateRequest& request) -> std::optional<place_query> {
-    auto app = apps.find(request.app_id());
-    if (app == apps.end())
+    auto app = catalog->get()->shared(request.app_id());
+    if (!app)
       return std::nullopt;
     std::string warning;
-    return query_of_request(app->second, locator.get(), request, warning);
+    return query_of_request(std::move(app), locator.get(), request, warning);
   };
   st.room_settings_ = std::move(rooms);
   self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
@@ -954,6 +1046,13 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         if (auto it = st.rooms.find(lost); it != st.rooms.end())
           self->send(it->second, node_lost_atom::value, event.node_id());
     },
+    [self](app_catalog_atom, const std::shared_ptr<const apps::app_catalog>& catalog) {
+      auto& st = self->state;
+      if (!catalog)
+        return;
+      st.catalog = catalog;
+      st.shared_catalog->set(catalog);
+    },
     [self](sweep_atom) {
       sweep_leases(self);
       send_later(self, self->state.sweep_interval, sweep_atom::value);
@@ -967,6 +1066,19 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         return self->delegate(owner->allocation_service, room_for_atom::value, app_id, room_id,
                               true);
       return caf::make_message(grpc_status::ok(), room_for(self, app_id, room_id));
+    },
+    [self](room_for_atom, const std::string& app_id, const std::string& room_id,
+           const metadata& credentials) -> caf::result<caf::message> {
+      // WatchRoom: the watcher's call must be allowed to see the room.
+      const auto* app = find_app(self, app_id);
+      if (app == nullptr)
+        return caf::make_message(unknown_app(app_id), caf::actor{});
+      call_context call;
+      call.request_metadata = credentials;
+      if (auto refused = refusal(self, *app, room_id, call))
+        return caf::make_message(std::move(*refused), caf::actor{});
+      return self->delegate(caf::actor_cast<caf::actor>(self), room_for_atom::value, app_id,
+                            room_id);
     },
     [self](room_for_atom, const std::string& app_id, const std::string& room_id,
            bool) -> caf::result<grpc_status, caf::actor> {

@@ -12,6 +12,7 @@
 //   (room_for_atom, app_id, room_id) -> (grpc_status, room actor)   get or create
 //   (room_idle_atom, app_id, room_id)               from a room that quits
 //   (lease_open_atom, lease_id, session)            from a room
+//   (app_catalog_atom, catalog)                     from the app directory
 // Cluster (docs/cluster.md): a room is run by its owner peer (rendezvous hashing over the
 // live peers). Calls for a room owned elsewhere (Allocate, GetRoom, KeepAlive and Release
 // by the room in the lease id, WatchRoom) go to the owner's service, which answers the
@@ -24,6 +25,7 @@
 //   (get_cluster_atom) -> (rooms owned, replicas held)
 
 #include "actors/room.hpp"
+#include "apps/app_catalog.hpp"
 #include "allocation/ip_locator.hpp"
 #include "allocation/placement.hpp"
 
@@ -39,7 +41,9 @@ namespace chroom::actors {
 struct allocation_service_settings {
   /// For the rooms; `service` is filled in by the service itself.
   room_settings room;
-  std::map<std::string, std::shared_ptr<const allocation::app_policy>, std::less<>> apps;
+  /// The apps at start; the app directory sends every later version.
+  std::shared_ptr<const apps::app_catalog> catalog;
+  caf::actor app_directory;
   /// Locates clients by IP; null or not open: IPs are not located.
   std::shared_ptr<const allocation::ip_locator> locator;
   /// This peer's id (in forwarded calls' metadata, for logs).

@@ -78,6 +78,10 @@ using probe_atom = caf::atom_constant<caf::atom("p_probe")>;
 using cluster_view_atom = caf::atom_constant<caf::atom("p_view")>;
 using get_cluster_atom = caf::atom_constant<caf::atom("p_get")>;
 using node_updates_atom = caf::atom_constant<caf::atom("p_nodes")>;
+
+// Applications (actors/app_directory.hpp).
+using app_catalog_atom = caf::atom_constant<caf::atom("app_cat")>;
+using app_records_atom = caf::atom_constant<caf::atom("p_apps")>;
 using flush_updates_atom = caf::atom_constant<caf::atom("p_flush")>;
 using replicate_atom = caf::atom_constant<caf::atom("p_replica")>;
 using absorb_atom = caf::atom_constant<caf::atom("p_absorb")>;

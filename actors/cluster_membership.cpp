@@ -34,6 +34,7 @@ struct member_record {
   caf::actor membership;
   caf::actor allocation_service;
   caf::actor registry;
+  caf::actor app_directory;
 };
 
 struct membership_state {
@@ -77,11 +78,12 @@ cluster_view view_of(membership_actor* self) {
   view.replication_factor = st.settings.replication_factor;
   if (!st.leaving)
     view.live.push_back({st.settings.peer_id, st.settings.incarnation,
-                         st.settings.allocation_service, st.settings.registry});
+                         st.settings.allocation_service, st.settings.registry,
+                         st.settings.app_directory});
   for (const auto& [id, record] : st.members)
     if (record.state == adm::PEER_STATE_ALIVE)
-      view.live.push_back(
-        {id, record.member.incarnation(), record.allocation_service, record.registry});
+      view.live.push_back({id, record.member.incarnation(), record.allocation_service,
+                           record.registry, record.app_directory});
   std::sort(view.live.begin(), view.live.end(),
             [](const auto& a, const auto& b) { return a.peer_id < b.peer_id; });
   return view;
@@ -116,6 +118,7 @@ void mark_dead(membership_actor* self, member_record& record, const std::string&
   record.membership = nullptr;
   record.allocation_service = nullptr;
   record.registry = nullptr;
+  record.app_directory = nullptr;
 }
 
 /// Records members another peer knows: new ones are connected to at the next probe.
@@ -135,7 +138,8 @@ void learn(membership_actor* self, const google::protobuf::RepeatedPtrField<cv1:
 
 /// A hello (sent or answered) from `member`: it is alive with these actors.
 void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& membership,
-             const caf::actor& allocation, const caf::actor& registry) {
+             const caf::actor& allocation, const caf::actor& registry,
+             const caf::actor& app_directory) {
   auto& st = self->state;
   const auto& member = hello.member();
   if (member.peer_id().empty() || member.peer_id() == st.settings.peer_id || !membership)
@@ -153,6 +157,7 @@ void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& 
   record.membership = membership;
   record.allocation_service = allocation;
   record.registry = registry;
+  record.app_directory = app_directory;
   record.last_heard = steady::now();
   record.state = adm::PEER_STATE_ALIVE;
   self->monitor(membership);
@@ -173,17 +178,18 @@ void say_hello(membership_actor* self, const caf::actor& remote, const std::stri
   self
     ->request(remote, connect_timeout, hello_atom::value, serialized(hello_of(self)),
               caf::actor_cast<caf::actor>(self), st.settings.allocation_service,
-              st.settings.registry)
+              st.settings.registry, st.settings.app_directory)
     .then(
       [self, address](const std::string& bytes, const caf::actor& membership,
-                      const caf::actor& allocation, const caf::actor& registry) {
+                      const caf::actor& allocation, const caf::actor& registry,
+                      const caf::actor& app_directory) {
         self->state.connecting.erase(address);
         cv1::Hello hello;
         if (!hello.ParseFromString(bytes)) {
           spdlog::warn("cluster: {} answered hello with a malformed message", address);
           return;
         }
-        welcome(self, hello, membership, allocation, registry);
+        welcome(self, hello, membership, allocation, registry, app_directory);
       },
       [self, address](caf::error& err) {
         self->state.connecting.erase(address);
@@ -288,17 +294,18 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
   }
   return {
     [self](hello_atom, const std::string& bytes, const caf::actor& membership,
-           const caf::actor& allocation, const caf::actor& registry)
-      -> caf::result<std::string, caf::actor, caf::actor, caf::actor> {
+           const caf::actor& allocation, const caf::actor& registry,
+           const caf::actor& app_directory)
+      -> caf::result<std::string, caf::actor, caf::actor, caf::actor, caf::actor> {
       auto& st = self->state;
       cv1::Hello hello;
       if (!hello.ParseFromString(bytes))
         return caf::make_error(caf::sec::invalid_argument, "malformed Hello");
       if (st.leaving) // a peer on its way out takes no new members
         return caf::make_error(caf::sec::request_receiver_down, "this peer is leaving");
-      welcome(self, hello, membership, allocation, registry);
+      welcome(self, hello, membership, allocation, registry, app_directory);
       return {serialized(hello_of(self)), caf::actor_cast<caf::actor>(self),
-              st.settings.allocation_service, st.settings.registry};
+              st.settings.allocation_service, st.settings.registry, st.settings.app_directory};
     },
     [self](heartbeat_atom, const std::string& peer_id, uint64_t incarnation,
            const std::string& bytes) {

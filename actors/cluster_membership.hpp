@@ -12,8 +12,8 @@
 //   (cluster_view_atom, cluster_view)    at subscription and on every change
 //
 // Messages between peers (payloads are serialized chroom.cluster.v1 messages):
-//   (hello_atom, Hello, membership, allocation service, registry)
-//       -> (Hello, membership, allocation service, registry)
+//   (hello_atom, Hello, membership, allocation service, registry, app directory)
+//       -> (Hello, membership, allocation service, registry, app directory)
 //   (heartbeat_atom, peer_id, incarnation, Heartbeat)
 //   (leave_atom, peer_id, incarnation)
 // Local:
@@ -57,6 +57,7 @@ struct cluster_settings {
   /// This peer's services, handed to the others in Hello.
   caf::actor allocation_service;
   caf::actor registry;
+  caf::actor app_directory;
 };
 
 /// A live peer and its service actors (remote proxies, or the local actors for itself).
@@ -65,6 +66,7 @@ struct peer_handle {
   uint64_t incarnation = 0;
   caf::actor allocation_service;
   caf::actor registry;
+  caf::actor app_directory;
 };
 
 /// The live members as one peer sees them, itself included, sorted by peer_id.

@@ -40,9 +40,16 @@ bool avoided(const room_view& room, std::string_view node_id) {
   return std::find(room.avoid.begin(), room.avoid.end(), node_id) != room.avoid.end();
 }
 
+const room_view::part* part_on(const room_view& room, std::string_view node_id) {
+  for (const auto& part : room.parts)
+    if (part.node_id == node_id)
+      return &part;
+  return nullptr;
+}
+
 /// Why a node cannot take the request (checked in this order, which is also the order
 /// of the failure reasons).
-enum class fit { ok, inactive, avoided, region, features, capacity };
+enum class fit { ok, inactive, avoided, region, features, pinned, capacity };
 
 fit check_fit(const node_record& node, const placement_request& request, const room_view& room,
               const placement_rules& rules) {
@@ -50,11 +57,20 @@ fit check_fit(const node_record& node, const placement_request& request, const r
     return fit::inactive;
   if (avoided(room, node.node_id))
     return fit::avoided;
-  if (request.app != nullptr && !request.app->allows(node.registration.location()))
+  const auto* app = request.app;
+  if (app != nullptr && !app->allows(node.registration.location()))
     return fit::region;
   if (!request.features.met_by(node.registration.features()))
     return fit::features;
-  if (node.available_participants() < request.participants || overloaded(node, rules.high_water))
+  const auto* part = part_on(room, node.node_id);
+  if (app != nullptr && app->max_room_nodes > 0 && part == nullptr &&
+      room.parts.size() >= app->max_room_nodes)
+    return fit::pinned;
+  double high_water = app != nullptr ? app->high_water(rules.high_water) : rules.high_water;
+  if (node.available_participants() < request.participants || overloaded(node, high_water))
+    return fit::capacity;
+  if (app != nullptr && app->fan_out_after > 0 && part != nullptr &&
+      part->participants + request.participants > app->fan_out_after)
     return fit::capacity;
   return fit::ok;
 }
@@ -74,28 +90,37 @@ double health_penalty(const node_record& node) {
          jitter_weight * node.last_stats.jitter_ms();
 }
 
-strategy strategy_of(const placement_request& request) {
-  return request.app != nullptr ? request.app->placement_strategy : strategy::balanced;
-}
-
 /// Scores `candidate` once the pool's best RTT is known.
-void score(scored_node& candidate, const node_record& node, strategy chosen, double best_rtt_ms,
-           const placement_rules& rules) {
-  double health = health_penalty(node);
+void score(scored_node& candidate, const node_record& node, const app_policy* app,
+           double best_rtt_ms, const placement_rules& rules) {
+  strategy chosen = app != nullptr ? app->placement_strategy : strategy::balanced;
+  double health = health_penalty(node) * (app != nullptr ? app->health_weight : 1.0);
+  auto load_weight = [&](double strategy_weight) {
+    return app != nullptr && app->load_weight_ms > 0 ? app->load_weight_ms : strategy_weight;
+  };
   switch (chosen) {
     case strategy::latency:
-      candidate.score = candidate.rtt_ms + latency_load_weight * candidate.load_after + health;
+      candidate.score =
+        candidate.rtt_ms + load_weight(latency_load_weight) * candidate.load_after + health;
       return;
     case strategy::balanced:
-      candidate.score = candidate.rtt_ms + balanced_load_weight * candidate.load_after + health;
+      candidate.score =
+        candidate.rtt_ms + load_weight(balanced_load_weight) * candidate.load_after + health;
       return;
     case strategy::pack: {
       double extra = candidate.rtt_ms - best_rtt_ms;
       double rtt_term = best_rtt_ms + (extra <= rules.pack_slack_ms ? 0.0 : 2.0 * extra);
-      candidate.score = rtt_term + pack_load_weight * (1.0 - candidate.load_after) + health;
+      candidate.score =
+        rtt_term + load_weight(pack_load_weight) * (1.0 - candidate.load_after) + health;
       return;
     }
   }
+}
+
+/// The client's RTT to the node is above the app's latency budget.
+bool over_budget(const scored_node& candidate, const placement_request& request) {
+  return request.app != nullptr && request.app->latency_budget_ms > 0 &&
+         candidate.rtt_ms > request.app->latency_budget_ms;
 }
 
 /// The pool: the nearest `size` nodes that fit, plus every probed node that fits.
@@ -112,6 +137,8 @@ pool build_pool(const node_table& table, const placement_request& request, const
     if (std::find(result.records.begin(), result.records.end(), &node) != result.records.end())
       return;
     auto candidate = estimate_rtt(table, node, request, rules.fibre);
+    if (over_budget(candidate, request))
+      return;
     candidate.load_after = load_after(node, request.participants);
     result.nodes.push_back(std::move(candidate));
     result.records.push_back(&node);
@@ -128,9 +155,8 @@ pool build_pool(const node_table& table, const placement_request& request, const
   result.best_rtt_ms = std::numeric_limits<double>::infinity();
   for (const auto& candidate : result.nodes)
     result.best_rtt_ms = std::min(result.best_rtt_ms, candidate.rtt_ms);
-  auto chosen = strategy_of(request);
   for (size_t i = 0; i < result.nodes.size(); ++i)
-    score(result.nodes[i], *result.records[i], chosen, result.best_rtt_ms, rules);
+    score(result.nodes[i], *result.records[i], request.app, result.best_rtt_ms, rules);
   return result;
 }
 
@@ -175,12 +201,35 @@ void explain_failure(const node_table& table, const placement_request& request,
     result.reason = "no media node is active";
   } else if (passed(fit::features) == 0) {
     result.failure = placement_failure::region_policy;
-    result.reason = "no active media node in the places app '" + request.app->app_id +
-                    "' allows (regions: " + joined(request.app->allowed_regions) +
-                    "; countries: " + joined(request.app->allowed_countries) + ")";
-  } else if (passed(fit::capacity) == 0) {
+    const auto& app = *request.app;
+    result.reason =
+      "no active media node in the places app '" + app.app_id +
+      "' allows (regions: " + (app.allowed_regions.empty() ? "any" : joined(app.allowed_regions)) +
+      "; countries: " + (app.allowed_countries.empty() ? "any" : joined(app.allowed_countries));
+    if (!app.denied_regions.empty() || !app.denied_countries.empty())
+      result.reason += "; denied: " + joined(app.denied_regions) +
+                       (app.denied_regions.empty() || app.denied_countries.empty() ? "" : ", ") +
+                       joined(app.denied_countries);
+    result.reason += ")";
+  } else if (passed(fit::pinned) == 0) {
     result.failure = placement_failure::features;
     result.reason = "no active media node has the features " + feature_list(request.features);
+  } else if (passed(fit::capacity) == 0) {
+    result.failure = placement_failure::room_pinned;
+    result.reason = "the room is pinned to its " + std::to_string(room.parts.size()) +
+                    " media node(s) (app '" + request.app->app_id +
+                    "' cascade.max_room_nodes) and none of them can take the participant";
+  } else if (count[fit::ok] > 0) {
+    double nearest = std::numeric_limits<double>::infinity();
+    for (const auto& [id, node] : table.nodes())
+      if (check_fit(node, request, room, rules) == fit::ok)
+        nearest = std::min(nearest, estimate_rtt(table, node, request, rules.fibre).rtt_ms);
+    result.failure = placement_failure::latency_budget;
+    result.reason =
+      "no media node within app '" + request.app->app_id + "' latency budget of " +
+      std::to_string(std::lround(request.app->latency_budget_ms)) +
+      " ms (the nearest that could take the participant: " + std::to_string(std::lround(nearest)) +
+      " ms)";
   } else {
     result.failure = placement_failure::capacity;
     result.reason = "all " + std::to_string(passed(fit::capacity)) +
@@ -224,8 +273,25 @@ bool app_policy::allows(const v1::Location& location) const {
   auto listed = [](const std::vector<std::string>& names, const std::string& name) {
     return names.empty() || std::find(names.begin(), names.end(), name) != names.end();
   };
+  auto denied = [](const std::vector<std::string>& names, const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
   return listed(allowed_regions, location.region()) &&
-         listed(allowed_countries, location.country());
+         listed(allowed_countries, location.country()) &&
+         !denied(denied_regions, location.region()) &&
+         !denied(denied_countries, location.country());
+}
+
+double app_policy::high_water(double configured) const {
+  switch (priority) {
+    case priority_class::high:
+      return 1.0;
+    case priority_class::normal:
+      return configured;
+    case priority_class::low:
+      return configured * low_priority_share;
+  }
+  return configured;
 }
 
 bool feature_needs::met_by(const v1::Features& features) const {
@@ -327,7 +393,7 @@ placement_result place(const node_table& table, const placement_request& request
                        const room_view& room, const placement_rules& rules, uint32_t alternates) {
   placement_result result;
   auto candidates = build_pool(table, request, room, rules, std::max(rules.candidate_pool, 1u));
-  auto chosen_strategy = strategy_of(request);
+  const double slack = request.spread ? 0.0 : rules.affinity_slack_ms;
 
   // Room affinity: the best room part that fits and is near enough.
   std::optional<scored_node> affine;
@@ -336,12 +402,17 @@ placement_result place(const node_table& table, const placement_request& request
     if (node == nullptr || check_fit(*node, request, room, rules) != fit::ok)
       continue;
     auto candidate = estimate_rtt(table, *node, request, rules.fibre);
+    if (over_budget(candidate, request))
+      continue;
     candidate.load_after = load_after(*node, request.participants);
     double best = std::min(candidates.best_rtt_ms, candidate.rtt_ms);
-    if (candidate.rtt_ms > best + rules.affinity_slack_ms ||
-        candidate.rtt_ms > rules.max_affinity_rtt_ms)
+    // A room pinned to its nodes stays on them however far they are.
+    bool pinned = request.app != nullptr && request.app->max_room_nodes > 0 &&
+                  room.parts.size() >= request.app->max_room_nodes;
+    if (!pinned &&
+        (candidate.rtt_ms > best + slack || candidate.rtt_ms > rules.max_affinity_rtt_ms))
       continue;
-    score(candidate, *node, chosen_strategy, best, rules);
+    score(candidate, *node, request.app, best, rules);
     if (!affine || candidate.score < affine->score)
       affine = std::move(candidate);
   }

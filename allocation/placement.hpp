@@ -44,7 +44,11 @@ enum class strategy { latency, balanced, pack };
 std::optional<strategy> parse_strategy(std::string_view name);
 std::string_view to_string(strategy value);
 
-/// What an application allows its placements (chroom.config.v1.AppConfig).
+/// Who yields first when nodes run short (AppConfig.priority).
+enum class priority_class { high, normal, low };
+
+/// What an application allows its placements (chroom.config.v1.AppConfig; apps/ builds
+/// it from the app's config).
 struct app_policy {
   std::string app_id;
   strategy placement_strategy = strategy::balanced;
@@ -52,9 +56,31 @@ struct app_policy {
   std::vector<std::string> allowed_regions;
   /// ISO 3166-1 alpha-2 countries the app's nodes must be in; empty: any.
   std::vector<std::string> allowed_countries;
+  /// Regions and countries never used, even when allowed above.
+  std::vector<std::string> denied_regions;
+  std::vector<std::string> denied_countries;
+  /// Milliseconds of RTT a whole node's load is worth; 0: the strategy's own.
+  double load_weight_ms = 0;
+  /// Multiplier of the health penalty.
+  double health_weight = 1;
+  /// Nodes whose client RTT is estimated above this are not used; 0: no budget.
+  double latency_budget_ms = 0;
+  /// high: nodes fill up to capacity; normal: up to the high-water mark; low: up to
+  /// low_priority_share of it.
+  priority_class priority = priority_class::normal;
+  /// A room spans at most this many nodes (1: pinned to one); 0: no limit.
+  uint32_t max_room_nodes = 0;
+  /// A node holding this many of a room's participants takes no more of them; 0: none.
+  uint32_t fan_out_after = 0;
 
   bool allows(const chroom::medianode::v1::Location& location) const;
+  /// The load (fraction of capacity) above which the app places nothing more on a node.
+  double high_water(double configured) const;
 };
+
+/// Low-priority apps stop at this share of the high-water mark, keeping the rest for
+/// normal and high priority ones when nodes run short.
+inline constexpr double low_priority_share = 0.8;
 
 /// Features a node must have.
 struct feature_needs {
@@ -90,6 +116,9 @@ struct placement_request {
   uint32_t participants = 1;
   /// The app's policy; nullptr: no region or country restriction, balanced.
   const app_policy* app = nullptr;
+  /// The participant goes to the node nearest it rather than the room's node whenever
+  /// that is nearer at all (affinity slack 0): an event's viewers spread over edge nodes.
+  bool spread = false;
 };
 
 /// The room being placed into, as the room actor sees it.
@@ -142,6 +171,10 @@ enum class placement_failure {
   features,
   /// Allowed nodes with the features exist, all full or overloaded.
   capacity,
+  /// Nodes could take the participant, none within the app's latency budget.
+  latency_budget,
+  /// The room is pinned to its nodes (max_room_nodes) and none of them can take it.
+  room_pinned,
 };
 
 struct placement_result {

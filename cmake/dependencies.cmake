@@ -23,3 +23,9 @@ set_property(TARGET caf::openssl APPEND PROPERTY INTERFACE_LINK_LIBRARIES caf::i
 
 find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h REQUIRED)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+
+# Applications (apps/): Lua 5.4 for hooks, SQLite for the app store, cpp-httplib for webhooks.
+# GLOBAL: chroom_apps' link interface names them, so every directory linking it must see them.
+pkg_check_modules(LUA REQUIRED IMPORTED_TARGET GLOBAL lua5.4)
+pkg_check_modules(SQLITE REQUIRED IMPORTED_TARGET GLOBAL sqlite3)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)

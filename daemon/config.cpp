@@ -11,6 +11,7 @@
 //               secrets, files).
 #include "daemon/config.hpp"
 
+#include "apps/app_spec.hpp"
 #include "cluster/peer_address.hpp"
 
 #include <algorithm>
@@ -314,18 +315,20 @@ OrchestratorConfig make_default_config() {
   cluster.set_node_update_interval_ms(default_node_update_interval_ms);
   auto& app = *config.add_apps();
   app.set_app_id(std::string(default_app_id));
-  app.set_strategy(std::string(default_strategy));
+  // No credentials: a peer started without a config file serves local tools and the
+  // simulator at once. Files list their apps with keys.
+  app.set_allow_unauthenticated(true);
+  apps::apply_app_defaults(app);
   return config;
 }
 
 // Defaults inside sequence elements, which step 2 cannot apply (an element's absent key has
 // no default element to come from). An app without a strategy, or with an empty one (the
-// same thing in proto3), gets "balanced": the rest of the peer then sees exactly one of the
-// three names.
+// same thing in proto3), gets "balanced" (apps/app_spec.hpp has all of an app's defaults):
+// the rest of the peer then sees exactly one of the names.
 void fill_in_element_defaults(OrchestratorConfig& config) {
   for (auto& app : *config.mutable_apps())
-    if (app.strategy().empty())
-      app.set_strategy(std::string(default_strategy));
+    apps::apply_app_defaults(app);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -365,32 +368,9 @@ std::string join_path(std::string_view prefix, std::string_view name) {
   return out;
 }
 
-// A value as it appears in a message: quoted, escaped, and cut short so that a stray
-// multi-line block does not flood the terminal.
+// A value as it appears in a message (apps/app_spec.hpp: one quoting for every message).
 std::string quote(std::string_view text) {
-  constexpr std::size_t max_shown = 60;
-  std::string out = "\"";
-  for (std::size_t i = 0; i < text.size() && i < max_shown; ++i) {
-    const char c = text[i];
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buffer[8];
-      std::snprintf(buffer, sizeof buffer, "\\x%02x", static_cast<unsigned char>(c));
-      out += buffer;
-    } else {
-      out += c;
-    }
-  }
-  if (text.size() > max_shown)
-    out += "...";
-  out += '"';
-  return out;
+  return apps::quoted(text);
 }
 
 // What a YAML node is, for "got ..." in messages.
@@ -1148,11 +1128,6 @@ std::string format_number(double value) {
 // longer name can match no node.
 constexpr std::size_t max_region_length = 256;
 
-// Two letters A-Z, as Register.location.country must be.
-bool is_country_code(std::string_view code) {
-  return code.size() == 2 && code[0] >= 'A' && code[0] <= 'Z' && code[1] >= 'A' && code[1] <= 'Z';
-}
-
 void validate_allocation(const chroom::config::v1::AllocationConfig& allocation,
                          const validator& check) {
   check.check_range("allocation.lease_ttl_ms", allocation.lease_ttl_ms(), min_lease_ttl_ms,
@@ -1193,44 +1168,52 @@ void validate_apps(const OrchestratorConfig& config, const validator& check) {
   if (config.apps_size() == 0)
     check.fail("apps", "must list at least one app; leave the key out for the default app (\"" +
                          std::string(default_app_id) + "\", " + std::string(default_strategy) +
-                         ")");
-  // app_id -> the key path where it was first listed, to name both places of a duplicate.
+                         ", no credentials)");
+  // app_id (and key_id) -> the key path where it was first listed, to name both places of a
+  // duplicate.
   std::map<std::string_view, std::string, std::less<>> seen;
+  std::map<std::string_view, std::string, std::less<>> seen_keys;
+  auto duplicate = [&](auto& first_seen, std::string_view what, const std::string& value,
+                       const std::string& path) {
+    const auto [first, inserted] = first_seen.emplace(value, path);
+    if (inserted)
+      return;
+    const int first_line = check.line(first->second);
+    check.fail(path, "duplicate " + std::string(what) + " " + quote(value) + " (first " +
+                       (first_line > 0 ? "listed on line " + std::to_string(first_line)
+                                       : "in " + first->second) +
+                       ")");
+  };
+  // Names first, then everything else, credentials last: a file with a typo is told about
+  // the typo before it is told that its apps have no keys yet.
   for (int i = 0; i < config.apps_size(); ++i) {
     const auto& app = config.apps(i);
     const std::string path = "apps[" + std::to_string(i) + "]";
-    const std::string app_id_path = path + ".app_id";
-    check.check_name(app_id_path, app.app_id(), max_app_id_length, is_peer_id_char,
+    check.check_name(path + ".app_id", app.app_id(), max_app_id_length, is_peer_id_char,
                      peer_id_alphabet);
-    if (const auto [first, inserted] = seen.emplace(app.app_id(), app_id_path); !inserted) {
-      const int first_line = check.line(first->second);
-      check.fail(app_id_path, "duplicate app_id " + quote(app.app_id()) + " (first " +
-                                (first_line > 0 ? "listed on line " + std::to_string(first_line)
-                                                : "in " + first->second) +
-                                ")");
-    }
+    duplicate(seen, "app_id", app.app_id(), path + ".app_id");
     check.check_one_of(path + ".strategy", app.strategy(), strategies);
-    for (int j = 0; j < app.allowed_regions_size(); ++j) {
-      const std::string& region = app.allowed_regions(j);
-      const std::string region_path = path + ".allowed_regions[" + std::to_string(j) + "]";
-      if (region.empty())
-        check.fail(region_path, "must not be empty (a node region, e.g. eu-west)");
-      if (region.size() > max_region_length)
-        check.fail(region_path, "must be at most " + std::to_string(max_region_length) +
-                                  " characters long (as node regions are), got " +
-                                  std::to_string(region.size()));
-    }
-    for (int j = 0; j < app.allowed_countries_size(); ++j) {
-      const std::string& country = app.allowed_countries(j);
-      if (is_country_code(country))
-        continue;
-      std::string problem =
-        "must be an ISO 3166-1 alpha-2 country code in upper case (e.g. DE), got " + quote(country);
-      if (const std::string upper = to_upper(country); is_country_code(upper))
-        problem += "; did you mean '" + upper + "'?";
-      check.fail(path + ".allowed_countries[" + std::to_string(j) + "]", problem);
-    }
   }
+  std::vector<std::pair<std::string, std::string>> credential_problems;
+  for (int i = 0; i < config.apps_size(); ++i) {
+    const auto& app = config.apps(i);
+    const std::string path = "apps[" + std::to_string(i) + "]";
+    for (const auto& problem : apps::app_problems(app)) {
+      if (problem.field == "app_id" || problem.field == "strategy") // checked above
+        continue;
+      if (problem.field == "keys")
+        credential_problems.emplace_back(path + ".keys", problem.problem);
+      else
+        check.fail(path + "." + problem.field, problem.problem);
+    }
+    for (int j = 0; j < app.keys_size(); ++j)
+      duplicate(seen_keys, "key_id", app.keys(j).key_id(),
+                path + ".keys[" + std::to_string(j) + "].key_id");
+    if (!app.hooks().script_file().empty())
+      check.check_readable_file(path + ".hooks.script_file", app.hooks().script_file());
+  }
+  for (const auto& [path, problem] : credential_problems)
+    check.fail(path, problem);
 }
 
 bool is_wildcard_host(std::string_view host) {

@@ -7,6 +7,7 @@
 
 #include "actors/admin_service.hpp"
 #include "actors/allocation_service.hpp"
+#include "actors/app_directory.hpp"
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/diagnostics_service.hpp"
@@ -35,6 +36,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -270,15 +272,6 @@ allocation_settings_from(const config::v1::OrchestratorConfig& cfg, caf::actor r
   // A replica that has not answered within the failure timeout is about to be declared dead.
   settings.room.replication_timeout = std::chrono::milliseconds{cfg.cluster().failure_timeout_ms()};
   settings.peer_id = cfg.peer_id();
-  for (const auto& app : cfg.apps()) {
-    auto policy = std::make_shared<allocation::app_policy>();
-    policy->app_id = app.app_id();
-    policy->placement_strategy =
-      allocation::parse_strategy(app.strategy()).value_or(allocation::strategy::balanced);
-    policy->allowed_regions = {app.allowed_regions().begin(), app.allowed_regions().end()};
-    policy->allowed_countries = {app.allowed_countries().begin(), app.allowed_countries().end()};
-    settings.apps.emplace(app.app_id(), std::move(policy));
-  }
   const auto& database = allocation.geoip_database();
   if (database != "none") {
     auto locator = std::make_shared<allocation::ip_locator>();
@@ -317,7 +310,51 @@ int wait_for_signal() {
   return byte;
 }
 
-int run(const config::v1::OrchestratorConfig& cfg) {
+/// Where the peer keeps its app store: data_dir, or chroom-data/<peer_id>.
+std::filesystem::path data_dir_of(const config::v1::OrchestratorConfig& cfg) {
+  if (!cfg.data_dir().empty())
+    return cfg.data_dir();
+  return std::filesystem::path{"chroom-data"} / cfg.peer_id();
+}
+
+/// Opens the app store and combines it with the config file's apps; null after logging
+/// why not.
+std::optional<actors::app_directory_settings>
+app_directory_settings_from(const config::v1::OrchestratorConfig& cfg,
+                            const std::optional<std::string>& config_file) {
+  std::string error;
+  auto dir = data_dir_of(cfg);
+  std::shared_ptr<apps::app_store> store = apps::app_store::open(dir, error);
+  if (!store) {
+    spdlog::critical("app store: {}", error);
+    return std::nullopt;
+  }
+  std::vector<config::v1::AppConfig> file_apps{cfg.apps().begin(), cfg.apps().end()};
+  auto records = actors::app_directory_start(*store, file_apps, cfg.peer_id(), error);
+  if (!error.empty()) {
+    spdlog::critical("app store: {}", error);
+    return std::nullopt;
+  }
+  actors::app_directory_settings settings;
+  settings.peer_id = cfg.peer_id();
+  settings.store = std::move(store);
+  settings.records = std::move(records);
+  settings.read_file_apps =
+    [config_file](std::string& why) -> std::optional<std::vector<config::v1::AppConfig>> {
+    try {
+      auto fresh = config_file ? daemon::load_config_file(*config_file) : daemon::default_config();
+      return std::vector<config::v1::AppConfig>{fresh.apps().begin(), fresh.apps().end()};
+    } catch (const std::exception& e) {
+      why = e.what();
+      return std::nullopt;
+    }
+  };
+  spdlog::info("app store {}: {} app record(s)", settings.store->file().string(),
+               settings.records.size());
+  return settings;
+}
+
+int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::string>& config_file) {
   caf::actor_system_config caf_cfg;
   caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.worker_threads()));
   // CAF's default work-stealing workers poll (spin, then sleep 50 us) while idle: with
@@ -335,28 +372,38 @@ int run(const config::v1::OrchestratorConfig& cfg) {
   add_peer_message_types(caf_cfg);
   caf::actor_system system{caf_cfg};
 
+  auto directory_settings = app_directory_settings_from(cfg, config_file);
+  if (!directory_settings)
+    return 1;
+  auto catalog = actors::catalog_of(directory_settings->records);
+  auto app_directory = actors::spawn_app_directory(system, std::move(*directory_settings));
   auto registry = actors::spawn_registry(system, registry_settings_from(cfg));
   auto node_settings = media_node_settings_from(cfg);
   auto media_nodes = actors::spawn_media_node_service(system, registry, node_settings);
-  auto allocation_service = actors::spawn_allocation_service(
-    system, allocation_settings_from(cfg, registry, node_settings->credentials));
+  auto service_settings = allocation_settings_from(cfg, registry, node_settings->credentials);
+  service_settings.catalog = std::move(catalog);
+  service_settings.app_directory = app_directory;
+  auto allocation_service = actors::spawn_allocation_service(system, std::move(service_settings));
   auto settings = gateway_settings_from(cfg);
   // The gateway binds later; an ephemeral gRPC port (0) is not known to the cluster.
   auto membership_settings = cluster_settings_from(cfg, settings->port);
   membership_settings.allocation_service = allocation_service;
   membership_settings.registry = registry;
+  membership_settings.app_directory = app_directory;
   caf::actor membership;
   try {
     membership = actors::spawn_cluster_membership(system, std::move(membership_settings));
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
-    for (const auto& actor : {registry, media_nodes, allocation_service})
+    for (const auto& actor : {registry, media_nodes, allocation_service, app_directory})
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return 1;
   }
   caf::anon_send(membership, subscribe_atom::value, registry);
   caf::anon_send(membership, subscribe_atom::value, allocation_service);
-  auto admin = actors::spawn_admin_service(system, registry, membership, allocation_service);
+  caf::anon_send(membership, subscribe_atom::value, app_directory);
+  auto admin =
+    actors::spawn_admin_service(system, registry, membership, allocation_service, app_directory);
   auto diagnostics = actors::spawn_diagnostics_service(system);
 
   // Every service of the peer: its descriptor and the actor serving it.
@@ -385,8 +432,8 @@ int run(const config::v1::OrchestratorConfig& cfg) {
 
   settings->router = router;
   auto stop_services = [&] {
-    for (const auto& actor :
-         {registry, media_nodes, allocation_service, admin, diagnostics, health, membership})
+    for (const auto& actor : {registry, media_nodes, allocation_service, admin, diagnostics, health,
+                              membership, app_directory})
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   };
   transport::gateway_listener listener;
@@ -466,7 +513,7 @@ int main(int argc, char** argv) {
   }
   daemon::setup_logging(cfg.log().level(), cfg.log().format());
   try {
-    return run(cfg);
+    return run(cfg, args.config_file);
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
     return 1;

@@ -69,6 +69,8 @@ class _Stubs:
         self.node_pb2 = self.node_grpc = self.admin_pb2 = self.admin_grpc = None
         # chroom.allocation.v1 (imports the media node proto too).
         self.alloc_pb2 = self.alloc_grpc = None
+        # chroom.config.v1 (the admin proto's app methods carry AppConfig).
+        self.config_pb2 = None
 
     def load(self) -> "_Stubs":
         if self._dir is not None:
@@ -91,6 +93,7 @@ class _Stubs:
         sources.update({
             "chroom/medianode/v1/media_node.proto": messages / "chroom/medianode/v1/media_node.proto",
             "chroom/admin/v1/admin_service.proto": messages / "chroom/admin/v1/admin_service.proto",
+            "chroom/config/v1/config.proto": messages / "chroom/config/v1/config.proto",
             "chroom/allocation/v1/allocation_service.proto":
                 messages / "chroom/allocation/v1/allocation_service.proto",
         })
@@ -109,6 +112,7 @@ class _Stubs:
 
         from chroom.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
         from chroom.allocation.v1 import allocation_service_pb2, allocation_service_pb2_grpc
+        from chroom.config.v1 import config_pb2
         from chroom.medianode.v1 import media_node_pb2, media_node_pb2_grpc
 
         self.diag_pb2, self.diag_grpc = chroom_diagnostics_pb2, chroom_diagnostics_pb2_grpc
@@ -116,6 +120,7 @@ class _Stubs:
         self.node_pb2, self.node_grpc = media_node_pb2, media_node_pb2_grpc
         self.admin_pb2, self.admin_grpc = admin_service_pb2, admin_service_pb2_grpc
         self.alloc_pb2, self.alloc_grpc = allocation_service_pb2, allocation_service_pb2_grpc
+        self.config_pb2 = config_pb2
         self._dir = out
         return self
 
@@ -297,6 +302,7 @@ class Server:
         return self.proc.pid
 
     def start(self) -> "Server":
+        self.sigterm_at = None  # a restarted server is a new run
         if not ORCHESTRATOR.exists():
             raise ServerFailure(f"{ORCHESTRATOR} does not exist (build it: cmake --build --preset debug)")
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -1329,7 +1335,9 @@ class AllocationWorld:
         out = {"peer_id": "alloc-peer-1", "media_nodes": media,
                "allocation": {"geoip_database": "none", **(allocation or {})}}
         if apps is not None:
-            out["apps"] = apps
+            # Apps without keys are open to all (allocation tests are not about credentials).
+            out["apps"] = [app if "keys" in app else {"allow_unauthenticated": True, **app}
+                           for app in apps]
         return out
 
     @classmethod

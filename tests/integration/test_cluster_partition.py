@@ -159,7 +159,8 @@ class PartitionCluster:
                 "shutdown_grace_ms": 1000,
                 "media_nodes": {"secret_key": SECRET_KEY, "stats_interval_ms": 1000},
                 "allocation": {"lease_ttl_ms": 600000},
-                "apps": [{"app_id": APP, "strategy": "balanced"}],
+                "apps": [{"app_id": APP, "strategy": "balanced",
+                          "allow_unauthenticated": True}],
                 "cluster": {
                     "listen_host": address,
                     "listen_port": CLUSTER_PORT,

@@ -201,80 +201,111 @@ TEST_CASE("a full file sets every field") {
   const temp_file key("key.pem", "-----BEGIN PRIVATE KEY-----\n");
   // Any readable file passes validation; only the daemon opens it as a database.
   const temp_file geoip("GeoIP.dat", "not really a database\n");
-  const std::string yaml = "listen:\n"
-                           "  host: 0.0.0.0\n"
-                           "  port: 9443\n"
-                           "  cert_file: " +
-                           cert.path() +
-                           "\n"
-                           "  key_file: " +
-                           key.path() +
-                           "\n"
-                           "limits:\n"
-                           "  max_message_bytes: 1048576\n"
-                           "  max_concurrent_streams: 250\n"
-                           "  max_header_list_bytes: 8192\n"
-                           "  max_connections: 500\n"
-                           "  idle_timeout_ms: 60000\n"
-                           "  keepalive_interval_ms: 15000\n"
-                           "  keepalive_timeout_ms: 5000\n"
-                           "  max_pending_output_bytes: 2097152\n"
-                           "log:\n"
-                           "  level: debug\n"
-                           "  format: json\n"
-                           "shutdown_grace_ms: 20000\n"
-                           "worker_threads: 3\n"
-                           "media_nodes:\n"
-                           "  credentials:\n"
-                           "    - node_id: media-1\n"
-                           "      secret: 0123456789abcdef\n"
-                           "    - {node_id: eu-west.media_2, secret: \"a secret, 16+ chars\"}\n"
-                           "  secret_key: a-key-of-sixteen-characters\n"
-                           "  stats_interval_ms: 500\n"
-                           "  suspect_after_ms: 2000\n"
-                           "  dead_after_ms: 5000\n"
-                           "  command_timeout_ms: 750\n"
-                           "  drain_deadline_ms: 3600000\n"
-                           "  max_nodes: 100\n"
-                           "  forget_after_ms: 5000\n"
-                           "  register_timeout_ms: 2500\n"
-                           "peer_id: Peer-1.eu_west\n"
-                           "allocation:\n"
-                           "  lease_ttl_ms: 60000\n"
-                           "  join_token_ttl_ms: 120000\n"
-                           "  reservation_ttl_ms: 5000\n"
-                           "  high_water: 0.9\n"
-                           "  affinity_slack_ms: 25\n"
-                           "  max_affinity_rtt_ms: 200\n"
-                           "  candidate_pool: 32\n"
-                           "  alternates: 0\n"
-                           "  fallback_region: eu-central\n"
-                           "  geoip_database: " +
-                           geoip.path() +
-                           "\n"
-                           "apps:\n"
-                           "  - app_id: telemedicine\n"
-                           "    strategy: latency\n"
-                           "    allowed_regions: [eu-west, eu-central]\n"
-                           "    allowed_countries: [DE, FR]\n"
-                           "  - {app_id: events, strategy: pack}\n"
-                           "cluster:\n"
-                           "  listen_host: 0.0.0.0\n"
-                           "  listen_port: 7100\n"
-                           "  advertise_host: peer-1.chroom.svc\n"
-                           "  seeds: [\"peer-0.chroom.svc:7100\", \"[fd00::2]:7100\"]\n"
-                           "  heartbeat_interval_ms: 100\n"
-                           "  failure_timeout_ms: 900\n"
-                           "  replication_factor: 3\n"
-                           "  node_update_interval_ms: 500\n"
-                           "  cert_file: " +
-                           cert.path() +
-                           "\n"
-                           "  key_file: " +
-                           key.path() +
-                           "\n"
-                           "  ca_file: " +
-                           cert.path() + "\n";
+  const std::string yaml =
+    "listen:\n"
+    "  host: 0.0.0.0\n"
+    "  port: 9443\n"
+    "  cert_file: " +
+    cert.path() +
+    "\n"
+    "  key_file: " +
+    key.path() +
+    "\n"
+    "limits:\n"
+    "  max_message_bytes: 1048576\n"
+    "  max_concurrent_streams: 250\n"
+    "  max_header_list_bytes: 8192\n"
+    "  max_connections: 500\n"
+    "  idle_timeout_ms: 60000\n"
+    "  keepalive_interval_ms: 15000\n"
+    "  keepalive_timeout_ms: 5000\n"
+    "  max_pending_output_bytes: 2097152\n"
+    "log:\n"
+    "  level: debug\n"
+    "  format: json\n"
+    "shutdown_grace_ms: 20000\n"
+    "worker_threads: 3\n"
+    "media_nodes:\n"
+    "  credentials:\n"
+    "    - node_id: media-1\n"
+    "      secret: 0123456789abcdef\n"
+    "    - {node_id: eu-west.media_2, secret: \"a secret, 16+ chars\"}\n"
+    "  secret_key: a-key-of-sixteen-characters\n"
+    "  stats_interval_ms: 500\n"
+    "  suspect_after_ms: 2000\n"
+    "  dead_after_ms: 5000\n"
+    "  command_timeout_ms: 750\n"
+    "  drain_deadline_ms: 3600000\n"
+    "  max_nodes: 100\n"
+    "  forget_after_ms: 5000\n"
+    "  register_timeout_ms: 2500\n"
+    "peer_id: Peer-1.eu_west\n"
+    "allocation:\n"
+    "  lease_ttl_ms: 60000\n"
+    "  join_token_ttl_ms: 120000\n"
+    "  reservation_ttl_ms: 5000\n"
+    "  high_water: 0.9\n"
+    "  affinity_slack_ms: 25\n"
+    "  max_affinity_rtt_ms: 200\n"
+    "  candidate_pool: 32\n"
+    "  alternates: 0\n"
+    "  fallback_region: eu-central\n"
+    "  geoip_database: " +
+    geoip.path() +
+    "\n"
+    "apps:\n"
+    "  - app_id: telemedicine\n"
+    "    strategy: latency\n"
+    "    allowed_regions: [eu-west, eu-central]\n"
+    "    allowed_countries: [DE, FR]\n"
+    "    keys:\n"
+    "      - key_id: ck_telemed_1\n"
+    "        secret: 0123456789abcdef0123456789abcdef\n"
+    "        expires_unix_ms: 1900000000000\n"
+    "        created_unix_ms: 1700000000000\n"
+    "    denied_regions: [eu-south]\n"
+    "    denied_countries: [IT]\n"
+    "    max_room_size: 4\n"
+    "    roles:\n"
+    "      - {role: host, publish: [audio, video], max_per_room: 1}\n"
+    "      - {role: viewer, spread: true}\n"
+    "    media_profile: screen_share\n"
+    "    required_features: [e2ee]\n"
+    "    recording: true\n"
+    "    weights: {load_ms: 40, health: 2}\n"
+    "    latency_budget_ms: 80\n"
+    "    cascade: {max_room_nodes: 1, max_relay_depth: 2, fan_out_after: 50}\n"
+    "    priority: high\n"
+    "    lease_ttl_ms: 10000\n"
+    "    quotas: {max_rooms: 10, max_participants: 40, "
+    "allocations_per_second: 5.5, allocation_burst: 20}\n"
+    "    hooks: {script: \"function before_allocation(r) end\", "
+    "max_instructions: 5000, max_memory_kib: 256, max_time_ms: 20}\n"
+    "    webhook: {url: \"https://hooks.example.com/chroom\", "
+    "secret: abcdefghijklmnopqrstuvwxyz012345, events: [room.started], "
+    "max_attempts: 3}\n"
+    "    admission: host\n"
+    "    audit: true\n"
+    "    description: clinics in DE and FR\n"
+    "  - {app_id: events, strategy: pack, allow_unauthenticated: true}\n"
+    "data_dir: /var/lib/chroom\n"
+    "cluster:\n"
+    "  listen_host: 0.0.0.0\n"
+    "  listen_port: 7100\n"
+    "  advertise_host: peer-1.chroom.svc\n"
+    "  seeds: [\"peer-0.chroom.svc:7100\", \"[fd00::2]:7100\"]\n"
+    "  heartbeat_interval_ms: 100\n"
+    "  failure_timeout_ms: 900\n"
+    "  replication_factor: 3\n"
+    "  node_update_interval_ms: 500\n"
+    "  cert_file: " +
+    cert.path() +
+    "\n"
+    "  key_file: " +
+    key.path() +
+    "\n"
+    "  ca_file: " +
+    cert.path() + "\n";
   const OrchestratorConfig config = parse_config(yaml, "cfg.yaml");
   CHECK(config.listen().host() == "0.0.0.0");
   CHECK(config.listen().port() == 9443);
@@ -328,12 +359,60 @@ TEST_CASE("a full file sets every field") {
            strategy: "latency"
            allowed_regions: [ "eu-west", "eu-central" ]
            allowed_countries: [ "DE", "FR" ]
+           keys {
+             key_id: "ck_telemed_1"
+             secret: "0123456789abcdef0123456789abcdef"
+             expires_unix_ms: 1900000000000
+             created_unix_ms: 1700000000000
+           }
+           denied_regions: "eu-south"
+           denied_countries: "IT"
+           max_room_size: 4
+           roles { role: "host" publish: [ "audio", "video" ] max_per_room: 1 }
+           roles { role: "viewer" spread: true }
+           media_profile: "screen_share"
+           required_features: "e2ee"
+           recording: true
+           weights { load_ms: 40 health: 2 }
+           latency_budget_ms: 80
+           cascade { max_room_nodes: 1 max_relay_depth: 2 fan_out_after: 50 }
+           priority: "high"
+           lease_ttl_ms: 10000
+           quotas {
+             max_rooms: 10
+             max_participants: 40
+             allocations_per_second: 5.5
+             allocation_burst: 20
+           }
+           hooks {
+             script: "function before_allocation(r) end"
+             max_instructions: 5000
+             max_memory_kib: 256
+             max_time_ms: 20
+           }
+           webhook {
+             url: "https://hooks.example.com/chroom"
+             secret: "abcdefghijklmnopqrstuvwxyz012345"
+             events: "room.started"
+             max_attempts: 3
+           }
+           admission: "host"
+           audit: true
+           description: "clinics in DE and FR"
          }
-         apps { app_id: "events" strategy: "pack" })pb",
+         apps {
+           app_id: "events"
+           strategy: "pack"
+           allow_unauthenticated: true
+           media_profile: "video"
+           priority: "normal"
+           admission: "open"
+         })pb",
     &apps));
   CHECK(differences(config.apps(0), apps.apps(0)) == "");
   CHECK(differences(config.apps(1), apps.apps(1)) == "");
   CHECK(config.apps_size() == 2);
+  CHECK(config.data_dir() == "/var/lib/chroom");
 
   // Every field of the schema must differ from its default above: when a field is added to
   // the proto, this names it until the test (and the example file and docs) cover it. A
@@ -862,7 +941,9 @@ TEST_CASE("cluster validation") {
 TEST_CASE("apps") {
   SUBCASE("a file that lists apps replaces the default app") {
     const OrchestratorConfig config =
-      parse_config("apps:\n  - app_id: gaming\n    strategy: latency\n", "cfg.yaml");
+      parse_config("apps:\n  - app_id: gaming\n    strategy: latency\n"
+                   "    allow_unauthenticated: true\n",
+                   "cfg.yaml");
     REQUIRE(config.apps_size() == 1);
     CHECK(config.apps(0).app_id() == "gaming");
     CHECK(config.apps(0).strategy() == "latency");
@@ -875,14 +956,16 @@ TEST_CASE("apps") {
   }
   SUBCASE("a strategy left out or empty is balanced") {
     const OrchestratorConfig config =
-      parse_config("apps:\n  - app_id: a\n  - app_id: b\n    strategy: \"\"\n", "cfg.yaml");
+      parse_config("apps:\n  - {app_id: a, allow_unauthenticated: true}\n"
+                   "  - {app_id: b, strategy: \"\", allow_unauthenticated: true}\n",
+                   "cfg.yaml");
     REQUIRE(config.apps_size() == 2);
     CHECK(config.apps(0).strategy() == "balanced");
     CHECK(config.apps(1).strategy() == "balanced");
   }
   SUBCASE("an empty list is an error") {
     const std::string error = "cfg.yaml:1: apps: must list at least one app; leave the key out "
-                              "for the default app (\"default\", balanced)";
+                              "for the default app (\"default\", balanced, no credentials)";
     CHECK(error_of("apps: []\n") == error);
     CHECK(error_of("apps:\n") == error);
   }
@@ -896,10 +979,10 @@ TEST_CASE("apps") {
     CHECK(error_of("apps:\n  - app_id: a\n  - strategy: pack\n") ==
           "cfg.yaml:3: apps[1].app_id: must not be empty (1 to 64 characters of A-Z, a-z, 0-9, "
           "'.', '_', '-')");
-    CHECK(
-      parse_config("apps:\n  - app_id: " + std::string(64, 'A') + "\n  - app_id: Tele.Med_1-x\n",
-                   "cfg.yaml")
-        .apps_size() == 2);
+    CHECK(parse_config("apps:\n  - {allow_unauthenticated: true, app_id: " + std::string(64, 'A') +
+                         "}\n  - {allow_unauthenticated: true, app_id: Tele.Med_1-x}\n",
+                       "cfg.yaml")
+            .apps_size() == 2);
   }
   SUBCASE("an app_id listed twice names both lines") {
     CHECK(error_of("apps:\n"

@@ -35,6 +35,10 @@ inline doctest::String toString(placement_failure value) {
       return "features";
     case placement_failure::capacity:
       return "capacity";
+    case placement_failure::latency_budget:
+      return "latency_budget";
+    case placement_failure::room_pinned:
+      return "room_pinned";
   }
   return "?";
 }
@@ -696,7 +700,7 @@ TEST_CASE("placement: the app's region and country policy") {
   check_failure(placed(app_with(strategy::balanced, {"ap-south"})),
                 placement_failure::region_policy,
                 "no active media node in the places app 'telemed' allows (regions: ap-south; "
-                "countries: )");
+                "countries: any)");
   check_failure(placed(app_with(strategy::balanced, {"eu-central"}, {"FR", "GB"})),
                 placement_failure::region_policy,
                 "no active media node in the places app 'telemed' allows (regions: "

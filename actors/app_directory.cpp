@@ -1,0 +1,566 @@
+#include "actors/app_directory.hpp"
+
+#include "actors/atoms.hpp"
+#include "actors/cluster_membership.hpp"
+#include "actors/exception_log.hpp"
+#include "chroom/admin/v1/admin_service.pb.h"
+#include "transport/call_protocol.hpp"
+
+#include <caf/all.hpp>
+#include <fstream>
+#include <google/protobuf/util/message_differencer.h>
+#include <map>
+#include <set>
+#include <spdlog/spdlog.h>
+#include <sstream>
+
+namespace chroom::actors {
+namespace {
+
+using namespace transport;
+namespace adm = chroom::admin::v1;
+namespace cfg = chroom::config::v1;
+namespace cv1 = chroom::cluster::v1;
+
+/// A rotated-out key keeps working this long unless the call says otherwise: a day lets
+/// every backend pick up the new key in its next deploy.
+constexpr uint32_t default_rotation_grace_ms = 24 * 3600 * 1000;
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string serialized(const google::protobuf::Message& message) {
+  std::string out;
+  message.SerializeToString(&out);
+  return out;
+}
+
+bool same_config(const cfg::AppConfig& a, const cfg::AppConfig& b) {
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
+}
+
+/// A file app as it is recorded: defaults applied, the script file read in, so that the
+/// record means the same on peers that do not have the file.
+std::optional<cfg::AppConfig> recorded_file_app(cfg::AppConfig app, std::string& error) {
+  apps::apply_app_defaults(app);
+  if (!app.hooks().script_file().empty()) {
+    std::ifstream in(app.hooks().script_file(), std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      error = "app '" + app.app_id() + "': cannot read hooks.script_file '" +
+              app.hooks().script_file() + "'";
+      return std::nullopt;
+    }
+    app.mutable_hooks()->set_script(text.str());
+    app.mutable_hooks()->clear_script_file();
+  }
+  return app;
+}
+
+cv1::AppRecord next_version(const std::string& app_id, const cv1::AppRecord* previous,
+                            const std::string& peer_id) {
+  cv1::AppRecord record;
+  record.set_app_id(app_id);
+  // Above every version this peer has seen, even when clocks of peers differ.
+  int64_t now = unix_ms_now();
+  if (previous != nullptr && previous->updated_unix_ms() >= now)
+    now = previous->updated_unix_ms() + 1;
+  record.set_updated_unix_ms(now);
+  record.set_updated_by(peer_id);
+  return record;
+}
+
+adm::App app_view(const cv1::AppRecord& record) {
+  adm::App app;
+  *app.mutable_config() = apps::redacted(record.app());
+  app.set_source(record.source() == cv1::APP_SOURCE_FILE ? "file" : "api");
+  app.set_updated_unix_ms(record.updated_unix_ms());
+  app.set_updated_by(record.updated_by());
+  return app;
+}
+
+// --- the actor ----------------------------------------------------------------------------
+
+struct directory_state {
+  app_directory_settings settings;
+  std::map<std::string, cv1::AppRecord, std::less<>> records;
+  std::shared_ptr<const apps::app_catalog> catalog;
+  std::vector<caf::actor> subscribers;
+  /// Other peers' directories, by peer_id@incarnation (to spot newcomers).
+  std::map<std::string, caf::actor> peers;
+};
+
+using directory_actor = caf::stateful_actor<directory_state>;
+
+std::vector<cv1::AppRecord> all_records(const directory_state& st) {
+  std::vector<cv1::AppRecord> out;
+  for (const auto& [id, record] : st.records)
+    out.push_back(record);
+  return out;
+}
+
+void publish(directory_actor* self) {
+  auto& st = self->state;
+  st.catalog = catalog_of(all_records(st));
+  for (const auto& subscriber : st.subscribers)
+    self->send(subscriber, app_catalog_atom::value, st.catalog);
+}
+
+void send_records(directory_actor* self, const caf::actor& to,
+                  const std::vector<cv1::AppRecord>& records) {
+  cv1::AppRecords message;
+  for (const auto& record : records)
+    *message.add_records() = record;
+  self->send(to, app_records_atom::value, serialized(message));
+}
+
+/// Keeps `record` when it is newer than what this peer has. True if it did.
+bool absorb(directory_actor* self, const cv1::AppRecord& record, std::string& error) {
+  auto& st = self->state;
+  auto it = st.records.find(record.app_id());
+  if (it != st.records.end() && !apps::supersedes(record, it->second))
+    return false;
+  if (auto problem = st.settings.store->put_app(record); !problem.empty()) {
+    error = "app store: " + problem;
+    return false;
+  }
+  st.records[record.app_id()] = record;
+  return true;
+}
+
+/// Writes a change made on this peer and tells every other peer.
+std::string commit(directory_actor* self, const std::vector<cv1::AppRecord>& changes) {
+  std::string error;
+  std::vector<cv1::AppRecord> kept;
+  for (const auto& record : changes)
+    if (absorb(self, record, error))
+      kept.push_back(record);
+  if (!error.empty())
+    return error;
+  for (const auto& [peer, directory] : self->state.peers)
+    send_records(self, directory, kept);
+  publish(self);
+  for (const auto& record : kept)
+    spdlog::info("apps: app '{}' {} by {}", record.app_id(),
+                 record.deleted() ? "deleted" : "written", record.updated_by());
+  return {};
+}
+
+const cv1::AppRecord* live_record(const directory_state& st, std::string_view app_id) {
+  auto it = st.records.find(app_id);
+  return it == st.records.end() || it->second.deleted() ? nullptr : &it->second;
+}
+
+grpc_status invalid_app(const std::vector<apps::field_problem>& problems) {
+  std::string message;
+  for (const auto& problem : problems)
+    message += (message.empty() ? "app." : "; app.") + problem.field + ": " + problem.problem;
+  return make_status(grpc_code::invalid_argument, message);
+}
+
+/// A key id another app (not `app_id`) uses already.
+std::string key_taken(const directory_state& st, const cfg::AppConfig& app) {
+  for (const auto& key : app.keys())
+    for (const auto& [id, record] : st.records)
+      if (id != app.app_id() && !record.deleted())
+        for (const auto& other : record.app().keys())
+          if (other.key_id() == key.key_id())
+            return "key_id '" + key.key_id() + "' is used by app '" + id + "'";
+  return {};
+}
+
+class app_calls {
+public:
+  app_calls(directory_actor* self, unary_replies& replies, unary_call& call)
+      : self_(self), st_(self->state), replies_(replies), call_(call) {}
+
+  void handle(std::string_view method) {
+    if (method == "CreateApp")
+      create();
+    else if (method == "UpdateApp")
+      update();
+    else if (method == "GetApp")
+      get();
+    else if (method == "ListApps")
+      list();
+    else if (method == "DeleteApp")
+      remove();
+    else if (method == "ReloadApps")
+      reload();
+    else if (method == "RotateAppKey")
+      rotate_key();
+    else if (method == "DeleteAppKey")
+      delete_key();
+    else
+      fail(grpc_code::unimplemented, "unknown method " + call_.context.path);
+  }
+
+private:
+  void fail(grpc_code code, std::string message) {
+    replies_.fail(call_.context, make_status(code, std::move(message)));
+  }
+
+  /// The live app the request names, or null once the call failed.
+  const cv1::AppRecord* existing(const std::string& app_id) {
+    if (app_id.empty()) {
+      fail(grpc_code::invalid_argument, "app_id is required");
+      return nullptr;
+    }
+    const auto* record = live_record(st_, app_id);
+    if (record == nullptr)
+      fail(grpc_code::not_found, "unknown app '" + app_id.substr(0, 64) + "'");
+    return record;
+  }
+
+  /// An API-made app, or null once the call failed (unknown, or owned by a config file).
+  const cv1::AppRecord* changeable(const std::string& app_id) {
+    const auto* record = existing(app_id);
+    if (record != nullptr && record->source() == cv1::APP_SOURCE_FILE) {
+      fail(grpc_code::failed_precondition,
+           "app '" + app_id + "' comes from a config file (last written by " +
+             record->updated_by() + "): change the file and call ReloadApps");
+      return nullptr;
+    }
+    return record;
+  }
+
+  /// Validates and commits `app` as the app's next version; true once answered with
+  /// an error.
+  bool write(cfg::AppConfig app, const cv1::AppRecord* previous, cv1::AppRecord& out) {
+    apps::apply_app_defaults(app);
+    if (!app.hooks().script_file().empty()) {
+      fail(grpc_code::invalid_argument,
+           "app.hooks.script_file: is for config files; send the script's text in hooks.script");
+      return true;
+    }
+    if (auto problems = apps::app_problems(app); !problems.empty()) {
+      replies_.fail(call_.context, invalid_app(problems));
+      return true;
+    }
+    if (auto taken = key_taken(st_, app); !taken.empty()) {
+      fail(grpc_code::already_exists, std::move(taken));
+      return true;
+    }
+    out = next_version(app.app_id(), previous, st_.settings.peer_id);
+    out.set_source(cv1::APP_SOURCE_API);
+    *out.mutable_app() = std::move(app);
+    if (auto error = commit(self_, {out}); !error.empty()) {
+      fail(grpc_code::unavailable, std::move(error));
+      return true;
+    }
+    return false;
+  }
+
+  void create() {
+    adm::CreateAppRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    auto app = std::move(*request.mutable_app());
+    if (live_record(st_, app.app_id()) != nullptr)
+      return fail(grpc_code::already_exists, "app '" + app.app_id() + "' exists");
+    adm::CreateAppResponse response;
+    if (app.keys().empty() && !app.allow_unauthenticated()) {
+      *app.add_keys() = apps::make_app_key(unix_ms_now());
+      *response.mutable_key() = app.keys(0);
+    }
+    auto it = st_.records.find(app.app_id());
+    cv1::AppRecord record;
+    if (write(std::move(app), it == st_.records.end() ? nullptr : &it->second, record))
+      return;
+    *response.mutable_app() = app_view(record);
+    replies_.reply(call_.context, response);
+  }
+
+  void update() {
+    adm::UpdateAppRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    const auto* previous = changeable(request.app().app_id());
+    if (previous == nullptr)
+      return;
+    auto app = std::move(*request.mutable_app());
+    *app.mutable_keys() = previous->app().keys();
+    // A webhook secret left out means "keep it" (operators never see it to send it back).
+    if (app.webhook().secret().empty() && app.webhook().url() == previous->app().webhook().url())
+      app.mutable_webhook()->set_secret(previous->app().webhook().secret());
+    cv1::AppRecord record;
+    if (write(std::move(app), previous, record))
+      return;
+    adm::UpdateAppResponse response;
+    *response.mutable_app() = app_view(record);
+    replies_.reply(call_.context, response);
+  }
+
+  void get() {
+    adm::GetAppRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    if (const auto* record = existing(request.app_id())) {
+      adm::GetAppResponse response;
+      *response.mutable_app() = app_view(*record);
+      replies_.reply(call_.context, response);
+    }
+  }
+
+  void list() {
+    adm::ListAppsRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    adm::ListAppsResponse response;
+    for (const auto& [id, record] : st_.records)
+      if (!record.deleted())
+        *response.add_apps() = app_view(record);
+    replies_.reply(call_.context, response);
+  }
+
+  void remove() {
+    adm::DeleteAppRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    const auto* previous = changeable(request.app_id());
+    if (previous == nullptr)
+      return;
+    auto record = next_version(request.app_id(), previous, st_.settings.peer_id);
+    record.set_source(cv1::APP_SOURCE_API);
+    record.set_deleted(true);
+    if (auto error = commit(self_, {record}); !error.empty())
+      return fail(grpc_code::unavailable, std::move(error));
+    replies_.reply(call_.context, adm::DeleteAppResponse{});
+  }
+
+  void reload() {
+    adm::ReloadAppsRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    std::string error;
+    auto file = st_.settings.read_file_apps ? st_.settings.read_file_apps(error)
+                                            : std::optional<std::vector<cfg::AppConfig>>{};
+    if (!file)
+      return fail(grpc_code::failed_precondition,
+                  "cannot reload the config file: " + (error.empty() ? "no reader" : error));
+    adm::ReloadAppsResponse response;
+    std::vector<cv1::AppRecord> changes;
+    std::set<std::string> listed;
+    for (auto& listed_app : *file) {
+      auto app = recorded_file_app(listed_app, error);
+      if (!app)
+        return fail(grpc_code::failed_precondition, error);
+      listed.insert(app->app_id());
+      auto it = st_.records.find(app->app_id());
+      const cv1::AppRecord* previous = it == st_.records.end() ? nullptr : &it->second;
+      bool live = previous != nullptr && !previous->deleted();
+      if (live && previous->source() == cv1::APP_SOURCE_FILE &&
+          same_config(previous->app(), *app)) {
+        response.add_unchanged(app->app_id());
+        continue;
+      }
+      (live ? response.add_updated() : response.add_created())->assign(app->app_id());
+      auto record = next_version(app->app_id(), previous, st_.settings.peer_id);
+      record.set_source(cv1::APP_SOURCE_FILE);
+      *record.mutable_app() = std::move(*app);
+      changes.push_back(std::move(record));
+    }
+    for (const auto& [id, record] : st_.records) {
+      if (record.deleted() || record.source() != cv1::APP_SOURCE_FILE || listed.count(id) > 0)
+        continue;
+      auto tombstone = next_version(id, &record, st_.settings.peer_id);
+      tombstone.set_source(cv1::APP_SOURCE_FILE);
+      tombstone.set_deleted(true);
+      changes.push_back(std::move(tombstone));
+      response.add_deleted(id);
+    }
+    if (auto problem = commit(self_, changes); !problem.empty())
+      return fail(grpc_code::unavailable, std::move(problem));
+    replies_.reply(call_.context, response);
+  }
+
+  void rotate_key() {
+    adm::RotateAppKeyRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    const auto* previous = changeable(request.app_id());
+    if (previous == nullptr)
+      return;
+    auto now = unix_ms_now();
+    auto grace = request.grace_ms() == 0 ? default_rotation_grace_ms : request.grace_ms();
+    cfg::AppConfig app = previous->app();
+    // Expired keys go; the live ones get the grace period (or keep a sooner expiry).
+    auto* keys = app.mutable_keys();
+    for (int i = keys->size() - 1; i >= 0; --i) {
+      auto& key = (*keys)[i];
+      if (key.expires_unix_ms() != 0 && key.expires_unix_ms() <= now) {
+        keys->DeleteSubrange(i, 1);
+        continue;
+      }
+      if (key.expires_unix_ms() == 0 || key.expires_unix_ms() > now + grace)
+        key.set_expires_unix_ms(now + grace);
+    }
+    if (static_cast<size_t>(keys->size()) >= apps::max_live_keys)
+      return fail(grpc_code::failed_precondition,
+                  "app '" + request.app_id() + "' has " + std::to_string(keys->size()) +
+                    " live keys already; delete one (DeleteAppKey) or wait until one expires");
+    auto key = apps::make_app_key(now);
+    *keys->Add() = key;
+    cv1::AppRecord record;
+    if (write(std::move(app), previous, record))
+      return;
+    adm::RotateAppKeyResponse response;
+    *response.mutable_app() = app_view(record);
+    *response.mutable_key() = std::move(key);
+    replies_.reply(call_.context, response);
+  }
+
+  void delete_key() {
+    adm::DeleteAppKeyRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    const auto* previous = changeable(request.app_id());
+    if (previous == nullptr)
+      return;
+    cfg::AppConfig app = previous->app();
+    auto* keys = app.mutable_keys();
+    auto it = std::find_if(keys->begin(), keys->end(), [&](const cfg::AppKey& key) {
+      return key.key_id() == request.key_id();
+    });
+    if (it == keys->end())
+      return fail(grpc_code::not_found, "app '" + request.app_id() + "' has no key '" +
+                                          request.key_id().substr(0, 64) + "'");
+    keys->erase(it);
+    cv1::AppRecord record;
+    if (write(std::move(app), previous, record))
+      return;
+    adm::DeleteAppKeyResponse response;
+    *response.mutable_app() = app_view(record);
+    replies_.reply(call_.context, response);
+  }
+
+  directory_actor* self_;
+  directory_state& st_;
+  unary_replies& replies_;
+  unary_call& call_;
+};
+
+caf::behavior app_directory(directory_actor* self, app_directory_settings settings) {
+  log_exceptions(self, "app directory");
+  auto& st = self->state;
+  for (auto& record : settings.records) {
+    auto id = record.app_id();
+    st.records.emplace(std::move(id), std::move(record));
+  }
+  settings.records.clear();
+  st.settings = std::move(settings);
+  st.catalog = catalog_of(all_records(st));
+  return {
+    [self](subscribe_atom, const caf::actor& subscriber) {
+      self->state.subscribers.push_back(subscriber);
+      self->send(subscriber, app_catalog_atom::value, self->state.catalog);
+    },
+    [self](cluster_view_atom, const cluster_view& view) {
+      auto& st = self->state;
+      std::map<std::string, caf::actor> peers;
+      for (const auto& peer : view.live) {
+        if (peer.peer_id == view.self_id || !peer.app_directory)
+          continue;
+        auto name = peer.peer_id + "@" + std::to_string(peer.incarnation);
+        if (st.peers.count(name) == 0)
+          send_records(self, peer.app_directory, all_records(st));
+        peers.emplace(std::move(name), peer.app_directory);
+      }
+      st.peers = std::move(peers);
+    },
+    [self](app_records_atom, const std::string& bytes) {
+      {
+        cv1::AppRecords message;
+        if (!message.ParseFromString(bytes)) {
+          spdlog::warn("apps: a peer sent malformed app records");
+          return;
+        }
+        std::string error;
+        bool changed = false;
+        for (const auto& record : message.records())
+          if (absorb(self, record, error)) {
+            changed = true;
+            spdlog::info("apps: app '{}' {} (version of {} from {})", record.app_id(),
+                         record.deleted() ? "deleted" : "updated", record.updated_unix_ms(),
+                         record.updated_by());
+          }
+        if (!error.empty())
+          spdlog::error("apps: {}", error);
+        if (changed)
+          publish(self);
+      }
+    },
+    [self](call_unary_atom, std::vector<unary_call>& batch) {
+      unary_replies replies{self};
+      for (auto& call : batch) {
+        const auto& path = call.context.path;
+        app_calls{self, replies, call}.handle(std::string_view{path}.substr(path.rfind('/') + 1));
+      }
+    },
+    [](call_cancel_atom, int32_t) {},
+  };
+}
+
+} // namespace
+
+std::vector<cv1::AppRecord> app_directory_start(apps::app_store& store,
+                                                const std::vector<cfg::AppConfig>& file,
+                                                const std::string& peer_id, std::string& error) {
+  auto stored = store.load_apps(error);
+  if (!error.empty())
+    return {};
+  std::map<std::string, cv1::AppRecord> records;
+  for (auto& record : stored) {
+    auto id = record.app_id();
+    records.emplace(std::move(id), std::move(record));
+  }
+  for (const auto& listed : file) {
+    auto app = recorded_file_app(listed, error);
+    if (!app)
+      return {};
+    auto it = records.find(app->app_id());
+    const cv1::AppRecord* previous = it == records.end() ? nullptr : &it->second;
+    if (previous != nullptr && !previous->deleted() && previous->source() == cv1::APP_SOURCE_FILE &&
+        same_config(previous->app(), *app))
+      continue;
+    auto record = next_version(app->app_id(), previous, peer_id);
+    record.set_source(cv1::APP_SOURCE_FILE);
+    *record.mutable_app() = std::move(*app);
+    if (auto problem = store.put_app(record); !problem.empty()) {
+      error = "app store " + store.file().string() + ": " + problem;
+      return {};
+    }
+    records[record.app_id()] = std::move(record);
+  }
+  std::vector<cv1::AppRecord> out;
+  for (auto& [id, record] : records)
+    out.push_back(std::move(record));
+  return out;
+}
+
+std::shared_ptr<const apps::app_catalog> catalog_of(const std::vector<cv1::AppRecord>& records) {
+  std::vector<std::shared_ptr<const apps::app_definition>> definitions;
+  for (const auto& record : records) {
+    if (record.deleted())
+      continue;
+    // A record from a peer running a newer version may carry what this one cannot check;
+    // it is left out here (and kept, for that peer's sake) rather than run half-understood.
+    if (auto problems = apps::app_problems(record.app()); !problems.empty()) {
+      spdlog::error("apps: app '{}' is not valid here ({}: {}); it is not served", record.app_id(),
+                    problems.front().field, problems.front().problem);
+      continue;
+    }
+    definitions.push_back(apps::compile_app(record.app()));
+  }
+  return std::make_shared<const apps::app_catalog>(std::move(definitions));
+}
+
+caf::actor spawn_app_directory(caf::actor_system& system, app_directory_settings settings) {
+  return system.spawn(app_directory, std::move(settings));
+}
+
+} // namespace chroom::actors

@@ -1,0 +1,52 @@
+#pragma once
+
+// The app store: what a peer keeps on disk so that apps (and, with them, usage and the
+// audit log) survive a restart of every peer. One SQLite database per peer,
+// <data_dir>/apps.db, written by one actor (the app directory); peers keep their copies
+// in step by exchanging records (actors/app_directory.hpp), not through the database.
+//
+// SQLite runs in WAL mode with synchronous=NORMAL: a committed change survives a crash
+// of the process; a power loss may take the last transactions (the other peers hold them
+// and send them back when the peer rejoins).
+
+#include "chroom/cluster/v1/cluster.pb.h"
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+struct sqlite3;
+
+namespace chroom::apps {
+
+namespace cv1 = chroom::cluster::v1;
+
+/// `a` is a newer version of its app than `b`: (updated_unix_ms, updated_by) is greater.
+bool supersedes(const cv1::AppRecord& a, const cv1::AppRecord& b);
+
+class app_store {
+public:
+  /// Opens (creating the directory and the database when missing) <dir>/apps.db. Returns
+  /// null and sets `error` when that cannot be done.
+  static std::unique_ptr<app_store> open(const std::filesystem::path& dir, std::string& error);
+  ~app_store();
+  app_store(const app_store&) = delete;
+  app_store& operator=(const app_store&) = delete;
+
+  const std::filesystem::path& file() const { return file_; }
+
+  /// Every app record (tombstones included). Sets `error` on a read failure.
+  std::vector<cv1::AppRecord> load_apps(std::string& error);
+  /// Writes `record` in place of its app's; empty on success, else why not.
+  std::string put_app(const cv1::AppRecord& record);
+
+private:
+  app_store(sqlite3* db, std::filesystem::path file);
+  std::string exec(const char* sql);
+
+  sqlite3* db_;
+  std::filesystem::path file_;
+};
+
+} // namespace chroom::apps

@@ -1,0 +1,220 @@
+"""Applications end to end (docs/apps.md): AdminService app methods, credentials on every
+AllocationService call (key and secret, signed tokens), key rotation, the app store across
+restarts, and apps reaching every peer of a cluster. Real peers, media nodes from the
+.proto (media_node_client.py), stock grpcio; tokens are signed here with hmac/hashlib."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import grpc
+import pytest
+
+import chroom_harness as h
+import cluster_client as cc
+
+W = h.AllocationWorld
+
+
+@pytest.fixture(scope="module")
+def pb():
+    return h.stubs().alloc_pb2
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(key_id: str, secret: str, claims: dict, alg: str = "HS256") -> str:
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT", "kid": key_id}).encode())
+    body = b64url(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{b64url(signature)}"
+
+
+def key_metadata(key) -> list:
+    return [("x-chroom-api-key", key.key_id), ("x-chroom-api-secret", key.secret)]
+
+
+def bearer(text: str) -> list:
+    return [("authorization", f"Bearer {text}")]
+
+
+def request(pb, app: str, room: str, client: str):
+    return pb.AllocateRequest(app_id=app, room_id=room, client_id=client,
+                              location=W.where(pb, "hamburg"))
+
+
+def code_of(fn, req, metadata) -> grpc.StatusCode:
+    try:
+        fn(req, metadata=metadata, timeout=5)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_credentials_rotation_and_the_app_store(start_allocation_peer, pb, admin_pb):
+    peer = start_allocation_peer(W.config())
+    W.start_nodes(peer, ["ber", "par"])
+    admin = peer.server.admin()
+    stub = peer.server.allocation()
+    config_pb = h.stubs().config_pb2
+
+    # Create: the peer makes a key and shows its secret once.
+    made = admin.CreateApp(admin_pb.CreateAppRequest(
+        app=config_pb.AppConfig(app_id="clinic", strategy="latency")), timeout=5)
+    key = made.key
+    assert key.key_id.startswith("ck_") and len(key.secret) >= 32
+    assert made.app.source == "api" and made.app.config.keys[0].secret == ""
+    other = admin.CreateApp(admin_pb.CreateAppRequest(
+        app=config_pb.AppConfig(app_id="arcade")), timeout=5).key
+
+    # Every kind of refusal, each with a clear status.
+    cases = [
+        ([], grpc.StatusCode.UNAUTHENTICATED, "needs credentials"),
+        ([("x-chroom-api-key", key.key_id), ("x-chroom-api-secret", "x" * 43)],
+         grpc.StatusCode.UNAUTHENTICATED, "wrong secret"),
+        ([("x-chroom-api-key", key.key_id)], grpc.StatusCode.UNAUTHENTICATED, "missing"),
+        ([("x-chroom-api-key", "ck_nobody_12345"), ("x-chroom-api-secret", key.secret)],
+         grpc.StatusCode.UNAUTHENTICATED, "unknown API key"),
+        (key_metadata(other), grpc.StatusCode.PERMISSION_DENIED, "belongs to app 'arcade'"),
+        (bearer("not.a.token"), grpc.StatusCode.UNAUTHENTICATED, "base64url"),
+        (bearer(token(key.key_id, key.secret, {"app": "clinic", "exp": time.time() - 120})),
+         grpc.StatusCode.UNAUTHENTICATED, "expired"),
+        (bearer(token(key.key_id, "y" * 43, {"app": "clinic", "exp": time.time() + 60})),
+         grpc.StatusCode.UNAUTHENTICATED, "signature"),
+        (bearer(token(key.key_id, key.secret, {"app": "clinic", "exp": time.time() + 60},
+                      alg="none")), grpc.StatusCode.UNAUTHENTICATED, "HS256"),
+        (bearer(token(key.key_id, key.secret, {"app": "clinic", "exp": time.time() + 3 * 86400})),
+         grpc.StatusCode.UNAUTHENTICATED, "ahead"),
+        (bearer(token(key.key_id, key.secret, {"app": "clinic"})),
+         grpc.StatusCode.UNAUTHENTICATED, "exp"),
+        (bearer(token(key.key_id, key.secret, {"app": "clinic", "room": "other",
+                                               "exp": time.time() + 60})),
+         grpc.StatusCode.PERMISSION_DENIED, "not for room"),
+        (bearer(token(other.key_id, other.secret, {"app": "arcade", "exp": time.time() + 60})),
+         grpc.StatusCode.PERMISSION_DENIED, "belongs to app 'arcade'"),
+    ]
+    for metadata, code, words in cases:
+        got, details = code_of(stub.Allocate, request(pb, "clinic", "r1", "c1"), metadata)
+        assert got == code and words in details, (metadata, got, details)
+
+    # Key and secret, and a token for the room, both work.
+    reply = stub.Allocate(request(pb, "clinic", "r1", "alice"), metadata=key_metadata(key),
+                          timeout=5)
+    assert reply.node.node_id == "ber"
+    signed = token(key.key_id, key.secret, {"app": "clinic", "room": "r1",
+                                            "exp": time.time() + 300})
+    stub.Allocate(request(pb, "clinic", "r1", "bob"), metadata=bearer(signed), timeout=5)
+    # The lease is the app's: another app's key may not renew or release it.
+    keep = pb.KeepAliveRequest(lease_id=reply.lease_id)
+    got, details = code_of(stub.KeepAlive, keep, key_metadata(other))
+    assert got == grpc.StatusCode.PERMISSION_DENIED, details
+    got, _ = code_of(stub.KeepAlive, keep, [])
+    assert got == grpc.StatusCode.UNAUTHENTICATED
+    stub.KeepAlive(keep, metadata=key_metadata(key), timeout=5)
+    got, _ = code_of(stub.GetRoom, pb.GetRoomRequest(app_id="clinic", room_id="r1"),
+                     key_metadata(other))
+    assert got == grpc.StatusCode.PERMISSION_DENIED
+
+    # Rotation: both keys work during the grace period; a third live key is refused;
+    # deleting the old key ends it.
+    rotated = admin.RotateAppKey(admin_pb.RotateAppKeyRequest(app_id="clinic", grace_ms=600000),
+                                 timeout=5)
+    new_key = rotated.key
+    assert new_key.key_id != key.key_id and len(rotated.app.config.keys) == 2
+    for k, client in ((key, "carol"), (new_key, "dave")):
+        stub.Allocate(request(pb, "clinic", "r2", client), metadata=key_metadata(k), timeout=5)
+    with pytest.raises(grpc.RpcError) as third:
+        admin.RotateAppKey(admin_pb.RotateAppKeyRequest(app_id="clinic"), timeout=5)
+    assert third.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    admin.DeleteAppKey(admin_pb.DeleteAppKeyRequest(app_id="clinic", key_id=key.key_id),
+                       timeout=5)
+    got, _ = code_of(stub.Allocate, request(pb, "clinic", "r2", "erin"), key_metadata(key))
+    assert got == grpc.StatusCode.UNAUTHENTICATED
+
+    # Validation names the field; file apps belong to the file; duplicates are refused.
+    bad = config_pb.AppConfig(app_id="bad", allow_unauthenticated=True,
+                              roles=[config_pb.RolePolicy(role="host", publish=["smell"])])
+    with pytest.raises(grpc.RpcError) as invalid:
+        admin.CreateApp(admin_pb.CreateAppRequest(app=bad), timeout=5)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "app.roles[0].publish[0]: must be one of audio, video, screen" in invalid.value.details()
+    with pytest.raises(grpc.RpcError) as exists:
+        admin.CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(app_id="clinic")),
+                        timeout=5)
+    assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.RpcError) as owned:
+        admin.UpdateApp(admin_pb.UpdateAppRequest(
+            app=config_pb.AppConfig(app_id="default", allow_unauthenticated=True)), timeout=5)
+    assert owned.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "config file" in owned.value.details()
+
+    # Update keeps the keys; the new policy applies at once (Paris only).
+    admin.UpdateApp(admin_pb.UpdateAppRequest(
+        app=config_pb.AppConfig(app_id="clinic", allowed_countries=["FR"])), timeout=5)
+    moved = stub.Allocate(request(pb, "clinic", "r3", "frank"), metadata=key_metadata(new_key),
+                          timeout=5)
+    assert moved.node.node_id == "par"
+
+    # The app store survives a restart: the app, its policy and its key come back.
+    peer.close()
+    peer.server.stop()
+    peer.server.start()
+    peer = h.NodePeer(peer.server, 2)
+    W.start_nodes(peer, ["ber", "par"])
+    listed = {a.config.app_id: a for a in
+              peer.server.admin().ListApps(admin_pb.ListAppsRequest(), timeout=5).apps}
+    assert set(listed) == {"default", "clinic", "arcade"}
+    assert list(listed["clinic"].config.allowed_countries) == ["FR"]
+    assert listed["default"].source == "file"
+    again = peer.server.allocation().Allocate(request(pb, "clinic", "r4", "gina"),
+                                              metadata=key_metadata(new_key), timeout=5)
+    assert again.node.node_id == "par"
+    peer.server.admin().DeleteApp(admin_pb.DeleteAppRequest(app_id="arcade"), timeout=5)
+    got, _ = code_of(peer.server.allocation().Allocate, request(pb, "arcade", "r", "c"),
+                     key_metadata(other))
+    assert got == grpc.StatusCode.NOT_FOUND
+
+
+def test_apps_reach_every_peer_and_survive_a_restart_of_all(tmp_path):
+    """An app made on one peer is served by every peer; after all peers restart it is
+    still there."""
+    stubs = h.stubs()
+    config_pb, admin_pb, pb = stubs.config_pb2, stubs.admin_pb2, stubs.alloc_pb2
+    cluster = cc.make_cluster(tmp_path, peers=3, nodes=12)
+    with cluster:
+        channels = [grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port(i)}") for i in range(3)]
+        admin = [stubs.admin_grpc.AdminServiceStub(c) for c in channels]
+        alloc = [stubs.alloc_grpc.AllocationServiceStub(c) for c in channels]
+        key = admin[0].CreateApp(admin_pb.CreateAppRequest(
+            app=config_pb.AppConfig(app_id="shared")), timeout=5).key
+
+        def served_everywhere():
+            for stub in alloc:
+                try:
+                    stub.Allocate(pb.AllocateRequest(app_id="shared", room_id="lobby",
+                                                     client_id=f"c{time.monotonic_ns()}",
+                                                     location=W.where(pb, "hamburg")),
+                                  metadata=key_metadata(key), timeout=5)
+                except grpc.RpcError as e:
+                    if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED):
+                        return False
+                    raise
+            return True
+
+        assert h.wait_until(served_everywhere, timeout=10), "the app is not on every peer"
+        for channel in channels:
+            channel.close()
+        for i in range(3):
+            cluster.stop_peer(i)
+        for i in range(3):
+            cluster.restart(i)
+        channels = [grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port(i)}") for i in range(3)]
+        alloc = [stubs.alloc_grpc.AllocationServiceStub(c) for c in channels]
+        assert h.wait_until(served_everywhere, timeout=20), "the app is gone after the restarts"
+        for channel in channels:
+            channel.close()
