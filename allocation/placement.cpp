@@ -185,8 +185,9 @@ void explain_failure(const node_table& table, const placement_request& request,
   std::map<fit, size_t> count;
   for (const auto& [id, node] : table.nodes())
     ++count[check_fit(node, request, room, rules)];
+  // Nodes that fit (ok) passed every filter: placement failed on the latency budget.
   auto passed = [&](fit stage) {
-    size_t n = 0;
+    size_t n = count[fit::ok];
     for (const auto& [reason, how_many] : count)
       if (reason >= stage)
         n += how_many;

@@ -78,7 +78,7 @@ std::string app_store::exec(const char* sql) {
 std::vector<cv1::AppRecord> app_store::load_apps(std::string& error) {
   std::vector<cv1::AppRecord> records;
   statement select;
-  if (sqlite3_prepare_v2(db_, "SELECT app_id, record FROM apps", -1, &select.handle, nullptr) !=
+  if (sqlite3_prepare_v2(db_, "SELECT app_id, record FROM apps ORDER BY app_id", -1, &select.handle, nullptr) !=
       SQLITE_OK) {
     error = sqlite3_errmsg(db_);
     return records;

@@ -713,6 +713,90 @@ TEST_CASE("placement: the app's region and country policy") {
   CHECK(france_cordoned.failure == placement_failure::region_policy);
 }
 
+TEST_CASE("placement: denied places, latency budget, priority, pinned rooms, fan-out, spread") {
+  node_table table;
+  fx::add_node(table, "berlin", fx::berlin, "eu-central", "DE", 100);
+  fx::add_node(table, "paris", fx::paris, "eu-west", "FR", 100);
+  fx::add_node(table, "new-york", fx::new_york, "us-east", "US", 100);
+  auto placed = [&](const app_policy& app, geo_point client = fx::berlin,
+                    const room_view& room = {}, bool spread = false) {
+    auto request = client_at(client);
+    request.app = &app;
+    request.spread = spread;
+    return place(table, request, room, {}, 5);
+  };
+
+  // Denied wins over allowed (empty allowed: any).
+  auto no_germany = app_with(strategy::balanced);
+  no_germany.denied_countries = {"DE"};
+  CHECK(placed(no_germany).chosen.node_id == "paris");
+  auto no_europe = app_with(strategy::balanced, {"eu-central", "eu-west", "us-east"});
+  no_europe.denied_regions = {"eu-central", "eu-west"};
+  CHECK(placed(no_europe).chosen.node_id == "new-york");
+  no_europe.denied_regions.push_back("us-east");
+  check_failure(placed(no_europe), placement_failure::region_policy,
+                "no active media node in the places app 'telemed' allows (regions: eu-central, "
+                "eu-west, us-east; countries: any; denied: eu-central, eu-west, us-east)");
+
+  // Latency budget: the next region within it, or a refusal naming the nearest.
+  auto budget = app_with(strategy::latency);
+  budget.latency_budget_ms = 40;
+  budget.denied_countries = {"DE"};
+  auto within = placed(budget);
+  CHECK(within.chosen.node_id == "paris");
+  CHECK(within.chosen.rtt_ms <= 40);
+  CHECK(within.alternates.empty()); // New York is far over the budget
+  budget.denied_countries = {"DE", "FR"};
+  auto refused = placed(budget);
+  CHECK(refused.failure == placement_failure::latency_budget);
+  CHECK(refused.reason == "no media node within app 'telemed' latency budget of 40 ms (the "
+                          "nearest that could take the participant: " +
+                            std::to_string(std::lround(model(fx::berlin, fx::new_york))) + " ms)");
+
+  // Priority: Berlin at 80% load (below 85% high water, above 80% x 85% = 68%).
+  fx::report(table, "berlin", {.participants = 80});
+  auto low = app_with(strategy::latency);
+  low.priority = chroom::allocation::priority_class::low;
+  CHECK(placed(low).chosen.node_id == "paris");
+  auto normal = app_with(strategy::latency);
+  CHECK(placed(normal).chosen.node_id == "berlin");
+  fx::report(table, "berlin", {.participants = 90});
+  CHECK(placed(normal).chosen.node_id == "paris");
+  auto high = app_with(strategy::latency);
+  high.priority = chroom::allocation::priority_class::high;
+  CHECK(placed(high).chosen.node_id == "berlin");
+  fx::report(table, "berlin", {});
+
+  // A room pinned to one node stays there even for a client far away; when that node
+  // cannot take the participant, the room does not grow.
+  auto pinned = app_with(strategy::latency);
+  pinned.max_room_nodes = 1;
+  auto far = placed(pinned, fx::new_york, room_on({"berlin"}));
+  CHECK(far.chosen.node_id == "berlin");
+  CHECK(far.joins_room_node);
+  room_view avoiding = room_on({"berlin"});
+  avoiding.avoid = {"berlin"};
+  auto stuck = placed(pinned, fx::berlin, avoiding);
+  CHECK(stuck.failure == placement_failure::room_pinned);
+  auto unpinned = app_with(strategy::latency);
+  CHECK(placed(unpinned, fx::new_york, room_on({"berlin"})).chosen.node_id == "new-york");
+
+  // Fan-out: a part holding fan_out_after of the room's participants takes no more.
+  auto fan = app_with(strategy::latency);
+  fan.fan_out_after = 3; // room_on puts 3 participants on each part
+  auto spilled = placed(fan, fx::berlin, room_on({"berlin"}));
+  CHECK(spilled.chosen.node_id == "paris");
+  CHECK(spilled.relay_to == std::optional<std::string>{"berlin"});
+
+  // Spread: a client a little nearer to another node leaves the room's node.
+  auto plain = app_with(strategy::latency);
+  const geo_point between{50.6, 7.5}; // a little nearer Paris than Berlin
+  REQUIRE(model(between, fx::paris) < model(between, fx::berlin));
+  REQUIRE(model(between, fx::berlin) - model(between, fx::paris) < 5);
+  CHECK(placed(plain, between, room_on({"berlin"})).chosen.node_id == "berlin");
+  CHECK(placed(plain, between, room_on({"berlin"}), true).chosen.node_id == "paris");
+}
+
 TEST_CASE("placement: failure kinds name the furthest filter some active node passed") {
   node_table table;
   fx::add_node(table, "berlin", fx::berlin, "eu-central", "DE", 10, {"opus", "e2ee"});
