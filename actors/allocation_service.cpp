@@ -683,7 +683,12 @@ caf::actor room_for(service_actor* self, const std::string& app_id, const std::s
 /// Sets the lease's expiry lease_ttl from now.
 void renew(service_actor* self, const std::string& lease_id) {
   auto& st = self->state;
-  st.expiry.renew(lease_id, steady::now() + st.room_settings_->lease_ttl);
+  auto ttl = st.room_settings_->lease_ttl;
+  if (auto slash = lease_id.find('/'); slash != std::string::npos)
+    if (const auto* app = st.catalog->find(std::string_view{lease_id}.substr(0, slash));
+        app != nullptr && app->lease_ttl.count() > 0)
+      ttl = app->lease_ttl;
+  st.expiry.renew(lease_id, steady::now() + ttl);
 }
 
 /// Ends the leases whose time is up: their sessions tell their rooms.
@@ -996,6 +1001,9 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       return std::nullopt;
     std::string warning;
     return query_of_request(std::move(app), locator.get(), request, warning);
+  };
+  rooms->app_of = [catalog = st.shared_catalog](const std::string& app_id) {
+    return catalog->get()->shared(app_id);
   };
   st.room_settings_ = std::move(rooms);
   self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));

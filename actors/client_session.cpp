@@ -45,7 +45,7 @@ caf::behavior client_session(session_actor* self, lease_holder holder, NodeChoic
     [self](keep_alive_atom) {
       auto& st = self->state;
       KeepAliveResponse response;
-      response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
+      response.set_lease_ttl_ms(static_cast<uint32_t>(st.holder.ttl(*st.settings).count()));
       *response.mutable_node() = st.node;
       response.set_moved(st.moved);
       st.moved = false;
@@ -86,6 +86,8 @@ signed_join_token join_token_for(const room_settings& settings, const lease_hold
   claims.node_id = node_id;
   claims.role = holder.role;
   claims.lease_id = holder.lease_id;
+  claims.publish = holder.publish;
+  claims.recording = holder.recording;
   claims.issued_at_s =
     std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   claims.expires_at_s =

@@ -23,8 +23,10 @@
 
 #include <caf/actor.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace caf {
@@ -40,6 +42,16 @@ struct lease_holder {
   std::string client_id;
   std::string role;
   std::string lease_id;
+  /// Join token claims from the app's rules ("pub", "rec"); unset for an unknown app.
+  std::optional<std::string> publish;
+  std::optional<bool> recording;
+  /// The app's lease TTL; 0: the peer's (room_settings::lease_ttl).
+  std::chrono::milliseconds lease_ttl{0};
+
+  /// The lease TTL that applies.
+  std::chrono::milliseconds ttl(const room_settings& settings) const {
+    return lease_ttl.count() > 0 ? lease_ttl : settings.lease_ttl;
+  }
 };
 
 /// A join token and when it expires (Unix milliseconds).

@@ -516,7 +516,7 @@ allocation_reply lease_reply(room_actor* self, const member& m, const signed_joi
   response.set_join_token(token.token);
   response.set_join_token_expires_unix_ms(token.expires_unix_ms);
   response.set_lease_id(m.holder.lease_id);
-  response.set_lease_ttl_ms(static_cast<uint32_t>(st.settings->lease_ttl.count()));
+  response.set_lease_ttl_ms(static_cast<uint32_t>(m.holder.ttl(*st.settings).count()));
   response.set_room_nodes(static_cast<uint32_t>(st.parts.size()));
   return reply;
 }
@@ -540,6 +540,59 @@ grpc_status failure_status(const allocation::placement_result& result) {
                      "no media node can take the client: " + result.reason);
 }
 
+/// A participant's lease, with its app's rules for `role`: token claims and lease TTL.
+lease_holder holder_of(const room_state& st, const std::string& client_id, const std::string& role,
+                       std::string lease_id) {
+  lease_holder holder;
+  holder.app_id = st.app_id;
+  holder.room_id = st.room_id;
+  holder.client_id = client_id;
+  holder.role = role;
+  holder.lease_id = std::move(lease_id);
+  auto app = st.settings->app_of ? st.settings->app_of(st.app_id) : nullptr;
+  if (!app)
+    return holder;
+  if (const auto* rules = app->role(holder.role)) {
+    std::string publish;
+    for (const auto& kind : rules->publish)
+      publish += (publish.empty() ? "" : " ") + kind;
+    holder.publish = std::move(publish);
+  }
+  holder.recording = app->config.recording();
+  holder.lease_ttl = app->lease_ttl;
+  return holder;
+}
+
+/// Why the room cannot take one more participant in `role` now (its app's max_room_size,
+/// the role's max_per_room, host admission), or nothing.
+std::optional<grpc_status> admission_refusal(const room_state& st, const std::string& role) {
+  auto app = st.settings->app_of ? st.settings->app_of(st.app_id) : nullptr;
+  if (!app)
+    return std::nullopt;
+  const auto& config = app->config;
+  const std::string room = "room '" + st.room_id + "' of app '" + st.app_id + "'";
+  if (config.max_room_size() > 0 && st.members.size() >= config.max_room_size())
+    return make_status(grpc_code::resource_exhausted, room + " is full (max_room_size " +
+                                                        std::to_string(config.max_room_size()) +
+                                                        ")");
+  size_t in_role = 0;
+  bool host_present = false;
+  for (const auto& [id, m] : st.members) {
+    in_role += m.holder.role == role;
+    host_present = host_present || m.holder.role == "host";
+  }
+  if (const auto* rules = app->role(role);
+      rules != nullptr && rules->max_per_room > 0 && in_role >= rules->max_per_room)
+    return make_status(grpc_code::resource_exhausted, room + " has " + std::to_string(in_role) +
+                                                        " " + role +
+                                                        "(s) already, the most its app allows");
+  if (config.admission() == "host" && role != "host" && !host_present)
+    return make_status(grpc_code::failed_precondition,
+                       room + " admits participants only while a host is in it; try again "
+                              "once the host has joined");
+  return std::nullopt;
+}
+
 void join(room_actor* self, batch_item& item, place_answer& answer) {
   auto& st = self->state;
   auto& ask = item.ask;
@@ -555,9 +608,15 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
     item.promise.deliver(allocation_reply{failure_status(answer.result), {}});
     return;
   }
+  // Again, exactly: the joins of one batch are seated in turn.
+  if (auto refused = admission_refusal(st, ask.role)) {
+    self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
+               answer.reservation_id);
+    item.promise.deliver(allocation_reply{std::move(*refused), {}});
+    return;
+  }
   member m;
-  m.holder = {st.app_id, st.room_id, ask.client_id, ask.role,
-              st.node_room_id + "/" + new_lease_id()};
+  m.holder = holder_of(st, ask.client_id, ask.role, st.node_room_id + "/" + new_lease_id());
   m.request = std::move(ask.request);
   m.query = std::move(ask.query);
   m.expected_kbps = ask.expected_kbps;
@@ -769,7 +828,7 @@ void apply_state(room_actor* self, const cv1::RoomState& state, bool tell_nodes)
     if (st.members.contains(incoming.client_id()))
       continue;
     member m;
-    m.holder = {st.app_id, st.room_id, incoming.client_id(), incoming.role(), incoming.lease_id()};
+    m.holder = holder_of(st, incoming.client_id(), incoming.role(), incoming.lease_id());
     m.request = incoming.request();
     if (st.settings->query_of) {
       if (auto query = st.settings->query_of(m.request)) {
@@ -931,6 +990,8 @@ caf::behavior room_behavior(room_actor* self) {
       ++st.idle_generation;
       if (auto it = st.members.find(ask.client_id); it != st.members.end())
         return existing_lease(self, it->second);
+      if (auto refused = admission_refusal(st, ask.role))
+        return allocation_reply{std::move(*refused), {}};
       batch_item item;
       item.is_join = true;
       item.ask = std::move(ask);

@@ -41,6 +41,7 @@
 
 #include "actors/allocation_messages.hpp"
 #include "allocation/placement.hpp"
+#include "apps/app_spec.hpp"
 #include "transport/node_credentials.hpp"
 
 #include <caf/actor.hpp>
@@ -70,6 +71,9 @@ struct room_settings {
   /// peer places its members from their requests); nothing for an unknown app.
   std::function<std::optional<place_query>(const chroom::allocation::v1::AllocateRequest&)>
     query_of;
+  /// The app as the catalog has it now (room size, roles, admission, lease TTL, token
+  /// claims); null for an unknown app.
+  std::function<std::shared_ptr<const apps::app_definition>(const std::string& app_id)> app_of;
 };
 
 /// The UNAVAILABLE message of a join that reached a room as it moved to another peer; the

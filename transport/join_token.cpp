@@ -367,6 +367,9 @@ enum claim_bit : unsigned {
   claim_iat = 1u << 7,
   claim_exp = 1u << 8,
   all_claims = (1u << 9) - 1,
+  // Optional claims: at most once each, not required.
+  claim_pub = 1u << 9,
+  claim_rec = 1u << 10,
 };
 
 bool parse_claims(std::string_view json, join_claims& claims) {
@@ -408,9 +411,23 @@ bool parse_claims(std::string_view json, join_claims& claims) {
       return integer_claim(claim_iat, value, claims.issued_at_s);
     if (key == "exp")
       return integer_claim(claim_exp, value, claims.expires_at_s);
+    if (key == "pub") {
+      std::string publish;
+      if (!string_claim(claim_pub, value, publish))
+        return false;
+      claims.publish = std::move(publish);
+      return true;
+    }
+    if (key == "rec") {
+      std::int64_t recording = 0;
+      if (!integer_claim(claim_rec, value, recording) || (recording != 0 && recording != 1))
+        return false;
+      claims.recording = recording == 1;
+      return true;
+    }
     return true; // other registered or private claims are allowed, and ignored
   });
-  return read && seen == all_claims;
+  return read && (seen & all_claims) == all_claims;
 }
 
 enum class header_verdict { ok, malformed, wrong_algorithm };
@@ -514,6 +531,10 @@ std::string sign_join_token(const join_claims& claims, std::string_view key) {
   append_member(json, "lease", claims.lease_id);
   append_member(json, "iat", claims.issued_at_s);
   append_member(json, "exp", claims.expires_at_s);
+  if (claims.publish)
+    append_member(json, "pub", *claims.publish);
+  if (claims.recording)
+    append_member(json, "rec", std::int64_t{*claims.recording ? 1 : 0});
   json.push_back('}');
 
   std::string token;

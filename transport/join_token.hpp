@@ -7,6 +7,7 @@
 // already has. docs/join-tokens.md describes the format for media node vendors.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,6 +27,11 @@ struct join_claims {
   std::string lease_id;          ///< "lease": the allocation's lease
   std::int64_t issued_at_s = 0;  ///< "iat", Unix seconds
   std::int64_t expires_at_s = 0; ///< "exp", Unix seconds; refused from this second on
+  /// "pub": the media the holder may send, space-separated ("audio video screen"; "" for
+  /// receive only), as OAuth's "scope" lists rights. Absent: the issuer did not say.
+  std::optional<std::string> publish;
+  /// "rec": 1 when the room may be recorded, 0 when not. Absent: the issuer did not say.
+  std::optional<bool> recording;
 };
 
 /// A signed token for `claims` (iss "chroom"). `key` is the node's secret, used as HMAC key

@@ -193,6 +193,8 @@ def test_apps_reach_every_peer_and_survive_a_restart_of_all(tmp_path):
         key = admin[0].CreateApp(admin_pb.CreateAppRequest(
             app=config_pb.AppConfig(app_id="shared")), timeout=5).key
 
+        last_error = [""]
+
         def served_everywhere():
             for stub in alloc:
                 try:
@@ -201,12 +203,19 @@ def test_apps_reach_every_peer_and_survive_a_restart_of_all(tmp_path):
                                                      location=W.where(pb, "hamburg")),
                                   metadata=key_metadata(key), timeout=5)
                 except grpc.RpcError as e:
-                    if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED):
+                    # Not there (yet), or the cluster still forming (a peer that restarts
+                    # waits for the nodes before it places anyone): asked again.
+                    if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED,
+                                    grpc.StatusCode.UNAVAILABLE,
+                                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    grpc.StatusCode.RESOURCE_EXHAUSTED):
+                        last_error[0] = f"{e.code()}: {e.details()}"
                         return False
                     raise
             return True
 
-        assert h.wait_until(served_everywhere, timeout=10), "the app is not on every peer"
+        assert h.wait_until(served_everywhere, timeout=20), \
+            f"the app is not on every peer: {last_error[0]}"
         for channel in channels:
             channel.close()
         for i in range(3):
@@ -215,6 +224,72 @@ def test_apps_reach_every_peer_and_survive_a_restart_of_all(tmp_path):
             cluster.restart(i)
         channels = [grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port(i)}") for i in range(3)]
         alloc = [stubs.alloc_grpc.AllocationServiceStub(c) for c in channels]
-        assert h.wait_until(served_everywhere, timeout=20), "the app is gone after the restarts"
+        assert h.wait_until(served_everywhere, timeout=40), \
+            f"the app is gone after the restarts: {last_error[0]}"
         for channel in channels:
             channel.close()
+
+
+def claims_of(join_token: str) -> dict:
+    body = join_token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def test_room_rules_roles_admission_and_token_claims(start_allocation_peer, pb, admin_pb):
+    """max_room_size, roles (listed, max_per_room, publish capped by the media profile),
+    host admission, the app's lease TTL, recording: enforced by the room, carried in the
+    join token."""
+    peer = start_allocation_peer(W.config())
+    W.start_nodes(peer, ["ber", "par"])
+    config_pb = h.stubs().config_pb2
+    peer.server.admin().CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+        app_id="consult", allow_unauthenticated=True, max_room_size=3, admission="host",
+        media_profile="audio_only", lease_ttl_ms=5000,
+        roles=[config_pb.RolePolicy(role="host", publish=["audio", "video"], max_per_room=1),
+               config_pb.RolePolicy(role="participant", publish=["audio"]),
+               config_pb.RolePolicy(role="viewer")])), timeout=5)
+    stub = peer.server.allocation()
+
+    def join(client, role):
+        return stub.Allocate(pb.AllocateRequest(app_id="consult", room_id="visit-1",
+                                                client_id=client, role=role,
+                                                location=W.where(pb, "hamburg")), timeout=5)
+
+    def refused(client, role):
+        with pytest.raises(grpc.RpcError) as error:
+            join(client, role)
+        return error.value.code(), error.value.details()
+
+    code, details = refused("patient", "participant")
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "host" in details, details
+    host = join("doctor", "host")
+    assert host.lease_ttl_ms == 5000
+    claims = claims_of(host.join_token)
+    assert claims["role"] == "host" and claims["pub"] == "audio" and claims["rec"] == 0
+    code, details = refused("doctor-2", "host")
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "host(s) already" in details, details
+    code, details = refused("speaker", "presenter")
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "no role 'presenter'" in details
+    patient = join("patient", "participant")
+    assert claims_of(patient.join_token)["pub"] == "audio"
+    nurse = join("nurse", "viewer")
+    assert claims_of(nurse.join_token)["pub"] == ""
+    code, details = refused("relative", "viewer")
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_room_size 3" in details, details
+    renewed = stub.KeepAlive(pb.KeepAliveRequest(lease_id=patient.lease_id), timeout=5)
+    assert renewed.lease_ttl_ms == 5000
+    assert claims_of(renewed.join_token)["pub"] == "audio"
+    # A lease of the app ends after the app's TTL, not the peer's 30 s: the seat frees up.
+    stub.Release(pb.ReleaseRequest(lease_id=nurse.lease_id), timeout=5)
+    join("relative", "viewer")
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        stub.KeepAlive(pb.KeepAliveRequest(lease_id=host.lease_id), timeout=5)
+        try:
+            join("late", "viewer")
+            break
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+            time.sleep(0.5)
+    else:
+        pytest.fail("leases not renewed within the app's 5 s TTL did not end")

@@ -101,7 +101,8 @@ token_error verify(std::string_view token, join_claims* out = nullptr,
 bool same(const join_claims& a, const join_claims& b) {
   return a.client_id == b.client_id && a.app_id == b.app_id && a.room_id == b.room_id &&
          a.node_id == b.node_id && a.role == b.role && a.lease_id == b.lease_id &&
-         a.issued_at_s == b.issued_at_s && a.expires_at_s == b.expires_at_s;
+         a.issued_at_s == b.issued_at_s && a.expires_at_s == b.expires_at_s &&
+         a.publish == b.publish && a.recording == b.recording;
 }
 
 } // namespace
@@ -135,6 +136,26 @@ TEST_CASE("round trip") {
     const std::string escaped = sign_join_token(claims, node_key);
     CHECK(verify(escaped, &out, node_key, "eu-west.media_2") == token_error::none);
     CHECK(same(out, claims));
+  }
+  SUBCASE("the optional claims pub and rec") {
+    claims.publish = "audio video";
+    claims.recording = false;
+    const std::string with_rights = sign_join_token(claims, node_key);
+    join_claims rights;
+    CHECK(verify(with_rights, &rights, node_key, "eu-west.media_2") == token_error::none);
+    CHECK(rights.publish == std::optional<std::string>{"audio video"});
+    CHECK(rights.recording == std::optional<bool>{false});
+    claims.publish = "";
+    claims.recording = true;
+    CHECK(verify(sign_join_token(claims, node_key), &rights, node_key, "eu-west.media_2") ==
+          token_error::none);
+    CHECK(rights.publish == std::optional<std::string>{""});
+    CHECK(rights.recording == std::optional<bool>{true});
+    // Tokens without them (issuers before 1.2) leave them unset.
+    join_claims plain;
+    CHECK(verify(std::string(example_token), &plain) == token_error::none);
+    CHECK(!plain.publish);
+    CHECK(!plain.recording);
   }
   SUBCASE("negative and extreme times") {
     claims.issued_at_s = INT64_MIN;
@@ -264,6 +285,14 @@ TEST_CASE("claims must be exactly the ones we sign") {
         token_error::malformed);
   CHECK(verify(claims_with(R"("role":"host")", "\"role\":\"raw\ttab\"")) == token_error::malformed);
   CHECK(verify(claims_with(R"("role":"host")", R"("role":"\ud800 lone")")) ==
+        token_error::malformed);
+  CHECK(verify(claims_with(R"("role":"host")", R"("role":"host","pub":1)")) ==
+        token_error::malformed);
+  CHECK(verify(claims_with(R"("role":"host")", R"("role":"host","rec":2)")) ==
+        token_error::malformed);
+  CHECK(verify(claims_with(R"("role":"host")", R"("role":"host","rec":"yes")")) ==
+        token_error::malformed);
+  CHECK(verify(claims_with(R"("role":"host")", R"("role":"host","pub":"a","pub":"b")")) ==
         token_error::malformed);
   CHECK(verify(claims_with("1700000300}", "1700000300},")) == token_error::malformed);
   CHECK(verify(claims_with("1700000300}", "1700000300} {}")) == token_error::malformed);
