@@ -6,6 +6,7 @@
 #include "actors/exception_log.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/lease_wheel.hpp"
+#include "apps/rate_limiter.hpp"
 #include "cluster/room_state.hpp"
 #include "transport/call_protocol.hpp"
 
@@ -395,6 +396,13 @@ struct service_state {
     unary_call call;
   };
   std::deque<forwarded_call> recent_forwards;
+  /// Allocate calls per app that entered the cluster here (quotas.allocations_per_second,
+  /// this peer's share).
+  std::unordered_map<std::string, apps::token_bucket> allocation_buckets;
+  /// Rooms and participants of apps with quotas on the other peers (their last counts),
+  /// by peer_id, then app_id.
+  std::map<std::string, std::map<std::string, cv1::AppCount, std::less<>>, std::less<>>
+    remote_counts;
   /// Shutting down: rooms are handed off, every call goes to the new owners.
   bool leaving = false;
   caf::response_promise leave_done;
@@ -728,6 +736,103 @@ grpc_status unknown_lease(const std::string& lease_id) {
                      "unknown, released or expired lease '" + lease_id.substr(0, 64) + "'");
 }
 
+// --- quotas ------------------------------------------------------------------------------
+
+/// How often a peer sends its counts of rooms and participants of apps with quotas: the
+/// cluster-wide totals lag by about this much (a quota may be overrun by what the other
+/// peers admit meanwhile).
+constexpr auto counts_interval = std::chrono::milliseconds{500};
+
+bool has_count_quotas(const apps::app_definition& app) {
+  return app.config.quotas().max_rooms() > 0 || app.config.quotas().max_participants() > 0;
+}
+
+/// Rooms this peer owns, and their leases, of `app_id`.
+cv1::AppCount local_count(const service_state& st, const std::string& app_id) {
+  cv1::AppCount count;
+  count.set_app_id(app_id);
+  const std::string prefix = app_id + "/";
+  for (const auto& [key, room] : st.rooms)
+    if (key.starts_with(prefix))
+      count.set_rooms(count.rooms() + 1);
+  for (const auto& [lease_id, session] : st.leases)
+    if (lease_id.starts_with(prefix))
+      count.set_participants(count.participants() + 1);
+  return count;
+}
+
+/// Why the cluster cannot take another Allocate of `app` (one that needs a new room when
+/// `new_room`), or nothing: the app's room and participant quotas, counted over every
+/// live peer.
+std::optional<grpc_status> count_quota_refusal(service_actor* self, const apps::app_definition& app,
+                                               bool new_room) {
+  if (!has_count_quotas(app))
+    return std::nullopt;
+  auto& st = self->state;
+  const auto& quotas = app.config.quotas();
+  auto total = local_count(st, app.config.app_id());
+  for (const auto& [peer, counts] : st.remote_counts)
+    if (auto it = counts.find(app.config.app_id()); it != counts.end()) {
+      total.set_rooms(total.rooms() + it->second.rooms());
+      total.set_participants(total.participants() + it->second.participants());
+    }
+  const std::string app_name = "app '" + app.config.app_id() + "'";
+  if (new_room && quotas.max_rooms() > 0 && total.rooms() >= quotas.max_rooms())
+    return make_status(grpc_code::resource_exhausted,
+                       app_name + " has " + std::to_string(total.rooms()) +
+                         " rooms open, its quota (quotas.max_rooms " +
+                         std::to_string(quotas.max_rooms()) + ")");
+  if (quotas.max_participants() > 0 && total.participants() >= quotas.max_participants())
+    return make_status(grpc_code::resource_exhausted,
+                       app_name + " has " + std::to_string(total.participants()) +
+                         " participants, its quota (quotas.max_participants " +
+                         std::to_string(quotas.max_participants()) + ")");
+  return std::nullopt;
+}
+
+/// Takes a token of the app's allocation rate, this peer's share of it (the rate over the
+/// live peers: clients reach the peers through a balancer, so each sees about its share).
+std::optional<grpc_status> rate_refusal(service_actor* self, const apps::app_definition& app) {
+  const auto& quotas = app.config.quotas();
+  if (quotas.allocations_per_second() <= 0)
+    return std::nullopt;
+  auto& st = self->state;
+  const double peers = std::max<double>(1, static_cast<double>(st.view.live.size()));
+  const double rate = quotas.allocations_per_second() / peers;
+  const double burst =
+    (quotas.allocation_burst() > 0 ? quotas.allocation_burst() : quotas.allocations_per_second()) /
+    peers;
+  auto now = steady::now();
+  auto [it, fresh] =
+    st.allocation_buckets.try_emplace(app.config.app_id(), rate, std::max(burst, 1.0), now);
+  if (!fresh && (it->second.rate() != rate || it->second.burst() != std::max(burst, 1.0)))
+    it->second.reshape(rate, std::max(burst, 1.0), now);
+  if (it->second.try_take(now))
+    return std::nullopt;
+  char wait[32];
+  std::snprintf(wait, sizeof wait, "%.2f", it->second.wait_s(now));
+  return make_status(grpc_code::resource_exhausted,
+                     "app '" + app.config.app_id() + "' is over its allocation rate (quotas." +
+                       "allocations_per_second " + std::to_string(quotas.allocations_per_second()) +
+                       "); retry in " + wait + " s");
+}
+
+/// Sends this peer's counts of the apps with quotas to the other peers.
+void send_counts(service_actor* self) {
+  auto& st = self->state;
+  cv1::AppCounts counts;
+  counts.set_peer_id(st.settings.peer_id);
+  for (const auto& [app_id, app] : st.catalog->apps())
+    if (has_count_quotas(*app))
+      *counts.add_counts() = local_count(st, app_id);
+  if (counts.counts().empty())
+    return;
+  auto bytes = counts.SerializeAsString();
+  for (const auto& peer : st.view.live)
+    if (peer.peer_id != st.view.self_id && peer.allocation_service)
+      self->send(peer.allocation_service, app_counts_atom::value, bytes);
+}
+
 void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   auto& st = self->state;
   av1::AllocateRequest request;
@@ -769,8 +874,18 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
     return invalid(std::move(problem));
   if (request.expected_kbps() > max_expected_kbps)
     return invalid("expected_kbps is at most " + std::to_string(max_expected_kbps));
+  // The allocation rate is counted where a call enters the cluster.
+  bool entered_here =
+    std::none_of(call.context.request_metadata.begin(), call.context.request_metadata.end(),
+                 [](const auto& entry) { return entry.first == forwarded_by_key; });
+  if (entered_here)
+    if (auto refused = rate_refusal(self, *app))
+      return replies.fail(call.context, std::move(*refused));
   if (forward(self, call, node_room_id(request.app_id(), request.room_id())))
     return;
+  if (auto refused = count_quota_refusal(
+        self, *app, st.rooms.count(node_room_id(request.app_id(), request.room_id())) == 0))
+    return replies.fail(call.context, std::move(*refused));
 
   allocation_ask ask;
   std::string warning;
@@ -1011,6 +1126,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   st.sweep_interval = std::clamp<steady::duration>(
     st.room_settings_->lease_ttl / 10, std::chrono::milliseconds{50}, std::chrono::seconds{1});
   send_later(self, st.sweep_interval, sweep_atom::value);
+  send_later(self, counts_interval, app_counts_atom::value);
   // Rooms (and through them the sessions) end with the service: a peer shutting down
   // must not wait for idle rooms to linger out.
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -1095,10 +1211,28 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         return {unknown_app(app_id), caf::actor{}};
       return {grpc_status::ok(), room_for(self, app_id, room_id)};
     },
+    [self](app_counts_atom) {
+      send_counts(self);
+      send_later(self, counts_interval, app_counts_atom::value);
+    },
+    [self](app_counts_atom, const std::string& bytes) {
+      cv1::AppCounts counts;
+      if (!counts.ParseFromString(bytes) || counts.peer_id().empty())
+        return;
+      auto& kept = self->state.remote_counts[counts.peer_id()];
+      kept.clear();
+      for (auto& count : *counts.mutable_counts()) {
+        auto app_id = count.app_id();
+        kept.emplace(std::move(app_id), std::move(count));
+      }
+    },
     [self](cluster_view_atom, cluster_view& view) {
       auto& st = self->state;
       bool was_leaving = st.leaving;
       st.view = std::move(view);
+      // A peer gone took its rooms' counts with it (their new owners count them).
+      std::erase_if(st.remote_counts,
+                    [&](const auto& entry) { return st.view.find(entry.first) == nullptr; });
       if (was_leaving) // the view without this peer stays: everything goes elsewhere
         std::erase_if(st.view.live, [&](const auto& p) { return p.peer_id == st.view.self_id; });
       rebalance(self);

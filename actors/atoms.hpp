@@ -82,6 +82,7 @@ using node_updates_atom = caf::atom_constant<caf::atom("p_nodes")>;
 // Applications (actors/app_directory.hpp).
 using app_catalog_atom = caf::atom_constant<caf::atom("app_cat")>;
 using app_records_atom = caf::atom_constant<caf::atom("p_apps")>;
+using app_counts_atom = caf::atom_constant<caf::atom("p_counts")>;
 using flush_updates_atom = caf::atom_constant<caf::atom("p_flush")>;
 using replicate_atom = caf::atom_constant<caf::atom("p_replica")>;
 using absorb_atom = caf::atom_constant<caf::atom("p_absorb")>;

@@ -216,6 +216,44 @@ def test_apps_reach_every_peer_and_survive_a_restart_of_all(tmp_path):
 
         assert h.wait_until(served_everywhere, timeout=20), \
             f"the app is not on every peer: {last_error[0]}"
+        # Room quotas count the rooms of every peer: rooms owned by different peers, the
+        # third refused wherever it is asked for (once the counts went round, 0.5 s).
+        admin[0].CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+            app_id="capped", allow_unauthenticated=True,
+            quotas=config_pb.AppQuotas(max_rooms=2))), timeout=5)
+        peers = [f"peer-{i}" for i in range(3)]
+        rooms, i = [], 0
+        while len({cc.owners_of(f"capped/{r}", peers)[0] for r in rooms}) < 2 or len(rooms) < 2:
+            room = f"room-{i}"
+            i += 1
+            if cc.owners_of(f"capped/{room}", peers)[0] not in {
+                    cc.owners_of(f"capped/{r}", peers)[0] for r in rooms}:
+                rooms.append(room)
+        def known_everywhere():
+            try:
+                for stub in alloc:
+                    stub.Candidates(pb.CandidatesRequest(app_id="capped"), timeout=5)
+                return True
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, e.details()
+                return False
+
+        assert h.wait_until(known_everywhere, timeout=10), "app 'capped' did not reach every peer"
+        for n, room in enumerate(rooms):
+            alloc[n].Allocate(pb.AllocateRequest(app_id="capped", room_id=room, client_id="a",
+                                                 location=W.where(pb, "hamburg")), timeout=5)
+        time.sleep(1.5)
+        for stub in alloc:
+            with pytest.raises(grpc.RpcError) as over:
+                stub.Allocate(pb.AllocateRequest(app_id="capped", room_id="one-too-many",
+                                                 client_id="b", location=W.where(pb, "hamburg")),
+                              timeout=5)
+            assert over.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "quotas.max_rooms 2" in over.value.details(), over.value.details()
+            # Joining a room that exists is fine.
+            stub.Allocate(pb.AllocateRequest(app_id="capped", room_id=rooms[0],
+                                             client_id=f"c{time.monotonic_ns()}",
+                                             location=W.where(pb, "hamburg")), timeout=5)
         for channel in channels:
             channel.close()
         for i in range(3):
@@ -293,3 +331,35 @@ def test_room_rules_roles_admission_and_token_claims(start_allocation_peer, pb, 
             time.sleep(0.5)
     else:
         pytest.fail("leases not renewed within the app's 5 s TTL did not end")
+
+
+def test_allocation_rate_and_participant_quotas(start_allocation_peer, pb, admin_pb):
+    peer = start_allocation_peer(W.config())
+    W.start_nodes(peer, ["ber"])
+    config_pb = h.stubs().config_pb2
+    admin = peer.server.admin()
+    stub = peer.server.allocation()
+    admin.CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+        app_id="metered", allow_unauthenticated=True,
+        quotas=config_pb.AppQuotas(allocations_per_second=1, allocation_burst=3,
+                                   max_participants=4))), timeout=5)
+
+    def join(room, client):
+        return stub.Allocate(pb.AllocateRequest(app_id="metered", room_id=room, client_id=client,
+                                                location=W.where(pb, "hamburg")), timeout=5)
+
+    for n in range(3):  # the burst
+        join("r1", f"c{n}")
+    with pytest.raises(grpc.RpcError) as fast:
+        join("r1", "c3")
+    assert fast.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "allocation rate" in fast.value.details() and "retry in" in fast.value.details()
+    time.sleep(1.1)
+    join("r2", "c3")  # the fourth participant: at the quota now
+    time.sleep(1.1)
+    with pytest.raises(grpc.RpcError) as full:
+        join("r2", "c4")
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "quotas.max_participants 4" in full.value.details(), full.value.details()
+    # Other apps are not affected.
+    W.allocate(stub, pb, "free", "x", "hamburg")

@@ -3,6 +3,7 @@
 #include "apps/app_catalog.hpp"
 #include "apps/app_spec.hpp"
 #include "apps/app_store.hpp"
+#include "apps/rate_limiter.hpp"
 
 #include <doctest/doctest.h>
 #include <google/protobuf/text_format.h>
@@ -133,12 +134,12 @@ TEST_CASE("app definitions: defaults and validation naming the field") {
 }
 
 TEST_CASE("compiled apps: roles, publish rights capped by the media profile, placement") {
-  auto app = compile_app(app_of(
-    "app_id: 'events' allow_unauthenticated: true media_profile: 'audio_only' "
-    "roles { role: 'presenter' publish: ['audio', 'video'] max_per_room: 3 } "
-    "roles { role: 'viewer' spread: true } denied_regions: ['ap-south'] priority: 'low' "
-    "latency_budget_ms: 80 cascade { max_room_nodes: 2 fan_out_after: 100 } "
-    "weights { load_ms: 40 } required_features: ['relay', 'opus']"));
+  auto app = compile_app(
+    app_of("app_id: 'events' allow_unauthenticated: true media_profile: 'audio_only' "
+           "roles { role: 'presenter' publish: ['audio', 'video'] max_per_room: 3 } "
+           "roles { role: 'viewer' spread: true } denied_regions: ['ap-south'] priority: 'low' "
+           "latency_budget_ms: 80 cascade { max_room_nodes: 2 fan_out_after: 100 } "
+           "weights { load_ms: 40 } required_features: ['relay', 'opus']"));
   REQUIRE(app->role("presenter") != nullptr);
   CHECK(app->role("presenter")->allowed);
   CHECK(app->role("presenter")->publish == std::vector<std::string>{"audio"});
@@ -164,9 +165,9 @@ TEST_CASE("compiled apps: roles, publish rights capped by the media profile, pla
   CHECK(open->role("host")->publish == std::vector<std::string>{"audio", "video"});
   CHECK(open->role("viewer")->publish.empty());
 
-  auto shown = redacted(app_of(std::string{"app_id: 'x' keys { key_id: 'ck_x_0001' secret: '"} +
-                               secret_a + "' } webhook { url: 'https://a.example' secret: '" +
-                               secret_b + "' }"));
+  auto shown =
+    redacted(app_of(std::string{"app_id: 'x' keys { key_id: 'ck_x_0001' secret: '"} + secret_a +
+                    "' } webhook { url: 'https://a.example' secret: '" + secret_b + "' }"));
   CHECK(shown.keys(0).key_id() == "ck_x_0001");
   CHECK(shown.keys(0).secret().empty());
   CHECK(shown.webhook().secret().empty());
@@ -181,30 +182,30 @@ TEST_CASE("compiled apps: roles, publish rights capped by the media profile, pla
 
 TEST_CASE("credentials: key and secret") {
   const auto catalog = two_apps();
-  CHECK(check(catalog, "clinic", {{"x-chroom-api-key", "ck_clinic_1"},
-                                  {"x-chroom-api-secret", secret_a}})
+  CHECK(check(catalog, "clinic",
+              {{"x-chroom-api-key", "ck_clinic_1"}, {"x-chroom-api-secret", secret_a}})
           .outcome == auth_outcome::ok);
   auto missing = check(catalog, "clinic", {});
   CHECK(missing.outcome == auth_outcome::unauthenticated);
   CHECK(missing.message == "app 'clinic' needs credentials: x-chroom-api-key and "
                            "x-chroom-api-secret, or authorization: Bearer <token>");
-  auto wrong = check(catalog, "clinic", {{"x-chroom-api-key", "ck_clinic_1"},
-                                         {"x-chroom-api-secret", secret_b}});
+  auto wrong = check(catalog, "clinic",
+                     {{"x-chroom-api-key", "ck_clinic_1"}, {"x-chroom-api-secret", secret_b}});
   CHECK(wrong.outcome == auth_outcome::unauthenticated);
   CHECK(wrong.message == "wrong secret for API key 'ck_clinic_1'");
   auto half = check(catalog, "clinic", {{"x-chroom-api-key", "ck_clinic_1"}});
   CHECK(half.outcome == auth_outcome::unauthenticated);
   CHECK(half.message.starts_with("x-chroom-api-secret is missing"));
-  auto unknown = check(catalog, "clinic", {{"x-chroom-api-key", "ck_nobody"},
-                                           {"x-chroom-api-secret", secret_a}});
+  auto unknown = check(catalog, "clinic",
+                       {{"x-chroom-api-key", "ck_nobody"}, {"x-chroom-api-secret", secret_a}});
   CHECK(unknown.message == "unknown API key 'ck_nobody'");
   // The arcade's key expired at 1800000000000 ms, which is `now`.
-  auto expired = check(catalog, "arcade", {{"x-chroom-api-key", "ck_arcade_1"},
-                                           {"x-chroom-api-secret", secret_b}});
+  auto expired = check(catalog, "arcade",
+                       {{"x-chroom-api-key", "ck_arcade_1"}, {"x-chroom-api-secret", secret_b}});
   CHECK(expired.outcome == auth_outcome::unauthenticated);
   CHECK(expired.message.find("has expired") != std::string::npos);
-  auto foreign = check(catalog, "open", {{"x-chroom-api-key", "ck_clinic_1"},
-                                         {"x-chroom-api-secret", secret_a}});
+  auto foreign = check(catalog, "open",
+                       {{"x-chroom-api-key", "ck_clinic_1"}, {"x-chroom-api-secret", secret_a}});
   CHECK(foreign.outcome == auth_outcome::permission_denied);
   CHECK(foreign.message == "API key 'ck_clinic_1' belongs to app 'clinic', not to app 'open'");
   // An open app needs nothing; credentials sent to it must still be right.
@@ -231,7 +232,8 @@ TEST_CASE("credentials: signed tokens") {
     return check(catalog, "clinic",
                  bearer(hand_made_token(head.empty() ? header : head, claims, secret)));
   };
-  CHECK(refused(R"({"app":"clinic","exp":1799999900})").message == "bearer token expired 100 s ago");
+  CHECK(refused(R"({"app":"clinic","exp":1799999900})").message ==
+        "bearer token expired 100 s ago");
   // Within the clock skew allowed: still fine.
   CHECK(refused(R"({"app":"clinic","exp":1799999990})").outcome == auth_outcome::ok);
   CHECK(refused(R"({"app":"clinic","exp":1800200000})").message ==
@@ -253,8 +255,7 @@ TEST_CASE("credentials: signed tokens") {
           .message == "bearer token must be signed with HS256");
   CHECK(refused(R"({"app":"clinic","exp":1800000060})", secret_a, R"({"alg":"HS256"})").message ==
         "bearer token's header has no \"kid\" (the API key id)");
-  CHECK(refused(R"(not json)").message ==
-        "bearer token's header or claims are not a JSON object");
+  CHECK(refused(R"(not json)").message == "bearer token's header or claims are not a JSON object");
   for (const char* text : {"", "a.b", "a.b.c.d", "!!.??.**", "Basic abc"}) {
     CAPTURE(text);
     auto result = check(catalog, "clinic", {{"authorization", std::string{"Bearer "} + text}});
@@ -262,8 +263,8 @@ TEST_CASE("credentials: signed tokens") {
   }
   CHECK(check(catalog, "clinic", {{"authorization", "Basic abc"}}).message ==
         "authorization must be \"Bearer <token>\"");
-  CHECK(check(catalog, "clinic", {{"authorization", "Bearer " + std::string(5000, 'a')}})
-          .message == "bearer token is longer than 4096 bytes");
+  CHECK(check(catalog, "clinic", {{"authorization", "Bearer " + std::string(5000, 'a')}}).message ==
+        "bearer token is longer than 4096 bytes");
 }
 
 TEST_CASE("the app store keeps records across opening it again") {
@@ -298,8 +299,8 @@ TEST_CASE("the app store keeps records across opening it again") {
   CHECK(records[1].app_id() == "clinic");
   CHECK(records[1].deleted());
   CHECK(records[1].updated_unix_ms() == 11);
-  CHECK((std::filesystem::status(store->file()).permissions() & std::filesystem::perms::others_read) ==
-        std::filesystem::perms::none);
+  CHECK((std::filesystem::status(store->file()).permissions() &
+         std::filesystem::perms::others_read) == std::filesystem::perms::none);
   // A directory that cannot be made: a clear error, no store.
   auto blocked = app_store::open(store->file() / "under-a-file", error);
   CHECK(!blocked);
@@ -319,3 +320,33 @@ TEST_CASE("the app store keeps records across opening it again") {
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("token bucket: burst, then the rate") {
+  using chroom::apps::token_bucket;
+  using namespace std::chrono_literals;
+  const auto t0 = token_bucket::clock::time_point{} + 1h;
+  token_bucket bucket{10, 3, t0};
+  CHECK(bucket.try_take(t0));
+  CHECK(bucket.try_take(t0));
+  CHECK(bucket.try_take(t0));
+  CHECK_FALSE(bucket.try_take(t0));
+  CHECK(bucket.wait_s(t0) == doctest::Approx(0.1));
+  CHECK_FALSE(bucket.try_take(t0 + 50ms));
+  CHECK(bucket.try_take(t0 + 100ms));
+  // A long pause saves up the burst, never more.
+  int taken = 0;
+  while (bucket.try_take(t0 + 10s))
+    ++taken;
+  CHECK(taken == 3);
+  // A second's worth at the rate, over a simulated second of steady calls.
+  taken = 0;
+  for (int ms = 1; ms <= 1000; ++ms)
+    taken += bucket.try_take(t0 + 10s + std::chrono::milliseconds{ms});
+  CHECK(taken == 10);
+  // Time going backwards (another thread's clock reading) changes nothing.
+  CHECK_FALSE(bucket.try_take(t0));
+  bucket.reshape(100, 1, t0 + 20s);
+  CHECK(bucket.try_take(t0 + 20s));
+  CHECK_FALSE(bucket.try_take(t0 + 20s));
+  CHECK(bucket.try_take(t0 + 20s + 10ms));
+}
