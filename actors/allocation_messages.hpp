@@ -75,6 +75,8 @@ struct candidates_query {
 
 struct candidates_answer {
   std::vector<chroom::allocation::v1::NodeChoice> candidates;
+  /// Each candidate's load after placing the client there, 0..1 (for hooks).
+  std::vector<double> load_after;
 };
 
 /// What an allocation_request asks of a room.
@@ -87,6 +89,8 @@ struct allocation_ask {
   place_query query;
   uint32_t expected_kbps = 0;
   std::vector<std::string> warnings;
+  /// The app's app_policy when its hooks define before_allocation (asked first).
+  caf::actor hook;
 };
 
 /// The room's answer: a response for the client, or an error status.

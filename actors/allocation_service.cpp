@@ -1,6 +1,7 @@
 #include "actors/allocation_service.hpp"
 
 #include "actors/allocation_messages.hpp"
+#include "actors/app_policy.hpp"
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/exception_log.hpp"
@@ -17,6 +18,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
 namespace chroom::actors {
@@ -152,7 +154,17 @@ struct request_state {
   std::string room_id;
   caf::actor service;
   bool retried = false;
+  /// The room as it was before this client (for the app's hook).
+  uint32_t room_participants = 0;
+  std::vector<std::string> room_roles;
 };
+
+/// Threads delivering webhooks (HTTP requests wait on the network, not the CPU).
+constexpr size_t webhook_threads = 2;
+/// Nodes offered to a before_allocation hook.
+constexpr uint32_t hook_candidates = 8;
+/// A hook's own time budget is at most 10 s (apps/app_spec): this covers it and the queue.
+constexpr auto hook_timeout = std::chrono::seconds{15};
 
 using request_actor = caf::stateful_actor<request_state>;
 
@@ -208,9 +220,80 @@ void ask_room(request_actor* self, const caf::actor& room) {
       });
 }
 
+/// Fails the call and ends the request.
+void fail_request(request_actor* self, grpc_status status) {
+  unary_replies{self}.fail(self->state.call, std::move(status));
+  self->quit();
+}
+
+/// Applies what the app's before_allocation hook decided, then asks the room.
+void apply_hook(request_actor* self, const caf::actor& room, apps::allocation_hook_result& result) {
+  auto& st = self->state;
+  if (result.deny)
+    return fail_request(self,
+                        make_status(grpc_code::permission_denied,
+                                    "denied by app '" + st.app_id + "': " + result.deny_reason));
+  if (result.role) {
+    auto app = st.ask.query.app; // keeps the definition alive
+    st.ask.role = *result.role;
+    st.ask.request.set_role(*result.role);
+  }
+  if (result.nodes)
+    st.ask.query.request.allowed_nodes = std::move(*result.nodes);
+  ask_room(self, room);
+}
+
+/// Runs the app's before_allocation hook on the nodes that could take the client, then
+/// asks the room.
+void run_hook(request_actor* self, const caf::actor& room, const caf::actor& registry) {
+  auto& st = self->state;
+  candidates_query query;
+  query.query = st.ask.query;
+  query.count = hook_candidates;
+  self->request(registry, answer_timeout, candidates_atom::value, std::move(query))
+    .then(
+      [self, room](candidates_answer& answer) {
+        auto& st = self->state;
+        apps::allocation_hook_input input;
+        const auto& request = st.ask.request;
+        input.app_id = st.app_id;
+        input.room_id = st.room_id;
+        input.client_id = st.ask.client_id;
+        input.role = request.role();
+        input.required_features = {request.required_features().begin(),
+                                   request.required_features().end()};
+        input.has_point = request.location().has_point();
+        input.latitude = request.location().latitude();
+        input.longitude = request.location().longitude();
+        input.room_participants = st.room_participants;
+        input.room_roles = st.room_roles;
+        for (size_t i = 0; i < answer.candidates.size(); ++i) {
+          const auto& choice = answer.candidates[i];
+          input.candidates.push_back({choice.node_id(), choice.region(), choice.country(),
+                                      choice.estimated_rtt_ms(),
+                                      i < answer.load_after.size() ? answer.load_after[i] : 0.0});
+        }
+        self->request(st.ask.hook, hook_timeout, hook_atom::value, std::move(input))
+          .then(
+            [self, room](grpc_status& status, apps::allocation_hook_result& result) {
+              if (!status.is_ok())
+                return fail_request(self, std::move(status));
+              apply_hook(self, room, result);
+            },
+            [self](caf::error& err) {
+              fail_request(self, make_status(grpc_code::unavailable,
+                                             "app hook: " + self->system().render(err)));
+            });
+      },
+      [self](caf::error& err) {
+        fail_request(
+          self, make_status(grpc_code::unavailable, "registry: " + self->system().render(err)));
+      });
+}
+
 caf::behavior allocation_request(request_actor* self, call_context call, std::string request_bytes,
                                  allocation_ask ask, std::string app_id, std::string room_id,
-                                 caf::actor room, caf::actor service) {
+                                 caf::actor room, caf::actor service, caf::actor registry) {
   auto& st = self->state;
   st.call = std::move(call);
   st.request_bytes = std::move(request_bytes);
@@ -218,7 +301,21 @@ caf::behavior allocation_request(request_actor* self, call_context call, std::st
   st.app_id = std::move(app_id);
   st.room_id = std::move(room_id);
   st.service = std::move(service);
-  ask_room(self, room);
+  if (st.ask.hook) {
+    // The room tells who is in it, for the hook.
+    self->request(room, answer_timeout, get_room_atom::value)
+      .then(
+        [self, room, registry](grpc_status&, av1::Room& current) {
+          auto& st = self->state;
+          st.room_participants = current.participants();
+          for (const auto& member : current.members())
+            st.room_roles.push_back(member.role());
+          run_hook(self, room, registry);
+        },
+        [self, room, registry](caf::error&) { run_hook(self, room, registry); });
+  } else {
+    ask_room(self, room);
+  }
   return {
     [](call_cancel_atom, int32_t) {},
   };
@@ -361,10 +458,20 @@ public:
     std::lock_guard lock{mutex_};
     catalog_ = std::move(catalog);
   }
+  caf::actor policy(const std::string& app_id) const {
+    std::lock_guard lock{mutex_};
+    auto it = policies_.find(app_id);
+    return it == policies_.end() ? caf::actor{} : it->second;
+  }
+  void set_policies(std::map<std::string, caf::actor> policies) {
+    std::lock_guard lock{mutex_};
+    policies_ = std::move(policies);
+  }
 
 private:
   mutable std::mutex mutex_;
   std::shared_ptr<const apps::app_catalog> catalog_;
+  std::map<std::string, caf::actor> policies_;
 };
 
 struct service_state {
@@ -372,6 +479,13 @@ struct service_state {
   /// The apps as the app directory last published them.
   std::shared_ptr<const apps::app_catalog> catalog;
   std::shared_ptr<catalog_holder> shared_catalog;
+  /// One app_policy per app, and the definition it runs.
+  std::map<std::string, caf::actor> policies;
+  std::map<std::string, std::shared_ptr<const apps::app_definition>> policy_apps;
+  /// Apps whose hooks define before_allocation (their policies say so once loaded).
+  std::set<std::string> before_allocation_hooks;
+  /// Delivers every app's webhooks (its own threads).
+  std::shared_ptr<apps::webhook_dispatcher> webhooks;
   std::shared_ptr<const room_settings> room_settings_;
   /// node_room_id ("app/room") -> room actor, and back.
   std::unordered_map<std::string, caf::actor> rooms;
@@ -417,6 +531,47 @@ const apps::app_definition* find_app(service_actor* self, const std::string& app
 
 grpc_status unknown_app(const std::string& app_id) {
   return make_status(grpc_code::not_found, "unknown app '" + app_id + "'");
+}
+
+/// Starts, updates and stops app_policy actors to match the catalog.
+void sync_policies(service_actor* self) {
+  auto& st = self->state;
+  for (auto it = st.policies.begin(); it != st.policies.end();) {
+    if (st.catalog->find(it->first) == nullptr) {
+      self->send_exit(it->second, caf::exit_reason::user_shutdown);
+      st.policy_apps.erase(it->first);
+      st.before_allocation_hooks.erase(it->first);
+      it = st.policies.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [app_id, app] : st.catalog->apps()) {
+    auto running = st.policies.find(app_id);
+    if (running != st.policies.end()) {
+      auto& previous = st.policy_apps[app_id];
+      if (previous == app)
+        continue;
+      // Hooks run on a thread of their own: an app that gains or loses its script gets a
+      // new policy actor.
+      if (previous->hook_script.empty() == app->hook_script.empty()) {
+        self->send(running->second, app_definition_atom::value, app);
+        previous = app;
+        continue;
+      }
+      self->send_exit(running->second, caf::exit_reason::user_shutdown);
+      st.before_allocation_hooks.erase(app_id);
+    }
+    app_policy_settings settings;
+    settings.app = app;
+    settings.webhooks = st.webhooks;
+    settings.app_directory = st.settings.app_directory;
+    settings.service = caf::actor_cast<caf::actor>(self);
+    settings.peer_id = st.settings.peer_id;
+    st.policies[app_id] = spawn_app_policy(self->system(), std::move(settings));
+    st.policy_apps[app_id] = app;
+  }
+  st.shared_catalog->set_policies(st.policies);
 }
 
 /// The call's credentials allow it to act for `app` in `room_id` (any room when empty);
@@ -897,9 +1052,13 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   if (!warning.empty())
     ask.warnings.push_back(std::move(warning));
   ask.request = request;
+  if (st.before_allocation_hooks.count(request.app_id()) > 0)
+    if (auto it = st.policies.find(request.app_id()); it != st.policies.end())
+      ask.hook = it->second;
   auto room = room_for(self, request.app_id(), request.room_id());
   self->spawn(allocation_request, std::move(call.context), std::move(call.request), std::move(ask),
-              request.app_id(), request.room_id(), room, caf::actor_cast<caf::actor>(self));
+              request.app_id(), request.room_id(), room, caf::actor_cast<caf::actor>(self),
+              st.settings.room.registry);
 }
 
 void candidates(service_actor* self, unary_replies& replies, unary_call& call) {
@@ -1120,6 +1279,13 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   rooms->app_of = [catalog = st.shared_catalog](const std::string& app_id) {
     return catalog->get()->shared(app_id);
   };
+  rooms->policy_of = [catalog = st.shared_catalog](const std::string& app_id) {
+    return catalog->policy(app_id);
+  };
+  rooms->peer_id = st.settings.peer_id;
+  st.webhooks = std::make_shared<apps::webhook_dispatcher>(
+    webhook_threads, [](std::string_view line) { spdlog::info("webhooks: {}", line); });
+  sync_policies(self);
   st.room_settings_ = std::move(rooms);
   self->send(st.settings.room.registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   // Leases expire within a tenth of their TTL (at most 1 s) after it.
@@ -1132,6 +1298,8 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
   self->set_exit_handler([self](caf::exit_msg& msg) {
     for (const auto& [key, room] : self->state.rooms)
       self->send_exit(room, msg.reason);
+    for (const auto& [app_id, policy] : self->state.policies)
+      self->send_exit(policy, msg.reason);
     self->quit(msg.reason);
   });
   self->set_down_handler([self](caf::down_msg& msg) {
@@ -1176,6 +1344,18 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
         return;
       st.catalog = catalog;
       st.shared_catalog->set(catalog);
+      sync_policies(self);
+    },
+    [self](hook_points_atom, const std::string& app_id, bool before_allocation) {
+      auto& st = self->state;
+      auto it = st.policies.find(app_id);
+      // From a policy still running for this app (not one stopped meanwhile).
+      if (it == st.policies.end() || it->second != self->current_sender())
+        return;
+      if (before_allocation)
+        st.before_allocation_hooks.insert(app_id);
+      else
+        st.before_allocation_hooks.erase(app_id);
     },
     [self](sweep_atom) {
       sweep_leases(self);

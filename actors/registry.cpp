@@ -645,8 +645,10 @@ candidates_answer candidates_now(registry_actor* self, candidates_query& query) 
   candidates_answer answer;
   locate_at_fallback(self, query.query, clock::now());
   for (const auto& scored : allocation::nearest_candidates(st.table, query.query.request,
-                                                           st.settings.placement, query.count))
+                                                           st.settings.placement, query.count)) {
     answer.candidates.push_back(choice_of(*st.table.find(scored.node_id), scored));
+    answer.load_after.push_back(scored.load_after);
+  }
   return answer;
 }
 

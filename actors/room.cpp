@@ -1,6 +1,7 @@
 #include "actors/room.hpp"
 
 #include "actors/allocation_messages.hpp"
+#include "actors/app_policy.hpp"
 #include "actors/atoms.hpp"
 #include "actors/client_session.hpp"
 #include "actors/exception_log.hpp"
@@ -540,6 +541,32 @@ grpc_status failure_status(const allocation::placement_result& result) {
                      "no media node can take the client: " + result.reason);
 }
 
+/// Tells the app's policy on this peer what happened (its hooks, webhook and audit log).
+void emit(room_actor* self, std::string_view type, const std::string& client_id = {},
+          const std::string& role = {}, const std::string& node_id = {},
+          const std::string& reason = {}) {
+  auto& st = self->state;
+  auto policy = st.settings->policy_of ? st.settings->policy_of(st.app_id) : caf::actor{};
+  if (!policy)
+    return;
+  static std::atomic<uint64_t> sequence{0};
+  auto now = unix_ms_now();
+  chroom::apps::v1::AppEvent event;
+  event.set_event_id(st.settings->peer_id + "-" + std::to_string(now) + "-" +
+                     std::to_string(sequence.fetch_add(1, std::memory_order_relaxed)));
+  event.set_type(std::string{type});
+  event.set_app_id(st.app_id);
+  event.set_room_id(st.room_id);
+  event.set_client_id(client_id);
+  event.set_role(role);
+  event.set_node_id(node_id);
+  event.set_occurred_unix_ms(now);
+  event.set_room_participants(static_cast<uint32_t>(st.members.size()));
+  event.set_reason(reason);
+  event.set_peer_id(st.settings->peer_id);
+  self->send(policy, app_event_atom::value, std::move(event));
+}
+
 /// A participant's lease, with its app's rules for `role`: token claims and lease TTL.
 lease_holder holder_of(const room_state& st, const std::string& client_id, const std::string& role,
                        std::string lease_id) {
@@ -624,6 +651,9 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
   seat(self, seated, answer);
   seated.session = spawn_client_session(self, seated.holder, answer.chosen, st.settings);
   self->send(st.settings->service, lease_open_atom::value, seated.holder.lease_id, seated.session);
+  if (st.members.size() == 1)
+    emit(self, "room.started");
+  emit(self, "participant.joined", seated.holder.client_id, seated.holder.role, seated.node_id);
 
   auto reply = lease_reply(self, seated, seated.token);
   auto& response = reply.response;
@@ -1007,10 +1037,15 @@ caf::behavior room_behavior(room_actor* self) {
       if (it == st.members.end() || it->second.holder.lease_id != lease_id)
         return;
       leave_part(self, it->second, true, reason);
+      auto role = it->second.holder.role;
+      auto node_id = it->second.node_id;
       st.members.erase(it);
       std::erase_if(st.queue, [&](const batch_item& item) {
         return !item.is_join && item.client_id == client_id;
       });
+      emit(self, "participant.left", client_id, role, node_id, reason);
+      if (st.members.empty())
+        emit(self, "room.finished");
       publish(self, reason == "released" ? "left" : reason);
       changed(self);
       check_idle(self);
@@ -1020,6 +1055,7 @@ caf::behavior room_behavior(room_actor* self) {
       if (find_part(st, node_id) == nullptr)
         return;
       spdlog::info("room {}: node {} lost; moving its participants", st.node_room_id, node_id);
+      emit(self, "node.lost", {}, {}, node_id);
       std::erase_if(st.parts, [&](const part& p) { return p.node_id == node_id; });
       auto changes = st.relays.remove(node_id, part_distance(st));
       attach_relays(self, changes);

@@ -74,6 +74,10 @@ struct room_settings {
   /// The app as the catalog has it now (room size, roles, admission, lease TTL, token
   /// claims); null for an unknown app.
   std::function<std::shared_ptr<const apps::app_definition>(const std::string& app_id)> app_of;
+  /// The app's app_policy actor on this peer (it gets the room's events); null if none.
+  std::function<caf::actor(const std::string& app_id)> policy_of;
+  /// This peer (in event ids).
+  std::string peer_id;
 };
 
 /// The UNAVAILABLE message of a join that reached a room as it moved to another peer; the

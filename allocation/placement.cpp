@@ -49,7 +49,7 @@ const room_view::part* part_on(const room_view& room, std::string_view node_id) 
 
 /// Why a node cannot take the request (checked in this order, which is also the order
 /// of the failure reasons).
-enum class fit { ok, inactive, avoided, region, features, pinned, capacity };
+enum class fit { ok, inactive, avoided, region, hook, features, pinned, capacity };
 
 fit check_fit(const node_record& node, const placement_request& request, const room_view& room,
               const placement_rules& rules) {
@@ -60,6 +60,10 @@ fit check_fit(const node_record& node, const placement_request& request, const r
   const auto* app = request.app;
   if (app != nullptr && !app->allows(node.registration.location()))
     return fit::region;
+  if (!request.allowed_nodes.empty() &&
+      std::find(request.allowed_nodes.begin(), request.allowed_nodes.end(), node.node_id) ==
+        request.allowed_nodes.end())
+    return fit::hook;
   if (!request.features.met_by(node.registration.features()))
     return fit::features;
   const auto* part = part_on(room, node.node_id);
@@ -200,7 +204,7 @@ void explain_failure(const node_table& table, const placement_request& request,
   } else if (passed(fit::region) == 0) {
     result.failure = placement_failure::no_active_nodes;
     result.reason = "no media node is active";
-  } else if (passed(fit::features) == 0) {
+  } else if (passed(fit::hook) == 0) {
     result.failure = placement_failure::region_policy;
     const auto& app = *request.app;
     result.reason =
@@ -212,6 +216,10 @@ void explain_failure(const node_table& table, const placement_request& request,
                        (app.denied_regions.empty() || app.denied_countries.empty() ? "" : ", ") +
                        joined(app.denied_countries);
     result.reason += ")";
+  } else if (passed(fit::features) == 0) {
+    result.failure = placement_failure::hook_choice;
+    result.reason = "none of the nodes the app's hook allowed (" + joined(request.allowed_nodes) +
+                    ") can take the participant";
   } else if (passed(fit::pinned) == 0) {
     result.failure = placement_failure::features;
     result.reason = "no active media node has the features " + feature_list(request.features);

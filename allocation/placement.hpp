@@ -119,6 +119,9 @@ struct placement_request {
   /// The participant goes to the node nearest it rather than the room's node whenever
   /// that is nearer at all (affinity slack 0): an event's viewers spread over edge nodes.
   bool spread = false;
+  /// Only these nodes may take it (the app's before_allocation hook chose them); empty:
+  /// any.
+  std::vector<std::string> allowed_nodes;
 };
 
 /// The room being placed into, as the room actor sees it.
@@ -175,6 +178,8 @@ enum class placement_failure {
   latency_budget,
   /// The room is pinned to its nodes (max_room_nodes) and none of them can take it.
   room_pinned,
+  /// None of the nodes the app's hook allowed can take it.
+  hook_choice,
 };
 
 struct placement_result {

@@ -363,3 +363,167 @@ def test_allocation_rate_and_participant_quotas(start_allocation_peer, pb, admin
     assert "quotas.max_participants 4" in full.value.details(), full.value.details()
     # Other apps are not affected.
     W.allocate(stub, pb, "free", "x", "hamburg")
+
+
+HOOK_SCRIPT = r'''
+joined = 0
+function before_allocation(req)
+  if req.client_id:find("^banned") then return {deny = "banned by the app"} end
+  if req.room_participants == 0 then return {role = "host"} end
+  if req.client_id == "paris-only" then return {nodes = {"par"}} end
+  if req.client_id == "loop" then while true do end end
+  if req.client_id == "hog" then
+    local t = {}
+    for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end
+  end
+  if req.client_id == "boom" then error("boom") end
+  return nil
+end
+function on_participant_joined(ev)
+  joined = joined + 1
+  print("joined " .. ev.client_id .. " #" .. joined)
+end
+'''
+
+
+class Receiver:
+    """A local webhook endpoint: records (headers, body); fails the first `fail_first`
+    requests with 500."""
+
+    def __init__(self, fail_first: int = 0):
+        import http.server
+        import threading
+        self.requests: list = []
+        self.fail_left = fail_first
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), body))
+                status = 200
+                if receiver.fail_left > 0:
+                    receiver.fail_left -= 1
+                    status = 500
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/chroom/events"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self, secret: str) -> list:
+        """Delivered events (last attempt of each delivery id), signatures checked."""
+        out = {}
+        for headers, body in self.requests:
+            stamp, signature = (part.split("=", 1)[1] for part in
+                                headers["X-Chroom-Signature"].split(","))
+            expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body,
+                                hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(signature, expected), headers
+            event = json.loads(body)
+            assert headers["X-Chroom-Event"] == event["type"]
+            assert headers["X-Chroom-Delivery"] == event["event_id"]
+            out[event["event_id"]] = (int(headers["X-Chroom-Attempt"]), event)
+        return list(out.values())
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_hooks_and_webhooks(start_allocation_peer, pb, admin_pb):
+    receiver = Receiver(fail_first=1)
+    peer = start_allocation_peer(W.config())
+    W.start_nodes(peer, ["ber", "par"])
+    config_pb = h.stubs().config_pb2
+    secret = "webhook-secret-of-32-characters!"
+    try:
+        peer.server.admin().CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+            app_id="hooked", allow_unauthenticated=True,
+            hooks=config_pb.HookConfig(script=HOOK_SCRIPT, max_instructions=200000,
+                                       max_memory_kib=2048, max_time_ms=200),
+            webhook=config_pb.WebhookConfig(url=receiver.url, secret=secret,
+                                            events=["room.started", "participant.joined",
+                                                    "participant.left", "room.finished"]))),
+            timeout=5)
+        stub = peer.server.allocation()
+
+        def join(client, role="", room="arena"):
+            return stub.Allocate(pb.AllocateRequest(app_id="hooked", room_id=room,
+                                                    client_id=client, role=role,
+                                                    location=W.where(pb, "hamburg")), timeout=10)
+
+        def status_of(client, room="arena"):
+            try:
+                join(client, room=room)
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+            return grpc.StatusCode.OK, ""
+
+        # The hooks load asynchronously after the app is created.
+        deadline = time.monotonic() + 5
+        while status_of("banned-probe", "probes")[0] != grpc.StatusCode.PERMISSION_DENIED:
+            assert time.monotonic() < deadline, "the app's hook never ran"
+            time.sleep(0.1)
+        first = join("alice", "viewer")
+        assert claims_of(first.join_token)["role"] == "host"      # the hook made her host
+        assert claims_of(join("bob").join_token)["role"] == "participant"
+        code, details = status_of("banned-carol")
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "banned by the app" in details
+        assert join("paris-only").node.node_id == "par"            # hamburg would get ber
+        for client, failure in (("loop", "instruction_limit"), ("hog", "memory_limit"),
+                                ("boom", "runtime_error")):
+            code, details = status_of(client)
+            assert code == grpc.StatusCode.INTERNAL, (client, code, details)
+            assert failure in details, (client, details)
+        # The peer and the app keep serving.
+        assert join("dave").node.node_id == "ber"
+        stub.Release(pb.ReleaseRequest(lease_id=first.lease_id), timeout=5)
+
+        # Webhooks: every event once, signed; the first delivery needed a retry.
+        def delivered():
+            events = receiver.events(secret)
+            joined = {e["client_id"] for _, e in events if e["type"] == "participant.joined"}
+            return joined >= {"alice", "bob", "paris-only", "dave"} and any(
+                e["type"] == "participant.left" for _, e in events)
+        assert h.wait_until(delivered, timeout=10), receiver.requests
+        events = receiver.events(secret)
+        types = [e["type"] for _, e in sorted(events, key=lambda x: x[1]["occurred_unix_ms"])]
+        assert types[0] == "room.started"
+        assert max(attempt for attempt, _ in events) == 2
+        left = next(e for _, e in events if e["type"] == "participant.left")
+        assert left["client_id"] == "alice" and left["reason"] == "released"
+        assert left["app_id"] == "hooked" and left["room_id"] == "arena"
+        log = peer.server.log_tail()
+        assert "hook: joined alice #1" in log or "joined alice" in peer.server.stderr_path.read_text()
+        assert "hook before_allocation failed (instruction_limit)" in \
+            peer.server.stderr_path.read_text()
+    finally:
+        receiver.close()
+
+
+def test_a_dead_webhook_endpoint_never_slows_allocation(start_allocation_peer, pb, admin_pb):
+    peer = start_allocation_peer(W.config())
+    W.start_nodes(peer, ["ber"])
+    config_pb = h.stubs().config_pb2
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+    peer.server.admin().CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+        app_id="deaf", allow_unauthenticated=True,
+        webhook=config_pb.WebhookConfig(url=dead, secret="x" * 32))), timeout=5)
+    stub = peer.server.allocation()
+    started = time.monotonic()
+    for n in range(50):
+        stub.Allocate(pb.AllocateRequest(app_id="deaf", room_id=f"r{n % 5}", client_id=f"c{n}",
+                                         location=W.where(pb, "hamburg")), timeout=5)
+    # Bounded, not timed: 50 calls each within their 5 s deadline; a blocking webhook would
+    # have taken the retry schedule (seconds) per call.
+    assert time.monotonic() - started < 50 * 5

@@ -39,6 +39,8 @@ inline doctest::String toString(placement_failure value) {
       return "latency_budget";
     case placement_failure::room_pinned:
       return "room_pinned";
+    case placement_failure::hook_choice:
+      return "hook_choice";
   }
   return "?";
 }
