@@ -107,7 +107,7 @@ struct admin_actors {
 /// AdminService methods the app directory answers.
 constexpr std::string_view app_methods[] = {"CreateApp",    "UpdateApp",   "GetApp",
                                             "ListApps",     "DeleteApp",   "ReloadApps",
-                                            "RotateAppKey", "DeleteAppKey"};
+                                            "RotateAppKey", "DeleteAppKey", "ListAuditEvents"};
 
 /// GetCluster: the members from the membership actor, room counts from the allocation
 /// service.

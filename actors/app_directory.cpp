@@ -21,6 +21,15 @@ using namespace transport;
 namespace adm = chroom::admin::v1;
 namespace cfg = chroom::config::v1;
 namespace cv1 = chroom::cluster::v1;
+namespace ev1 = chroom::apps::v1;
+
+/// A peer that joins gets the audit events of this long ago and since (a restarted peer
+/// catches up on what it missed), at most max_audit_catch_up of them.
+constexpr auto audit_catch_up = std::chrono::hours{24 * 7};
+constexpr size_t max_audit_catch_up = 20'000;
+/// ListAuditEvents pages.
+constexpr uint32_t default_audit_page = 100;
+constexpr uint32_t max_audit_page = 1000;
 
 /// A rotated-out key keeps working this long unless the call says otherwise: a day lets
 /// every backend pick up the new key in its next deploy.
@@ -118,6 +127,38 @@ void send_records(directory_actor* self, const caf::actor& to,
   self->send(to, app_records_atom::value, serialized(message));
 }
 
+void send_audit(directory_actor* self, const caf::actor& to,
+                const std::vector<ev1::AppEvent>& events) {
+  if (events.empty())
+    return;
+  cv1::AuditEvents message;
+  for (const auto& event : events)
+    *message.add_events() = event;
+  self->send(to, peer_audit_atom::value, serialized(message));
+}
+
+/// Writes audit events this peer did not have; those seen here first go to the others.
+void keep_audit(directory_actor* self, const std::vector<ev1::AppEvent>& events, bool local) {
+  auto& st = self->state;
+  std::string error;
+  auto added = st.settings.store->add_audit(events, error);
+  if (!error.empty())
+    spdlog::error("apps: audit log: {}", error);
+  if (local)
+    for (const auto& [peer, directory] : st.peers)
+      send_audit(self, directory, added);
+}
+
+void send_recent_audit(directory_actor* self, const caf::actor& to) {
+  std::string error;
+  auto since =
+    unix_ms_now() - std::chrono::duration_cast<std::chrono::milliseconds>(audit_catch_up).count();
+  auto events = self->state.settings.store->recent_audit(since, max_audit_catch_up, error);
+  if (!error.empty())
+    spdlog::error("apps: audit log: {}", error);
+  send_audit(self, to, events);
+}
+
 /// Keeps `record` when it is newer than what this peer has. True if it did.
 bool absorb(directory_actor* self, const cv1::AppRecord& record, std::string& error) {
   auto& st = self->state;
@@ -195,6 +236,8 @@ public:
       rotate_key();
     else if (method == "DeleteAppKey")
       delete_key();
+    else if (method == "ListAuditEvents")
+      list_audit();
     else
       fail(grpc_code::unimplemented, "unknown method " + call_.context.path);
   }
@@ -414,6 +457,30 @@ private:
     replies_.reply(call_.context, response);
   }
 
+  void list_audit() {
+    adm::ListAuditEventsRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    if (existing(request.app_id()) == nullptr)
+      return;
+    if (request.page_size() > max_audit_page)
+      return fail(grpc_code::invalid_argument,
+                  "page_size is at most " + std::to_string(max_audit_page));
+    uint32_t size = request.page_size() == 0 ? default_audit_page : request.page_size();
+    std::string error;
+    auto events =
+      st_.settings.store->audit(request.app_id(), request.room_id(), request.since_unix_ms(),
+                                request.page_token(), size + 1, error);
+    if (!error.empty())
+      return fail(grpc_code::unavailable, "app store: " + error);
+    adm::ListAuditEventsResponse response;
+    for (size_t i = 0; i < events.size() && i < size; ++i)
+      *response.add_events() = std::move(events[i]);
+    if (events.size() > size)
+      response.set_next_page_token(response.events(static_cast<int>(size) - 1).event_id());
+    replies_.reply(call_.context, response);
+  }
+
   void delete_key() {
     adm::DeleteAppKeyRequest request;
     if (!replies_.parse(call_, request))
@@ -466,8 +533,10 @@ caf::behavior app_directory(directory_actor* self, app_directory_settings settin
         if (peer.peer_id == view.self_id || !peer.app_directory)
           continue;
         auto name = peer.peer_id + "@" + std::to_string(peer.incarnation);
-        if (st.peers.count(name) == 0)
+        if (st.peers.count(name) == 0) {
           send_records(self, peer.app_directory, all_records(st));
+          send_recent_audit(self, peer.app_directory);
+        }
         peers.emplace(std::move(name), peer.app_directory);
       }
       st.peers = std::move(peers);
@@ -493,6 +562,21 @@ caf::behavior app_directory(directory_actor* self, app_directory_settings settin
         if (changed)
           publish(self);
       }
+    },
+    [self](audit_atom, const std::string& bytes) {
+      // From an app_policy of this peer: kept, and sent to every other peer.
+      ev1::AppEvent event;
+      if (!event.ParseFromString(bytes))
+        return;
+      keep_audit(self, {std::move(event)}, true);
+    },
+    [self](peer_audit_atom, const std::string& bytes) {
+      cv1::AuditEvents message;
+      if (!message.ParseFromString(bytes)) {
+        spdlog::warn("apps: a peer sent malformed audit events");
+        return;
+      }
+      keep_audit(self, {message.events().begin(), message.events().end()}, false);
     },
     [self](call_unary_atom, std::vector<unary_call>& batch) {
       unary_replies replies{self};

@@ -88,6 +88,7 @@ using hook_atom = caf::atom_constant<caf::atom("hook")>;
 using hook_points_atom = caf::atom_constant<caf::atom("hook_pts")>;
 using app_event_atom = caf::atom_constant<caf::atom("app_event")>;
 using audit_atom = caf::atom_constant<caf::atom("audit")>;
+using peer_audit_atom = caf::atom_constant<caf::atom("p_audit")>;
 using flush_updates_atom = caf::atom_constant<caf::atom("p_flush")>;
 using replicate_atom = caf::atom_constant<caf::atom("p_replica")>;
 using absorb_atom = caf::atom_constant<caf::atom("p_absorb")>;

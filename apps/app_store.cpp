@@ -13,6 +13,14 @@ constexpr const char* schema = R"sql(
     app_id TEXT PRIMARY KEY,
     record BLOB NOT NULL          -- chroom.cluster.v1.AppRecord
   );
+  CREATE TABLE IF NOT EXISTS audit (
+    event_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    occurred_unix_ms INTEGER NOT NULL,
+    event BLOB NOT NULL           -- chroom.apps.v1.AppEvent
+  );
+  CREATE INDEX IF NOT EXISTS audit_by_app ON audit (app_id, occurred_unix_ms, event_id);
 )sql";
 
 // Another connection (a second peer started on the same data_dir by mistake) holding the
@@ -78,8 +86,8 @@ std::string app_store::exec(const char* sql) {
 std::vector<cv1::AppRecord> app_store::load_apps(std::string& error) {
   std::vector<cv1::AppRecord> records;
   statement select;
-  if (sqlite3_prepare_v2(db_, "SELECT app_id, record FROM apps ORDER BY app_id", -1, &select.handle, nullptr) !=
-      SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, "SELECT app_id, record FROM apps ORDER BY app_id", -1, &select.handle,
+                         nullptr) != SQLITE_OK) {
     error = sqlite3_errmsg(db_);
     return records;
   }
@@ -99,6 +107,123 @@ std::vector<cv1::AppRecord> app_store::load_apps(std::string& error) {
   if (step != SQLITE_DONE)
     error = sqlite3_errmsg(db_);
   return records;
+}
+
+namespace {
+
+std::vector<chroom::apps::v1::AppEvent> read_events(sqlite3* db, sqlite3_stmt* select,
+                                                    std::string& error) {
+  std::vector<chroom::apps::v1::AppEvent> events;
+  int step;
+  while ((step = sqlite3_step(select)) == SQLITE_ROW) {
+    chroom::apps::v1::AppEvent event;
+    if (event.ParseFromArray(sqlite3_column_blob(select, 0), sqlite3_column_bytes(select, 0)))
+      events.push_back(std::move(event));
+    else
+      error = "a corrupt audit event";
+  }
+  if (step != SQLITE_DONE)
+    error = sqlite3_errmsg(db);
+  return events;
+}
+
+void bind_text(sqlite3_stmt* statement, int index, const std::string& text) {
+  sqlite3_bind_text(statement, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+}
+
+} // namespace
+
+std::vector<chroom::apps::v1::AppEvent>
+app_store::add_audit(const std::vector<chroom::apps::v1::AppEvent>& events, std::string& error) {
+  std::vector<chroom::apps::v1::AppEvent> added;
+  if (events.empty())
+    return added;
+  if (auto problem = exec("BEGIN"); !problem.empty()) {
+    error = problem;
+    return added;
+  }
+  statement insert;
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT OR IGNORE INTO audit (event_id, app_id, room_id, "
+                         "occurred_unix_ms, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                         -1, &insert.handle, nullptr) != SQLITE_OK) {
+    error = sqlite3_errmsg(db_);
+    exec("ROLLBACK");
+    return added;
+  }
+  for (const auto& event : events) {
+    std::string bytes;
+    event.SerializeToString(&bytes);
+    sqlite3_reset(insert.handle);
+    bind_text(insert.handle, 1, event.event_id());
+    bind_text(insert.handle, 2, event.app_id());
+    bind_text(insert.handle, 3, event.room_id());
+    sqlite3_bind_int64(insert.handle, 4, event.occurred_unix_ms());
+    sqlite3_bind_blob(insert.handle, 5, bytes.data(), static_cast<int>(bytes.size()),
+                      SQLITE_TRANSIENT);
+    if (sqlite3_step(insert.handle) != SQLITE_DONE) {
+      error = sqlite3_errmsg(db_);
+      exec("ROLLBACK");
+      return {};
+    }
+    if (sqlite3_changes(db_) > 0)
+      added.push_back(event);
+  }
+  if (auto problem = exec("COMMIT"); !problem.empty()) {
+    error = problem;
+    return {};
+  }
+  return added;
+}
+
+std::vector<chroom::apps::v1::AppEvent>
+app_store::audit(const std::string& app_id, const std::string& room_id, int64_t since_unix_ms,
+                 const std::string& after_event_id, size_t limit, std::string& error) {
+  // Paging by (occurred_unix_ms, event_id) of the last event of the previous page.
+  int64_t after_ms = since_unix_ms - 1;
+  std::string after_id;
+  if (!after_event_id.empty()) {
+    statement find;
+    if (sqlite3_prepare_v2(db_, "SELECT occurred_unix_ms FROM audit WHERE event_id = ?1", -1,
+                           &find.handle, nullptr) == SQLITE_OK) {
+      bind_text(find.handle, 1, after_event_id);
+      if (sqlite3_step(find.handle) == SQLITE_ROW) {
+        after_ms = sqlite3_column_int64(find.handle, 0);
+        after_id = after_event_id;
+      }
+    }
+  }
+  statement select;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT event FROM audit WHERE app_id = ?1 AND (?2 = '' OR room_id = ?2) "
+                         "AND (occurred_unix_ms > ?3 OR (occurred_unix_ms = ?3 AND event_id > ?4)) "
+                         "ORDER BY occurred_unix_ms, event_id LIMIT ?5",
+                         -1, &select.handle, nullptr) != SQLITE_OK) {
+    error = sqlite3_errmsg(db_);
+    return {};
+  }
+  bind_text(select.handle, 1, app_id);
+  bind_text(select.handle, 2, room_id);
+  sqlite3_bind_int64(select.handle, 3, after_ms);
+  bind_text(select.handle, 4, after_id);
+  sqlite3_bind_int64(select.handle, 5, static_cast<sqlite3_int64>(limit));
+  return read_events(db_, select.handle, error);
+}
+
+std::vector<chroom::apps::v1::AppEvent> app_store::recent_audit(int64_t since_unix_ms, size_t limit,
+                                                                std::string& error) {
+  statement select;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT event FROM (SELECT event, occurred_unix_ms FROM audit WHERE "
+                         "occurred_unix_ms >= ?1 ORDER BY occurred_unix_ms DESC LIMIT ?2) "
+                         "ORDER BY occurred_unix_ms",
+                         -1, &select.handle, nullptr) != SQLITE_OK) {
+    error = sqlite3_errmsg(db_);
+    return {};
+  }
+  sqlite3_bind_int64(select.handle, 1, since_unix_ms);
+  sqlite3_bind_int64(select.handle, 2, static_cast<sqlite3_int64>(limit));
+  return read_events(db_, select.handle, error);
 }
 
 std::string app_store::put_app(const cv1::AppRecord& record) {

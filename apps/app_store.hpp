@@ -9,6 +9,7 @@
 // of the process; a power loss may take the last transactions (the other peers hold them
 // and send them back when the peer rejoins).
 
+#include "chroom/apps/v1/events.pb.h"
 #include "chroom/cluster/v1/cluster.pb.h"
 
 #include <filesystem>
@@ -40,6 +41,22 @@ public:
   std::vector<cv1::AppRecord> load_apps(std::string& error);
   /// Writes `record` in place of its app's; empty on success, else why not.
   std::string put_app(const cv1::AppRecord& record);
+
+  /// Adds audit events; an event already kept (by event_id) is left as it is. Returns the
+  /// events that were new; sets `error` on a write failure.
+  std::vector<chroom::apps::v1::AppEvent>
+  add_audit(const std::vector<chroom::apps::v1::AppEvent>& events, std::string& error);
+  /// The app's audit events (of one room when `room_id` is not empty) from `since_unix_ms`
+  /// on, oldest first, at most `limit`, after the event `after_event_id` (paging; empty:
+  /// from the start).
+  std::vector<chroom::apps::v1::AppEvent> audit(const std::string& app_id,
+                                                const std::string& room_id, int64_t since_unix_ms,
+                                                const std::string& after_event_id, size_t limit,
+                                                std::string& error);
+  /// Every audit event since `since_unix_ms`, newest last, at most `limit` (for a peer
+  /// that joins).
+  std::vector<chroom::apps::v1::AppEvent> recent_audit(int64_t since_unix_ms, size_t limit,
+                                                       std::string& error);
 
 private:
   app_store(sqlite3* db, std::filesystem::path file);
