@@ -527,7 +527,12 @@ place_answer place_one(registry_actor* self, place_query& query, allocation::roo
   auto part = std::find_if(room.parts.begin(), room.parts.end(),
                            [&](const auto& p) { return p.node_id == chosen_id; });
   if (part == room.parts.end()) {
-    room.parts.push_back({chosen_id, query.request.participants});
+    uint32_t depth = 0;
+    if (answer.result.relay_to)
+      for (const auto& p : room.parts)
+        if (p.node_id == *answer.result.relay_to)
+          depth = p.depth + 1;
+    room.parts.push_back({chosen_id, query.request.participants, depth});
     st.table.add_room(chosen_id, node_room_id);
     queue_room_change(self, chosen_id, node_room_id, true);
   } else {

@@ -760,6 +760,24 @@ void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answ
   check_idle(self);
 }
 
+/// Relay hops of each part from the room's first part (breadth first over the links).
+std::map<std::string, uint32_t> relay_depths(const room_state& st) {
+  std::map<std::string, uint32_t> depth;
+  if (st.parts.empty())
+    return depth;
+  std::vector<std::string> frontier{st.parts.front().node_id};
+  depth[frontier.front()] = 0;
+  while (!frontier.empty()) {
+    std::vector<std::string> next;
+    for (const auto& node : frontier)
+      for (const auto& neighbour : st.relays.neighbours(node))
+        if (depth.emplace(neighbour, depth[node] + 1).second)
+          next.push_back(neighbour);
+    frontier = std::move(next);
+  }
+  return depth;
+}
+
 void pump(room_actor* self) {
   auto& st = self->state;
   if (st.in_flight || st.queue.empty() || st.handoff_to)
@@ -770,8 +788,9 @@ void pump(room_actor* self) {
   st.queue.erase(st.queue.begin(), st.queue.begin() + count);
   place_batch batch;
   batch.node_room_id = st.node_room_id;
+  auto depths = relay_depths(st);
   for (const auto& p : st.parts)
-    batch.room.parts.push_back({p.node_id, p.participants});
+    batch.room.parts.push_back({p.node_id, p.participants, depths[p.node_id]});
   batch.room.avoid.assign(st.avoid.begin(), st.avoid.end());
   st.avoid.clear();
   for (const auto& item : items) {

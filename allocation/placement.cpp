@@ -47,6 +47,17 @@ const room_view::part* part_on(const room_view& room, std::string_view node_id) 
   return nullptr;
 }
 
+/// A new part may link to `p` under the app's relay depth limit.
+bool linkable(const room_view::part& p, const app_policy* app) {
+  return app == nullptr || app->max_relay_depth == 0 || p.depth < app->max_relay_depth;
+}
+
+/// Some part of the room may take a relay to a new part.
+bool can_link(const room_view& room, const app_policy& app) {
+  return std::any_of(room.parts.begin(), room.parts.end(),
+                     [&](const room_view::part& p) { return linkable(p, &app); });
+}
+
 /// Why a node cannot take the request (checked in this order, which is also the order
 /// of the failure reasons).
 enum class fit { ok, inactive, avoided, region, hook, features, pinned, capacity };
@@ -67,8 +78,9 @@ fit check_fit(const node_record& node, const placement_request& request, const r
   if (!request.features.met_by(node.registration.features()))
     return fit::features;
   const auto* part = part_on(room, node.node_id);
-  if (app != nullptr && app->max_room_nodes > 0 && part == nullptr &&
-      room.parts.size() >= app->max_room_nodes)
+  if (app != nullptr && part == nullptr && !room.parts.empty() &&
+      ((app->max_room_nodes > 0 && room.parts.size() >= app->max_room_nodes) ||
+       !can_link(room, *app)))
     return fit::pinned;
   double high_water = app != nullptr ? app->high_water(rules.high_water) : rules.high_water;
   if (node.available_participants() < request.participants || overloaded(node, high_water))
@@ -227,7 +239,8 @@ void explain_failure(const node_table& table, const placement_request& request,
     result.failure = placement_failure::room_pinned;
     result.reason = "the room is pinned to its " + std::to_string(room.parts.size()) +
                     " media node(s) (app '" + request.app->app_id +
-                    "' cascade.max_room_nodes) and none of them can take the participant";
+                    "' cascade.max_room_nodes or max_relay_depth) and none of them can take "
+                    "the participant";
   } else if (count[fit::ok] > 0) {
     double nearest = std::numeric_limits<double>::infinity();
     for (const auto& [id, node] : table.nodes())
@@ -451,7 +464,7 @@ placement_result place(const node_table& table, const placement_request& request
       double nearest = std::numeric_limits<double>::infinity();
       for (const auto& part : room.parts) {
         const auto* node = table.find(part.node_id);
-        if (node == nullptr)
+        if (node == nullptr || !linkable(part, request.app))
           continue;
         double rtt = node_rtt_ms(*fresh, *node, rules.fibre);
         if (rtt < nearest) {

@@ -72,6 +72,9 @@ struct app_policy {
   uint32_t max_room_nodes = 0;
   /// A node holding this many of a room's participants takes no more of them; 0: none.
   uint32_t fan_out_after = 0;
+  /// A new part links only to a part fewer than this many relay hops from the room's first
+  /// node; 0: no limit.
+  uint32_t max_relay_depth = 0;
 
   bool allows(const chroom::medianode::v1::Location& location) const;
   /// The load (fraction of capacity) above which the app places nothing more on a node.
@@ -130,6 +133,8 @@ struct room_view {
     std::string node_id;
     /// The room's participants placed on it.
     uint32_t participants = 0;
+    /// Relay hops from the room's first node (0 for it).
+    uint32_t depth = 0;
   };
   /// The nodes the room is on (live ones; a dead node's part is being re-placed).
   std::vector<part> parts;

@@ -385,6 +385,7 @@ std::shared_ptr<const app_definition> compile_app(cfg::AppConfig app, std::strin
   policy.priority = priority_of(app.priority());
   policy.max_room_nodes = app.cascade().max_room_nodes();
   policy.fan_out_after = app.cascade().fan_out_after();
+  policy.max_relay_depth = app.cascade().max_relay_depth();
   std::string ignored;
   out->required_features =
     allocation::parse_features({app.required_features().begin(), app.required_features().end()},

@@ -790,6 +790,18 @@ TEST_CASE("placement: denied places, latency budget, priority, pinned rooms, fan
   CHECK(spilled.chosen.node_id == "paris");
   CHECK(spilled.relay_to == std::optional<std::string>{"berlin"});
 
+  // Relay depth: a new part links only to parts above the depth limit.
+  room_view chain;
+  chain.parts = {{"berlin", 3, 0}, {"paris", 3, 1}};
+  auto deep = app_with(strategy::latency);
+  CHECK(placed(deep, fx::new_york, chain).relay_to == std::optional<std::string>{"paris"});
+  deep.max_relay_depth = 1;
+  auto linked = placed(deep, fx::new_york, chain);
+  CHECK(linked.chosen.node_id == "new-york");
+  CHECK(linked.relay_to == std::optional<std::string>{"berlin"});
+  chain.parts[0].depth = 1; // nothing may take another link: the room stays on its nodes
+  CHECK(placed(deep, fx::new_york, chain).chosen.node_id == "paris");
+
   // Spread: a client a little nearer to another node leaves the room's node.
   auto plain = app_with(strategy::latency);
   const geo_point between{50.6, 7.5}; // a little nearer Paris than Berlin
