@@ -12,6 +12,7 @@
 
 #include "actors/proto_messages.hpp"
 #include "allocation/placement.hpp"
+#include "apps/app_spec.hpp"
 #include "chroom/allocation/v1/allocation_service.pb.h"
 #include "chroom/cluster/v1/cluster.pb.h"
 #include "transport/call_protocol.hpp"
@@ -89,8 +90,10 @@ struct allocation_ask {
   place_query query;
   uint32_t expected_kbps = 0;
   std::vector<std::string> warnings;
-  /// The app's app_policy when its hooks define before_allocation (asked first).
+  /// The app's app_policy when its hooks define before_allocation (asked first), and the
+  /// app (the role the hook sets is checked against it).
   caf::actor hook;
+  std::shared_ptr<const apps::app_definition> app;
 };
 
 /// The room's answer: a response for the client, or an error status.

@@ -220,6 +220,14 @@ void ask_room(request_actor* self, const caf::actor& room) {
       });
 }
 
+/// A role the app does not use: PERMISSION_DENIED.
+std::optional<grpc_status> role_refusal(const apps::app_definition& app, const std::string& role) {
+  if (const auto* rules = app.role(role); rules != nullptr && rules->allowed)
+    return std::nullopt;
+  return make_status(grpc_code::permission_denied,
+                     "app '" + app.config.app_id() + "' has no role '" + role + "'");
+}
+
 /// Fails the call and ends the request.
 void fail_request(request_actor* self, grpc_status status) {
   unary_replies{self}.fail(self->state.call, std::move(status));
@@ -234,10 +242,12 @@ void apply_hook(request_actor* self, const caf::actor& room, apps::allocation_ho
                         make_status(grpc_code::permission_denied,
                                     "denied by app '" + st.app_id + "': " + result.deny_reason));
   if (result.role) {
-    auto app = st.ask.query.app; // keeps the definition alive
     st.ask.role = *result.role;
     st.ask.request.set_role(*result.role);
   }
+  if (st.ask.app)
+    if (auto refused = role_refusal(*st.ask.app, st.ask.role))
+      return fail_request(self, std::move(*refused));
   if (result.nodes)
     st.ask.query.request.allowed_nodes = std::move(*result.nodes);
   ask_room(self, room);
@@ -556,6 +566,8 @@ void sync_policies(service_actor* self) {
       // new policy actor.
       if (previous->hook_script.empty() == app->hook_script.empty()) {
         self->send(running->second, app_definition_atom::value, app);
+        if (app->hook_script != previous->hook_script && !app->hook_script.empty())
+          st.before_allocation_hooks.insert(app_id); // until the new script says otherwise
         previous = app;
         continue;
       }
@@ -570,6 +582,11 @@ void sync_policies(service_actor* self) {
     settings.peer_id = st.settings.peer_id;
     st.policies[app_id] = spawn_app_policy(self->system(), std::move(settings));
     st.policy_apps[app_id] = app;
+    // Until the policy has loaded the script and said which points it defines, every
+    // Allocate of the app asks it (it answers "no change" for a point it lacks): no call
+    // slips past a hook that was just added.
+    if (!app->hook_script.empty())
+      st.before_allocation_hooks.insert(app_id);
   }
   st.shared_catalog->set_policies(st.policies);
 }
@@ -1009,10 +1026,11 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   if (std::find(std::begin(roles), std::end(roles), role) == std::end(roles))
     return invalid("role must be host, presenter, participant or viewer, got '" +
                    role.substr(0, 32) + "'");
-  if (const auto* rules = app->role(role); rules == nullptr || !rules->allowed)
-    return replies.fail(call.context,
-                        make_status(grpc_code::permission_denied,
-                                    "app '" + request.app_id() + "' has no role '" + role + "'"));
+  // With a before_allocation hook the role is checked once the hook has had its say.
+  const bool hooked = st.before_allocation_hooks.count(request.app_id()) > 0;
+  if (!hooked)
+    if (auto refused = role_refusal(*app, role))
+      return replies.fail(call.context, std::move(*refused));
   if (auto problem = location_problem(request.location()); !problem.empty())
     return invalid(std::move(problem));
   if (request.probes_size() > max_probes)
@@ -1044,7 +1062,7 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
 
   allocation_ask ask;
   std::string warning;
-  ask.query = query_of_request(std::move(app), st.settings.locator.get(), request, warning);
+  ask.query = query_of_request(app, st.settings.locator.get(), request, warning);
   ask.client_id = request.client_id();
   ask.role = std::move(role);
   ask.expected_kbps = request.expected_kbps();
@@ -1052,9 +1070,11 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   if (!warning.empty())
     ask.warnings.push_back(std::move(warning));
   ask.request = request;
-  if (st.before_allocation_hooks.count(request.app_id()) > 0)
-    if (auto it = st.policies.find(request.app_id()); it != st.policies.end())
+  if (hooked)
+    if (auto it = st.policies.find(request.app_id()); it != st.policies.end()) {
       ask.hook = it->second;
+      ask.app = app;
+    }
   auto room = room_for(self, request.app_id(), request.room_id());
   self->spawn(allocation_request, std::move(call.context), std::move(call.request), std::move(ask),
               request.app_id(), request.room_id(), room, caf::actor_cast<caf::actor>(self),

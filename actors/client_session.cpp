@@ -88,6 +88,7 @@ signed_join_token join_token_for(const room_settings& settings, const lease_hold
   claims.lease_id = holder.lease_id;
   claims.publish = holder.publish;
   claims.recording = holder.recording;
+  claims.tier = holder.tier;
   claims.issued_at_s =
     std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   claims.expires_at_s =

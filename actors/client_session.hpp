@@ -45,6 +45,7 @@ struct lease_holder {
   /// Join token claims from the app's rules ("pub", "rec"); unset for an unknown app.
   std::optional<std::string> publish;
   std::optional<bool> recording;
+  std::optional<std::string> tier;
   /// The app's lease TTL; 0: the peer's (room_settings::lease_ttl).
   std::chrono::milliseconds lease_ttl{0};
 

@@ -569,7 +569,7 @@ void emit(room_actor* self, std::string_view type, const std::string& client_id 
 
 /// A participant's lease, with its app's rules for `role`: token claims and lease TTL.
 lease_holder holder_of(const room_state& st, const std::string& client_id, const std::string& role,
-                       std::string lease_id) {
+                       std::string lease_id, uint32_t expected_kbps) {
   lease_holder holder;
   holder.app_id = st.app_id;
   holder.room_id = st.room_id;
@@ -586,6 +586,12 @@ lease_holder holder_of(const room_state& st, const std::string& client_id, const
     holder.publish = std::move(publish);
   }
   holder.recording = app->config.recording();
+  const auto below = app->config.audio_only_below_kbps();
+  if (below > 0 && expected_kbps > 0 && expected_kbps < below) {
+    holder.tier = "audio_only";
+    holder.publish =
+      holder.publish && holder.publish->find("audio") != std::string::npos ? "audio" : "";
+  }
   holder.lease_ttl = app->lease_ttl;
   return holder;
 }
@@ -643,7 +649,8 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
     return;
   }
   member m;
-  m.holder = holder_of(st, ask.client_id, ask.role, st.node_room_id + "/" + new_lease_id());
+  m.holder = holder_of(st, ask.client_id, ask.role, st.node_room_id + "/" + new_lease_id(),
+                       ask.expected_kbps);
   m.request = std::move(ask.request);
   m.query = std::move(ask.query);
   m.expected_kbps = ask.expected_kbps;
@@ -877,7 +884,8 @@ void apply_state(room_actor* self, const cv1::RoomState& state, bool tell_nodes)
     if (st.members.contains(incoming.client_id()))
       continue;
     member m;
-    m.holder = holder_of(st, incoming.client_id(), incoming.role(), incoming.lease_id());
+    m.holder = holder_of(st, incoming.client_id(), incoming.role(), incoming.lease_id(),
+                         incoming.request().expected_kbps());
     m.request = incoming.request();
     if (st.settings->query_of) {
       if (auto query = st.settings->query_of(m.request)) {

@@ -370,6 +370,7 @@ enum claim_bit : unsigned {
   // Optional claims: at most once each, not required.
   claim_pub = 1u << 9,
   claim_rec = 1u << 10,
+  claim_tier = 1u << 11,
 };
 
 bool parse_claims(std::string_view json, join_claims& claims) {
@@ -416,6 +417,13 @@ bool parse_claims(std::string_view json, join_claims& claims) {
       if (!string_claim(claim_pub, value, publish))
         return false;
       claims.publish = std::move(publish);
+      return true;
+    }
+    if (key == "tier") {
+      std::string tier;
+      if (!string_claim(claim_tier, value, tier))
+        return false;
+      claims.tier = std::move(tier);
       return true;
     }
     if (key == "rec") {
@@ -535,6 +543,8 @@ std::string sign_join_token(const join_claims& claims, std::string_view key) {
     append_member(json, "pub", *claims.publish);
   if (claims.recording)
     append_member(json, "rec", std::int64_t{*claims.recording ? 1 : 0});
+  if (claims.tier)
+    append_member(json, "tier", *claims.tier);
   json.push_back('}');
 
   std::string token;

@@ -32,6 +32,9 @@ struct join_claims {
   std::optional<std::string> publish;
   /// "rec": 1 when the room may be recorded, 0 when not. Absent: the issuer did not say.
   std::optional<bool> recording;
+  /// "tier": "audio_only" when the holder is to receive audio only (a low-bandwidth
+  /// client); absent: all the media it is sent.
+  std::optional<std::string> tier;
 };
 
 /// A signed token for `claims` (iss "chroom"). `key` is the node's secret, used as HMAC key

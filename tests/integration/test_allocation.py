@@ -396,7 +396,11 @@ def test_join_token_verifies_offline_and_forgeries_fail(start_allocation_peer, p
     assert claims["exp"] - claims["iat"] == token_ttl_ms // 1000
     assert claims["exp"] > time.time()
     assert reply.join_token_expires_unix_ms == claims["exp"] * 1000
-    assert list(json.loads(h.b64url_decode(token.split(".")[1]))) == list(h.JOIN_TOKEN_CLAIMS)
+    # The required claims in their order, then the app's rules (docs/join-tokens.md): the
+    # default app lets a presenter send audio and video, and records nothing.
+    assert list(json.loads(h.b64url_decode(token.split(".")[1]))) == list(h.JOIN_TOKEN_CLAIMS) + [
+        "pub", "rec"]
+    assert (claims["pub"], claims["rec"]) == ("audio video", 0)
     assert len(h.b64url_decode(token.split(".")[2])) == 32
 
     # The node got the very same token in AdmitParticipant.

@@ -287,6 +287,7 @@ TEST_CASE("a full file sets every field") {
     "    admission: host\n"
     "    audit: true\n"
     "    description: clinics in DE and FR\n"
+    "    audio_only_below_kbps: 300\n"
     "  - {app_id: events, strategy: pack, allow_unauthenticated: true}\n"
     "data_dir: /var/lib/chroom\n"
     "cluster:\n"
@@ -399,6 +400,7 @@ TEST_CASE("a full file sets every field") {
            admission: "host"
            audit: true
            description: "clinics in DE and FR"
+           audio_only_below_kbps: 300
          }
          apps {
            app_id: "events"
