@@ -374,7 +374,10 @@ int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_vie
     s->grpc_timeout = value;
   } else if (name == "grpc-encoding")
     s->grpc_encoding = value;
-  else if (!is_transport_header(name)) {
+  else if (name.starts_with(reserved_metadata_prefix)) {
+    // Metadata the peers set on calls they pass on to each other (forwarding hops, lease
+    // retries): a client sending it could skip rate limits or forwarding. Dropped.
+  } else if (!is_transport_header(name)) {
     if (is_binary_metadata_key(name)) {
       // Several values of one -bin key may arrive comma-joined; each is base64.
       // Several values of one key may arrive joined by commas; each is base64 and

@@ -93,4 +93,8 @@ bool is_valid_ascii_metadata_value(std::string_view value);
 /// True for request headers the gateway consumes itself and does not pass to handlers.
 bool is_transport_header(std::string_view key);
 
+/// Request metadata with this prefix is set only by orchestrator peers on the calls they
+/// pass to each other; the gateway drops it from clients' requests.
+inline constexpr std::string_view reserved_metadata_prefix = "chroom-";
+
 } // namespace chroom::transport

@@ -354,6 +354,13 @@ def test_allocation_rate_and_participant_quotas(start_allocation_peer, pb, admin
         join("r1", "c3")
     assert fast.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "allocation rate" in fast.value.details() and "retry in" in fast.value.details()
+    # Peers' own metadata from a client is dropped: it cannot pass as a forwarded call.
+    with pytest.raises(grpc.RpcError) as forged:
+        stub.Allocate(pb.AllocateRequest(app_id="metered", room_id="r1", client_id="c3",
+                                         location=W.where(pb, "hamburg")),
+                      metadata=[("chroom-forwarded-by", "peer-x"),
+                                ("chroom-forwarded-by", "peer-y")], timeout=5)
+    assert forged.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, forged.value.details()
     time.sleep(1.1)
     join("r2", "c3")  # the fourth participant: at the quota now
     time.sleep(1.1)
@@ -527,3 +534,33 @@ def test_a_dead_webhook_endpoint_never_slows_allocation(start_allocation_peer, p
     # Bounded, not timed: 50 calls each within their 5 s deadline; a blocking webhook would
     # have taken the retry schedule (seconds) per call.
     assert time.monotonic() - started < 50 * 5
+
+
+def test_reload_apps_from_the_config_file(start_allocation_peer, pb, admin_pb):
+    apps = [{"app_id": "default"}, {"app_id": "filed", "strategy": "pack"},
+            {"app_id": "retired"}]
+    peer = start_allocation_peer(W.config(apps=apps))
+    admin = peer.server.admin()
+    listed = {a.config.app_id: a for a in admin.ListApps(admin_pb.ListAppsRequest(),
+                                                         timeout=5).apps}
+    assert listed["filed"].source == "file" and listed["filed"].config.strategy == "pack"
+    # The file changes: one app updated, one gone, one new, one bad value refused first.
+    config = W.config(apps=[{"app_id": "default"}, {"app_id": "filed", "strategy": "latnecy"},
+                            {"app_id": "fresh"}])
+    peer.server.config_path.write_text(h.to_yaml(config) + "\n")
+    with pytest.raises(grpc.RpcError) as bad:
+        admin.ReloadApps(admin_pb.ReloadAppsRequest(), timeout=5)
+    assert bad.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "apps[1].strategy" in bad.value.details() and "did you mean 'latency'" in \
+        bad.value.details(), bad.value.details()
+    config["apps"][1]["strategy"] = "latency"
+    peer.server.config_path.write_text(h.to_yaml(config) + "\n")
+    reply = admin.ReloadApps(admin_pb.ReloadAppsRequest(), timeout=5)
+    assert (list(reply.created), list(reply.updated), list(reply.deleted),
+            list(reply.unchanged)) == (["fresh"], ["filed"], ["retired"], ["default"])
+    listed = {a.config.app_id: a for a in admin.ListApps(admin_pb.ListAppsRequest(),
+                                                         timeout=5).apps}
+    assert set(listed) == {"default", "filed", "fresh"}
+    assert listed["filed"].config.strategy == "latency"
+    W.start_nodes(peer, ["ber"])
+    W.allocate(peer.server.allocation(), pb, "room", "client", "hamburg", app="fresh")
