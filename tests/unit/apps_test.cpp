@@ -4,6 +4,7 @@
 #include "apps/app_spec.hpp"
 #include "apps/app_store.hpp"
 #include "apps/rate_limiter.hpp"
+#include "tests/unit/jwt_for_tests.hpp"
 
 #include <doctest/doctest.h>
 #include <google/protobuf/text_format.h>
@@ -60,30 +61,9 @@ auth_result check(const app_catalog& catalog, std::string_view app, metadata_ent
 // A token built here, apart from sign_app_token, from JSON text as a backend writes it.
 std::string hand_made_token(std::string_view header, std::string_view claims,
                             std::string_view secret) {
-  auto b64 = [](std::string_view bytes) {
-    static constexpr char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out;
-    unsigned buffer = 0;
-    int bits = 0;
-    for (unsigned char c : bytes) {
-      buffer = (buffer << 8) | c;
-      bits += 8;
-      while (bits >= 6) {
-        bits -= 6;
-        out += alphabet[(buffer >> bits) & 0x3F];
-      }
-    }
-    if (bits > 0)
-      out += alphabet[(buffer << (6 - bits)) & 0x3F];
-    return out;
-  };
-  std::string input = b64(header) + "." + b64(claims);
-  unsigned char digest[32];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest, &length);
-  return input + "." + b64(std::string_view{reinterpret_cast<char*>(digest), length});
+  using chroom::test::base64url;
+  std::string input = base64url(header) + "." + base64url(claims);
+  return input + "." + base64url(chroom::test::mac(EVP_sha256(), secret, input));
 }
 
 } // namespace

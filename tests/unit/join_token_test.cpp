@@ -2,6 +2,8 @@
 // independently, and every way a token can be refused.
 #include "transport/join_token.hpp"
 
+#include "tests/unit/jwt_for_tests.hpp"
+
 #include <cstdint>
 #include <doctest/doctest.h>
 #include <openssl/evp.h>
@@ -10,6 +12,9 @@
 #include <string_view>
 
 namespace {
+
+using chroom::test::base64url;
+using chroom::test::mac;
 
 using chroom::transport::join_claims;
 using chroom::transport::sign_join_token;
@@ -51,34 +56,6 @@ constexpr std::string_view example_token =
   "OiJyb29tLTQyIiwibm9kZSI6Im1lZGlhLTEiLCJyb2xlIjoiaG9zdCIsImxlYXNlIjoibGVhc2UtMDAwMSIsImlhdCI6"
   "MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAwMzAwfQ."
   "a7l1pSfVmKI8RaUysxgCqXNWWTrl_YHfKyPz0ANXYUQ";
-
-// Test-side encoders, written apart from the ones under test.
-std::string base64url(std::string_view bytes) {
-  static constexpr char alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  unsigned buffer = 0;
-  int bits = 0;
-  for (const char c : bytes) {
-    buffer = (buffer << 8) | static_cast<unsigned char>(c);
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += alphabet[(buffer >> bits) & 0x3F];
-    }
-  }
-  if (bits > 0)
-    out += alphabet[(buffer << (6 - bits)) & 0x3F];
-  return out;
-}
-
-std::string mac(const EVP_MD* digest, std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(digest, key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &length);
-  return std::string(reinterpret_cast<const char*>(out), length);
-}
 
 // A token with any header and claims JSON, signed with `digest` (HMAC).
 std::string make_token(std::string_view header_json, std::string_view claims_json,
