@@ -78,7 +78,7 @@ def test_json_log_lines_are_json(tmp_path):
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config),
                                  "--log-format", "json"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
     try:
         harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
     finally:
@@ -90,3 +90,33 @@ def test_json_log_lines_are_json(tmp_path):
     assert {"time", "level", "msg"} <= set(records[0])
     assert any(f"127.0.0.1:{port}" in r["msg"] for r in records)
     assert records[-1]["msg"] == "stopped"
+
+
+def test_an_unusable_data_dir_stops_the_start_with_the_reason(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    config = tmp_path / "data.yaml"
+    config.write_text(f"listen: {{host: 127.0.0.1, port: {harness.free_port()}}}\n"
+                      f"data_dir: {blocker / 'store'}\n")
+    result = run_orchestrator(["--config", str(config)], tmp_path)
+    assert result.returncode == 1
+    assert "app store: cannot create" in result.stderr and str(blocker) in result.stderr
+
+
+def test_the_data_dir_defaults_to_chroom_data_of_the_peer(tmp_path):
+    config = tmp_path / "peer.yaml"
+    config.write_text(f"listen: {{host: 127.0.0.1, port: {harness.free_port()}}}\n"
+                      "peer_id: store-peer\nshutdown_grace_ms: 500\n")
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=tmp_path)
+    try:
+        assert harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
+    database = tmp_path / "chroom-data" / "store-peer" / "apps.db"
+    assert database.is_file()
+    assert database.stat().st_mode & 0o077 == 0, oct(database.stat().st_mode)
