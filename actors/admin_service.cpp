@@ -107,7 +107,8 @@ struct admin_actors {
 /// AdminService methods the app directory answers.
 constexpr std::string_view app_methods[] = {"CreateApp",    "UpdateApp",   "GetApp",
                                             "ListApps",     "DeleteApp",   "ReloadApps",
-                                            "RotateAppKey", "DeleteAppKey", "ListAuditEvents"};
+                                            "RotateAppKey", "DeleteAppKey", "ListAuditEvents",
+                                            "GetUsage", "ExportUsageReport"};
 
 /// GetCluster: the members from the membership actor, room counts from the allocation
 /// service.

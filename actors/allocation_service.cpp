@@ -8,6 +8,7 @@
 #include "actors/send_later.hpp"
 #include "allocation/lease_wheel.hpp"
 #include "apps/rate_limiter.hpp"
+#include "chroom/apps/v1/usage.pb.h"
 #include "cluster/room_state.hpp"
 #include "transport/call_protocol.hpp"
 
@@ -527,6 +528,8 @@ struct service_state {
   /// by peer_id, then app_id.
   std::map<std::string, std::map<std::string, cv1::AppCount, std::less<>>, std::less<>>
     remote_counts;
+  /// When leases were last counted for usage metering.
+  steady::time_point last_usage_sample{};
   /// Shutting down: rooms are handed off, every call goes to the new owners.
   bool leaving = false;
   caf::response_promise leave_done;
@@ -910,6 +913,10 @@ grpc_status unknown_lease(const std::string& lease_id) {
 
 // --- quotas ------------------------------------------------------------------------------
 
+/// How often held leases are counted as participant-minutes: the error per lease is at
+/// most this much at its start and end.
+constexpr auto usage_sample_interval = std::chrono::seconds{5};
+
 /// How often a peer sends its counts of rooms and participants of apps with quotas: the
 /// cluster-wide totals lag by about this much (a quota may be overrun by what the other
 /// peers admit meanwhile).
@@ -987,6 +994,29 @@ std::optional<grpc_status> rate_refusal(service_actor* self, const apps::app_def
                      "app '" + app.config.app_id() + "' is over its allocation rate (quotas." +
                        "allocations_per_second " + std::to_string(quotas.allocations_per_second()) +
                        "); retry in " + wait + " s");
+}
+
+/// Participant-minutes of the leases held here since the last sample, per app, to the
+/// app directory (usage metering). Sampling: a lease that comes and goes between two
+/// samples is not counted, one held across a sample counts the whole interval.
+void sample_usage(service_actor* self) {
+  auto& st = self->state;
+  auto now = steady::now();
+  double minutes =
+    std::chrono::duration<double, std::ratio<60>>(now - st.last_usage_sample).count();
+  st.last_usage_sample = now;
+  if (!st.settings.app_directory)
+    return;
+  std::map<std::string_view, uint64_t> leases;
+  for (const auto& [lease_id, session] : st.leases)
+    if (auto slash = lease_id.find('/'); slash != std::string::npos)
+      ++leases[std::string_view{lease_id}.substr(0, slash)];
+  for (const auto& [app_id, count] : leases) {
+    chroom::apps::v1::UsageCounters counters;
+    counters.set_participant_minutes(static_cast<double>(count) * minutes);
+    self->send(st.settings.app_directory, usage_atom::value, std::string{app_id},
+               counters.SerializeAsString());
+  }
 }
 
 /// Sends this peer's counts of the apps with quotas to the other peers.
@@ -1303,6 +1333,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
     return catalog->policy(app_id);
   };
   rooms->peer_id = st.settings.peer_id;
+  rooms->app_directory = st.settings.app_directory;
   st.webhooks = std::make_shared<apps::webhook_dispatcher>(
     webhook_threads, [](std::string_view line) { spdlog::info("webhooks: {}", line); });
   sync_policies(self);
@@ -1313,6 +1344,8 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
     st.room_settings_->lease_ttl / 10, std::chrono::milliseconds{50}, std::chrono::seconds{1});
   send_later(self, st.sweep_interval, sweep_atom::value);
   send_later(self, counts_interval, app_counts_atom::value);
+  st.last_usage_sample = steady::now();
+  send_later(self, usage_sample_interval, usage_atom::value);
   // Rooms (and through them the sessions) end with the service: a peer shutting down
   // must not wait for idle rooms to linger out.
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -1410,6 +1443,10 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       if (find_app(self, app_id) == nullptr)
         return {unknown_app(app_id), caf::actor{}};
       return {grpc_status::ok(), room_for(self, app_id, room_id)};
+    },
+    [self](usage_atom) {
+      sample_usage(self);
+      send_later(self, usage_sample_interval, usage_atom::value);
     },
     [self](app_counts_atom) {
       send_counts(self);

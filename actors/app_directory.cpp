@@ -3,12 +3,16 @@
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/exception_log.hpp"
+#include "actors/send_later.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
 #include <fstream>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
+#include <limits>
 #include <map>
 #include <set>
 #include <spdlog/spdlog.h>
@@ -27,6 +31,12 @@ namespace ev1 = chroom::apps::v1;
 /// catches up on what it missed), at most max_audit_catch_up of them.
 constexpr auto audit_catch_up = std::chrono::hours{24 * 7};
 constexpr size_t max_audit_catch_up = 20'000;
+/// How often this peer's usage counts are written to the store and sent to the other
+/// peers: a crash loses at most this much counting.
+constexpr auto usage_flush_interval = std::chrono::seconds{5};
+/// A peer that joins gets the usage records of this long ago and since.
+constexpr auto usage_catch_up = std::chrono::hours{24 * 31};
+
 /// ListAuditEvents pages.
 constexpr uint32_t default_audit_page = 100;
 constexpr uint32_t max_audit_page = 1000;
@@ -101,6 +111,10 @@ struct directory_state {
   std::vector<caf::actor> subscribers;
   /// Other peers' directories, by peer_id@incarnation (to spot newcomers).
   std::map<std::string, caf::actor> peers;
+  /// This peer's usage counts by (app, epoch start), and those changed since the last
+  /// flush.
+  std::map<std::pair<std::string, int64_t>, ev1::UsageRecord> usage;
+  std::set<std::pair<std::string, int64_t>> usage_dirty;
 };
 
 using directory_actor = caf::stateful_actor<directory_state>;
@@ -147,6 +161,55 @@ void keep_audit(directory_actor* self, const std::vector<ev1::AppEvent>& events,
   if (local)
     for (const auto& [peer, directory] : st.peers)
       send_audit(self, directory, added);
+}
+
+void send_usage(directory_actor* self, const caf::actor& to,
+                const std::vector<ev1::UsageRecord>& records) {
+  if (records.empty())
+    return;
+  ev1::UsageRecords message;
+  for (const auto& record : records)
+    *message.add_records() = record;
+  self->send(to, peer_usage_atom::value, serialized(message));
+}
+
+/// Writes this peer's changed counts and sends them to the other peers; forgets the
+/// counts of epochs that ended (they are in the store).
+void flush_usage(directory_actor* self) {
+  auto& st = self->state;
+  auto now = unix_ms_now();
+  std::vector<ev1::UsageRecord> changed;
+  for (const auto& key : st.usage_dirty) {
+    auto& record = st.usage[key];
+    // Above the version written before, even if the clock stepped back.
+    record.set_updated_unix_ms(std::max(now, record.updated_unix_ms() + 1));
+    changed.push_back(record);
+  }
+  st.usage_dirty.clear();
+  std::string error;
+  auto written = st.settings.store->put_usage(changed, error);
+  if (!error.empty())
+    spdlog::error("apps: usage: {}", error);
+  for (const auto& [peer, directory] : st.peers)
+    send_usage(self, directory, written);
+  auto current = apps::epoch_start(now, st.settings.epoch_ms);
+  std::erase_if(st.usage, [&](const auto& entry) { return entry.first.second < current; });
+}
+
+void count_usage(directory_actor* self, const std::string& app_id,
+                 const ev1::UsageCounters& counters) {
+  auto& st = self->state;
+  auto start = apps::epoch_start(unix_ms_now(), st.settings.epoch_ms);
+  auto key = std::make_pair(app_id, start);
+  auto& record = st.usage[key];
+  if (record.app_id().empty()) {
+    record.set_app_id(app_id);
+    record.set_epoch_start_unix_ms(start);
+    record.set_epoch_ms(st.settings.epoch_ms);
+    record.set_peer_id(st.settings.peer_id);
+  }
+  apps::add(*record.mutable_usage(), counters);
+  st.usage_dirty.insert(key);
 }
 
 void send_recent_audit(directory_actor* self, const caf::actor& to) {
@@ -238,6 +301,10 @@ public:
       delete_key();
     else if (method == "ListAuditEvents")
       list_audit();
+    else if (method == "GetUsage")
+      get_usage();
+    else if (method == "ExportUsageReport")
+      export_report();
     else
       fail(grpc_code::unimplemented, "unknown method " + call_.context.path);
   }
@@ -481,6 +548,71 @@ private:
     replies_.reply(call_.context, response);
   }
 
+  /// The app's epochs in [from, to) with every peer's counts (this peer's flushed first).
+  bool usage_of(const std::string& app_id, int64_t from, int64_t& to,
+                google::protobuf::RepeatedPtrField<ev1::EpochUsage>& epochs,
+                ev1::UsageCounters& total) {
+    if (existing(app_id) == nullptr)
+      return false;
+    if (to == 0)
+      to = std::numeric_limits<int64_t>::max();
+    if (to <= from) {
+      fail(grpc_code::invalid_argument, "to_unix_ms must be after from_unix_ms (or 0: now)");
+      return false;
+    }
+    flush_usage(self_);
+    std::string error;
+    auto records = st_.settings.store->usage(app_id, from, to, error);
+    if (!error.empty()) {
+      fail(grpc_code::unavailable, "app store: " + error);
+      return false;
+    }
+    apps::sum_usage(records, app_id, from, to, epochs, total);
+    return true;
+  }
+
+  void get_usage() {
+    adm::GetUsageRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    adm::GetUsageResponse response;
+    int64_t to = request.to_unix_ms();
+    if (usage_of(request.app_id(), request.from_unix_ms(), to, *response.mutable_epochs(),
+                 *response.mutable_total()))
+      replies_.reply(call_.context, response);
+  }
+
+  void export_report() {
+    adm::ExportUsageReportRequest request;
+    if (!replies_.parse(call_, request))
+      return;
+    if (!st_.settings.signer)
+      return fail(grpc_code::failed_precondition, "this peer has no usage signing key");
+    adm::ExportUsageReportResponse response;
+    auto& report = *response.mutable_report();
+    int64_t to = request.to_unix_ms() == 0 ? unix_ms_now() : request.to_unix_ms();
+    if (!usage_of(request.app_id(), request.from_unix_ms(), to, *report.mutable_epochs(),
+                  *report.mutable_total()))
+      return;
+    report.set_app_id(request.app_id());
+    report.set_from_unix_ms(request.from_unix_ms());
+    report.set_to_unix_ms(to);
+    report.set_generated_unix_ms(unix_ms_now());
+    report.set_generated_by(st_.settings.peer_id);
+    report.set_signing_key_id(st_.settings.signer->key_id());
+    std::string bytes;
+    {
+      google::protobuf::io::StringOutputStream stream(&bytes);
+      google::protobuf::io::CodedOutputStream coded(&stream);
+      coded.SetSerializationDeterministic(true);
+      report.SerializeToCodedStream(&coded);
+    }
+    response.set_signature(st_.settings.signer->sign(bytes));
+    response.set_report_bytes(std::move(bytes));
+    response.set_public_key_pem(st_.settings.signer->public_key_pem());
+    replies_.reply(call_.context, response);
+  }
+
   void delete_key() {
     adm::DeleteAppKeyRequest request;
     if (!replies_.parse(call_, request))
@@ -521,6 +653,21 @@ caf::behavior app_directory(directory_actor* self, app_directory_settings settin
   settings.records.clear();
   st.settings = std::move(settings);
   st.catalog = catalog_of(all_records(st));
+  // This peer's counts of the current epoch so far (a restart goes on from them rather
+  // than overwriting them with smaller ones).
+  {
+    std::string error;
+    auto now = unix_ms_now();
+    auto current = apps::epoch_start(now, st.settings.epoch_ms);
+    for (auto& record : st.settings.store->usage({}, current, current + 1, error))
+      if (record.peer_id() == st.settings.peer_id) {
+        auto key = std::make_pair(record.app_id(), record.epoch_start_unix_ms());
+        st.usage[key] = std::move(record);
+      }
+    if (!error.empty())
+      spdlog::error("apps: usage: {}", error);
+  }
+  send_later(self, usage_flush_interval, usage_flush_atom::value);
   return {
     [self](subscribe_atom, const caf::actor& subscriber) {
       self->state.subscribers.push_back(subscriber);
@@ -536,6 +683,13 @@ caf::behavior app_directory(directory_actor* self, app_directory_settings settin
         if (st.peers.count(name) == 0) {
           send_records(self, peer.app_directory, all_records(st));
           send_recent_audit(self, peer.app_directory);
+          std::string error;
+          auto since =
+            unix_ms_now() -
+            std::chrono::duration_cast<std::chrono::milliseconds>(usage_catch_up).count();
+          send_usage(
+            self, peer.app_directory,
+            st.settings.store->usage({}, since, std::numeric_limits<int64_t>::max(), error));
         }
         peers.emplace(std::move(name), peer.app_directory);
       }
@@ -562,6 +716,27 @@ caf::behavior app_directory(directory_actor* self, app_directory_settings settin
         if (changed)
           publish(self);
       }
+    },
+    [self](usage_atom, const std::string& app_id, const std::string& bytes) {
+      ev1::UsageCounters counters;
+      if (counters.ParseFromString(bytes) && !apps::empty(counters))
+        count_usage(self, app_id, counters);
+    },
+    [self](usage_flush_atom) {
+      flush_usage(self);
+      send_later(self, usage_flush_interval, usage_flush_atom::value);
+    },
+    [self](peer_usage_atom, const std::string& bytes) {
+      ev1::UsageRecords message;
+      if (!message.ParseFromString(bytes)) {
+        spdlog::warn("apps: a peer sent malformed usage records");
+        return;
+      }
+      std::string error;
+      self->state.settings.store->put_usage({message.records().begin(), message.records().end()},
+                                            error);
+      if (!error.empty())
+        spdlog::error("apps: usage: {}", error);
     },
     [self](audit_atom, const std::string& bytes) {
       // From an app_policy of this peer: kept, and sent to every other peer.

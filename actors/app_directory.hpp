@@ -16,9 +16,15 @@
 //   (cluster_view_atom, cluster_view)       from the membership actor
 //   (app_records_atom, AppRecords bytes)    from another peer's directory
 //   (call_unary_atom, vector<unary_call>)   AdminService app methods
+//   (audit_atom, AppEvent bytes)            an audit event of this peer (from an app_policy)
+//   (peer_audit_atom, AuditEvents bytes)    ... of another peer
+//   (usage_atom, app_id, UsageCounters bytes)   use counted on this peer (rooms, services,
+//                                               the registry), added to the current epoch
+//   (peer_usage_atom, UsageRecords bytes)   another peer's counts
 
 #include "apps/app_catalog.hpp"
 #include "apps/app_store.hpp"
+#include "apps/usage.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -42,6 +48,9 @@ struct app_directory_settings {
   std::vector<apps::cv1::AppRecord> records;
   /// For ReloadApps.
   file_apps_reader read_file_apps;
+  /// Usage metering: the epoch length and the key that signs reports.
+  int64_t epoch_ms = 3'600'000;
+  std::shared_ptr<const apps::usage_signer> signer;
 };
 
 /// Opens nothing: combines what the store holds with the apps of the config file (which

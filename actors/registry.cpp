@@ -1,5 +1,7 @@
 #include "actors/registry.hpp"
 
+#include "chroom/apps/v1/usage.pb.h"
+
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
@@ -499,6 +501,25 @@ caf::actor node_actor_of(registry_actor* self, const allocation::node_record& re
 }
 
 /// Places and reserves one query of a batch; updates `room` as the placement changes it.
+/// The media bytes a node of this peer reported per room, added up per app (room ids on
+/// nodes are "app/room") and counted as the apps' usage.
+void meter_traffic(registry_actor* self, const chroom::medianode::v1::Stats& stats) {
+  const auto& directory = self->state.settings.app_directory;
+  if (stats.room_traffic().empty() || !directory)
+    return;
+  std::map<std::string_view, chroom::apps::v1::UsageCounters> by_app;
+  for (const auto& traffic : stats.room_traffic()) {
+    auto slash = traffic.room_id().find('/');
+    if (slash == std::string::npos || slash == 0)
+      continue; // not a room the orchestrator made
+    auto& counters = by_app[std::string_view{traffic.room_id()}.substr(0, slash)];
+    counters.set_bytes_in(counters.bytes_in() + traffic.bytes_in());
+    counters.set_bytes_out(counters.bytes_out() + traffic.bytes_out());
+  }
+  for (const auto& [app_id, counters] : by_app)
+    self->send(directory, usage_atom::value, std::string{app_id}, counters.SerializeAsString());
+}
+
 place_answer place_one(registry_actor* self, place_query& query, allocation::room_view& room,
                        const std::string& node_room_id, clock::time_point now) {
   auto& st = self->state;
@@ -752,6 +773,7 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
            const chroom::medianode::v1::Stats& stats) {
       auto now = clock::now();
       auto events = self->state.table.on_stats(node_id, session, stats, now);
+      meter_traffic(self, stats);
       queue_stats(self, node_id, session, stats);
       publish(self, events, now);
     },

@@ -62,6 +62,9 @@ struct registry_settings {
   /// This peer has seeds: until it has the nodes of the cluster it meets (or this long
   /// passed: nobody answered), it places nobody. Zero: a peer alone.
   std::chrono::milliseconds startup_sync{0};
+  /// Gets (usage_atom, app_id, UsageCounters bytes): the media bytes this peer's nodes
+  /// report per room, added up per app (usage metering).
+  caf::actor app_directory;
 };
 
 /// The registry's answer to a Register.

@@ -8,6 +8,7 @@
 #include "actors/media_node.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/cascade.hpp"
+#include "chroom/apps/v1/usage.pb.h"
 #include "cluster/room_state.hpp"
 
 #include <caf/all.hpp>
@@ -190,8 +191,20 @@ void tell_node(room_actor* self, const std::string& node_id, mn::Command command
                });
 }
 
+/// Counts use of the app (usage metering).
+void meter(const room_state& st, uint64_t rooms, uint64_t relay_links) {
+  if (!st.settings->app_directory || (rooms == 0 && relay_links == 0))
+    return;
+  chroom::apps::v1::UsageCounters counters;
+  counters.set_rooms(rooms);
+  counters.set_relay_links(relay_links);
+  caf::anon_send(st.settings->app_directory, usage_atom::value, st.app_id,
+                 counters.SerializeAsString());
+}
+
 void attach_relays(room_actor* self, const allocation::relay_changes& changes) {
   auto& st = self->state;
+  meter(st, 0, changes.attach.size());
   for (const auto& link : changes.detach) {
     for (const auto* end : {&link.a, &link.b}) {
       if (find_part(st, *end) == nullptr)
@@ -658,8 +671,10 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
   seat(self, seated, answer);
   seated.session = spawn_client_session(self, seated.holder, answer.chosen, st.settings);
   self->send(st.settings->service, lease_open_atom::value, seated.holder.lease_id, seated.session);
-  if (st.members.size() == 1)
+  if (st.members.size() == 1) {
     emit(self, "room.started");
+    meter(st, 1, 0);
+  }
   emit(self, "participant.joined", seated.holder.client_id, seated.holder.role, seated.node_id);
 
   auto reply = lease_reply(self, seated, seated.token);

@@ -78,6 +78,8 @@ struct room_settings {
   std::function<caf::actor(const std::string& app_id)> policy_of;
   /// This peer (in event ids).
   std::string peer_id;
+  /// Gets (usage_atom, app_id, UsageCounters bytes): rooms opened, relay links set up.
+  caf::actor app_directory;
 };
 
 /// The UNAVAILABLE message of a join that reached a room as it moved to another peer; the

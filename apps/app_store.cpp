@@ -21,6 +21,14 @@ constexpr const char* schema = R"sql(
     event BLOB NOT NULL           -- chroom.apps.v1.AppEvent
   );
   CREATE INDEX IF NOT EXISTS audit_by_app ON audit (app_id, occurred_unix_ms, event_id);
+  CREATE TABLE IF NOT EXISTS usage (
+    app_id TEXT NOT NULL,
+    epoch_start_unix_ms INTEGER NOT NULL,
+    peer_id TEXT NOT NULL,
+    updated_unix_ms INTEGER NOT NULL,
+    record BLOB NOT NULL,         -- chroom.apps.v1.UsageRecord
+    PRIMARY KEY (app_id, epoch_start_unix_ms, peer_id)
+  );
 )sql";
 
 // Another connection (a second peer started on the same data_dir by mistake) holding the
@@ -224,6 +232,85 @@ std::vector<chroom::apps::v1::AppEvent> app_store::recent_audit(int64_t since_un
   sqlite3_bind_int64(select.handle, 1, since_unix_ms);
   sqlite3_bind_int64(select.handle, 2, static_cast<sqlite3_int64>(limit));
   return read_events(db_, select.handle, error);
+}
+
+std::vector<chroom::apps::v1::UsageRecord>
+app_store::put_usage(const std::vector<chroom::apps::v1::UsageRecord>& records,
+                     std::string& error) {
+  std::vector<chroom::apps::v1::UsageRecord> written;
+  if (records.empty())
+    return written;
+  if (auto problem = exec("BEGIN"); !problem.empty()) {
+    error = problem;
+    return written;
+  }
+  statement upsert;
+  if (sqlite3_prepare_v2(
+        db_,
+        "INSERT INTO usage (app_id, epoch_start_unix_ms, peer_id, updated_unix_ms, "
+        "record) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (app_id, "
+        "epoch_start_unix_ms, peer_id) DO UPDATE SET updated_unix_ms = "
+        "excluded.updated_unix_ms, record = excluded.record WHERE "
+        "excluded.updated_unix_ms > usage.updated_unix_ms",
+        -1, &upsert.handle, nullptr) != SQLITE_OK) {
+    error = sqlite3_errmsg(db_);
+    exec("ROLLBACK");
+    return {};
+  }
+  for (const auto& record : records) {
+    std::string bytes;
+    record.SerializeToString(&bytes);
+    sqlite3_reset(upsert.handle);
+    bind_text(upsert.handle, 1, record.app_id());
+    sqlite3_bind_int64(upsert.handle, 2, record.epoch_start_unix_ms());
+    bind_text(upsert.handle, 3, record.peer_id());
+    sqlite3_bind_int64(upsert.handle, 4, record.updated_unix_ms());
+    sqlite3_bind_blob(upsert.handle, 5, bytes.data(), static_cast<int>(bytes.size()),
+                      SQLITE_TRANSIENT);
+    if (sqlite3_step(upsert.handle) != SQLITE_DONE) {
+      error = sqlite3_errmsg(db_);
+      exec("ROLLBACK");
+      return {};
+    }
+    if (sqlite3_changes(db_) > 0)
+      written.push_back(record);
+  }
+  if (auto problem = exec("COMMIT"); !problem.empty()) {
+    error = problem;
+    return {};
+  }
+  return written;
+}
+
+std::vector<chroom::apps::v1::UsageRecord> app_store::usage(const std::string& app_id,
+                                                            int64_t from_unix_ms,
+                                                            int64_t to_unix_ms,
+                                                            std::string& error) {
+  std::vector<chroom::apps::v1::UsageRecord> records;
+  statement select;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT record FROM usage WHERE (?1 = '' OR app_id = ?1) AND "
+                         "epoch_start_unix_ms >= ?2 AND epoch_start_unix_ms < ?3 ORDER BY "
+                         "epoch_start_unix_ms, app_id, peer_id",
+                         -1, &select.handle, nullptr) != SQLITE_OK) {
+    error = sqlite3_errmsg(db_);
+    return records;
+  }
+  bind_text(select.handle, 1, app_id);
+  sqlite3_bind_int64(select.handle, 2, from_unix_ms);
+  sqlite3_bind_int64(select.handle, 3, to_unix_ms);
+  int step;
+  while ((step = sqlite3_step(select.handle)) == SQLITE_ROW) {
+    chroom::apps::v1::UsageRecord record;
+    if (record.ParseFromArray(sqlite3_column_blob(select.handle, 0),
+                              sqlite3_column_bytes(select.handle, 0)))
+      records.push_back(std::move(record));
+    else
+      error = "a corrupt usage record";
+  }
+  if (step != SQLITE_DONE)
+    error = sqlite3_errmsg(db_);
+  return records;
 }
 
 std::string app_store::put_app(const cv1::AppRecord& record) {

@@ -10,6 +10,7 @@
 // and send them back when the peer rejoins).
 
 #include "chroom/apps/v1/events.pb.h"
+#include "chroom/apps/v1/usage.pb.h"
 #include "chroom/cluster/v1/cluster.pb.h"
 
 #include <filesystem>
@@ -57,6 +58,15 @@ public:
   /// that joins).
   std::vector<chroom::apps::v1::AppEvent> recent_audit(int64_t since_unix_ms, size_t limit,
                                                        std::string& error);
+
+  /// Writes usage records that are newer than the kept ones of the same (app, epoch,
+  /// peer); returns those that were. Sets `error` on a write failure.
+  std::vector<chroom::apps::v1::UsageRecord>
+  put_usage(const std::vector<chroom::apps::v1::UsageRecord>& records, std::string& error);
+  /// Usage records of epochs starting in [from, to): of one app, or of all when `app_id`
+  /// is empty.
+  std::vector<chroom::apps::v1::UsageRecord> usage(const std::string& app_id, int64_t from_unix_ms,
+                                                   int64_t to_unix_ms, std::string& error);
 
 private:
   app_store(sqlite3* db, std::filesystem::path file);

@@ -134,6 +134,13 @@ constexpr std::string_view default_geoip_database = "/usr/share/GeoIP/GeoIP.dat"
 // geoip_database's value that turns IP location off.
 constexpr std::string_view no_geoip_database = "none";
 
+// Usage metering (metering.*).
+// An hour: the unit clouds and CDNs bill in, and few enough epochs per app and peer (24 a
+// day) for the store and the exchange between peers to stay small.
+constexpr std::uint32_t default_epoch_ms = 3'600'000;
+constexpr std::uint32_t min_epoch_ms = 1000;
+constexpr std::uint32_t max_epoch_ms = 31u * 24 * 3'600'000;
+
 // Applications (apps[]).
 // One app that any client may name, so that a peer with no config places clients at all.
 constexpr std::string_view default_app_id = "default";
@@ -313,6 +320,8 @@ OrchestratorConfig make_default_config() {
   cluster.set_failure_timeout_ms(default_failure_timeout_ms);
   cluster.set_replication_factor(default_replication_factor);
   cluster.set_node_update_interval_ms(default_node_update_interval_ms);
+  config.mutable_metering()->set_epoch_ms(default_epoch_ms);
+  // signing_key_file stays empty: a key made on first start in data_dir.
   auto& app = *config.add_apps();
   app.set_app_id(std::string(default_app_id));
   // No credentials: a peer started without a config file serves local tools and the
@@ -1319,6 +1328,9 @@ void validate(const OrchestratorConfig& config, const validator& check) {
                    peer_id_alphabet);
   validate_allocation(config.allocation(), check);
   validate_apps(config, check);
+  check.check_range("metering.epoch_ms", config.metering().epoch_ms(), min_epoch_ms, max_epoch_ms);
+  if (!config.metering().signing_key_file().empty())
+    check.check_readable_file("metering.signing_key_file", config.metering().signing_key_file());
   validate_cluster(config.cluster(), check);
 }
 

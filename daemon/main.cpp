@@ -337,6 +337,15 @@ app_directory_settings_from(const config::v1::OrchestratorConfig& cfg,
   }
   actors::app_directory_settings settings;
   settings.peer_id = cfg.peer_id();
+  settings.epoch_ms = cfg.metering().epoch_ms();
+  const auto& key_file = cfg.metering().signing_key_file();
+  settings.signer = apps::usage_signer::open(key_file.empty() ? dir / "usage-signing-key.pem"
+                                                              : std::filesystem::path{key_file},
+                                             key_file.empty(), error);
+  if (!settings.signer) {
+    spdlog::critical("usage metering: {}", error);
+    return std::nullopt;
+  }
   settings.store = std::move(store);
   settings.records = std::move(records);
   settings.read_file_apps =
@@ -377,7 +386,9 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
     return 1;
   auto catalog = actors::catalog_of(directory_settings->records);
   auto app_directory = actors::spawn_app_directory(system, std::move(*directory_settings));
-  auto registry = actors::spawn_registry(system, registry_settings_from(cfg));
+  auto registry_settings = registry_settings_from(cfg);
+  registry_settings.app_directory = app_directory;
+  auto registry = actors::spawn_registry(system, std::move(registry_settings));
   auto node_settings = media_node_settings_from(cfg);
   auto media_nodes = actors::spawn_media_node_service(system, registry, node_settings);
   auto service_settings = allocation_settings_from(cfg, registry, node_settings->credentials);

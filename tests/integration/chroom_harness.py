@@ -95,6 +95,7 @@ class _Stubs:
             "chroom/admin/v1/admin_service.proto": messages / "chroom/admin/v1/admin_service.proto",
             "chroom/config/v1/config.proto": messages / "chroom/config/v1/config.proto",
             "chroom/apps/v1/events.proto": messages / "chroom/apps/v1/events.proto",
+            "chroom/apps/v1/usage.proto": messages / "chroom/apps/v1/usage.proto",
             "chroom/allocation/v1/allocation_service.proto":
                 messages / "chroom/allocation/v1/allocation_service.proto",
         })

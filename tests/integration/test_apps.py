@@ -564,3 +564,82 @@ def test_reload_apps_from_the_config_file(start_allocation_peer, pb, admin_pb):
     assert listed["filed"].config.strategy == "latency"
     W.start_nodes(peer, ["ber"])
     W.allocate(peer.server.allocation(), pb, "room", "client", "hamburg", app="fresh")
+
+
+def test_usage_metering_across_peers_and_signed_reports(tmp_path):
+    """Participant-minutes, rooms, relay links and node-reported bytes per app and epoch,
+    the same on every peer, kept over restarts, exported as a report signed with Ed25519
+    (checked here with the openssl command line)."""
+    import subprocess
+    stubs = h.stubs()
+    config_pb, admin_pb, pb = stubs.config_pb2, stubs.admin_pb2, stubs.alloc_pb2
+    cluster = cc.make_cluster(tmp_path, peers=2, nodes=40,
+                              overrides={"metering": {"epoch_ms": 3000}})
+    with cluster:
+        channels = [grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port(i)}") for i in range(2)]
+        admin = [stubs.admin_grpc.AdminServiceStub(c) for c in channels]
+        alloc = [stubs.alloc_grpc.AllocationServiceStub(c) for c in channels]
+        admin[0].CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+            app_id="metered-app", allow_unauthenticated=True)), timeout=5)
+        started = int(time.time() * 1000)
+        cities = ["hamburg", "boston", "osaka", "sydney", "lyon", "chicago"]
+
+        def allocate_all():
+            try:
+                for n, city in enumerate(cities):
+                    alloc[n % 2].Allocate(pb.AllocateRequest(
+                        app_id="metered-app", room_id=f"room-{n % 2}", client_id=f"c{n}",
+                        location=W.where(pb, city)), timeout=5)
+                return True
+            except grpc.RpcError as e:
+                assert e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE), e
+                return False
+        assert h.wait_until(allocate_all, timeout=15, interval=0.2)
+
+        def usage(i):
+            return admin[i].GetUsage(admin_pb.GetUsageRequest(app_id="metered-app",
+                                                               from_unix_ms=started - 10000),
+                                     timeout=5)
+
+        def counted():
+            reply = usage(0)
+            total = reply.total
+            return reply if (total.participant_minutes > 0.2 and total.rooms >= 2 and
+                             total.bytes_in > 0 and total.relay_links >= 1 and
+                             len(reply.epochs) >= 2) else None
+        reply = h.wait_until(counted, timeout=30, interval=1)
+        assert reply, usage(0)
+        for epoch in reply.epochs:
+            assert epoch.epoch_ms == 3000 and epoch.epoch_start_unix_ms % 3000 == 0
+        # The other peer has every peer's counts too (within a flush, 5 s).
+        assert h.wait_until(lambda: usage(1).total.participant_minutes >=
+                            reply.total.participant_minutes, timeout=15, interval=0.5)
+
+        report = admin[1].ExportUsageReport(admin_pb.ExportUsageReportRequest(
+            app_id="metered-app", from_unix_ms=started - 10000), timeout=5)
+        assert report.report.app_id == "metered-app" and report.report.generated_by == "peer-1"
+        assert report.report.total.participant_minutes > 0
+        assert report.report.SerializeToString(deterministic=True) == report.report_bytes
+        (tmp_path / "report.bin").write_bytes(report.report_bytes)
+        (tmp_path / "report.sig").write_bytes(report.signature)
+        (tmp_path / "signer.pem").write_text(report.public_key_pem)
+        verify = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "signer.pem"),
+                  "-rawin", "-in", str(tmp_path / "report.bin"), "-sigfile",
+                  str(tmp_path / "report.sig")]
+        assert subprocess.run(verify, capture_output=True).returncode == 0
+        (tmp_path / "report.bin").write_bytes(report.report_bytes + b"\x00")
+        assert subprocess.run(verify, capture_output=True).returncode != 0
+
+        # Kept over a restart of the peer that answers.
+        before = usage(1).total.rooms
+        for channel in channels:
+            channel.close()
+        cluster.restart(1)
+        channels = [grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port(i)}") for i in range(2)]
+        admin = [stubs.admin_grpc.AdminServiceStub(c) for c in channels]
+        assert usage(1).total.rooms >= before
+        with pytest.raises(grpc.RpcError) as unknown:
+            admin[1].GetUsage(admin_pb.GetUsageRequest(app_id="nobody"), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        for channel in channels:
+            channel.close()

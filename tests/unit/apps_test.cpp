@@ -4,6 +4,7 @@
 #include "apps/app_spec.hpp"
 #include "apps/app_store.hpp"
 #include "apps/rate_limiter.hpp"
+#include "apps/usage.hpp"
 #include "tests/unit/jwt_for_tests.hpp"
 
 #include <doctest/doctest.h>
@@ -14,6 +15,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace {
@@ -329,4 +331,72 @@ TEST_CASE("token bucket: burst, then the rate") {
   CHECK(bucket.try_take(t0 + 20s));
   CHECK_FALSE(bucket.try_take(t0 + 20s));
   CHECK(bucket.try_take(t0 + 20s + 10ms));
+}
+
+TEST_CASE("usage: epochs, sums over peers, signed reports") {
+  using namespace chroom::apps;
+  CHECK(epoch_start(3'600'000 * 5 + 17, 3'600'000) == 3'600'000 * 5);
+  CHECK(epoch_start(3'600'000 * 5, 3'600'000) == 3'600'000 * 5);
+  CHECK(epoch_start(-1, 1000) == -1000);
+  CHECK(epoch_start(1234, 0) == 1234);
+
+  auto record = [](const std::string& app, int64_t start, const std::string& peer, double minutes,
+                   uint64_t bytes) {
+    chroom::apps::v1::UsageRecord r;
+    r.set_app_id(app);
+    r.set_epoch_start_unix_ms(start);
+    r.set_epoch_ms(1000);
+    r.set_peer_id(peer);
+    r.mutable_usage()->set_participant_minutes(minutes);
+    r.mutable_usage()->set_rooms(1);
+    r.mutable_usage()->set_bytes_in(bytes);
+    return r;
+  };
+  std::vector<chroom::apps::v1::UsageRecord> records = {
+    record("a", 1000, "p1", 1.5, 10), record("a", 1000, "p2", 2.0, 5),
+    record("a", 2000, "p1", 0.5, 1),  record("b", 1000, "p1", 9, 9),
+    record("a", 3000, "p2", 7, 7),
+  };
+  google::protobuf::RepeatedPtrField<chroom::apps::v1::EpochUsage> epochs;
+  chroom::apps::v1::UsageCounters total;
+  sum_usage(records, "a", 1000, 3000, epochs, total);
+  REQUIRE(epochs.size() == 2);
+  CHECK(epochs[0].epoch_start_unix_ms() == 1000);
+  CHECK(epochs[0].usage().participant_minutes() == doctest::Approx(3.5));
+  CHECK(epochs[0].usage().bytes_in() == 15);
+  CHECK(epochs[0].usage().rooms() == 2);
+  CHECK(std::vector<std::string>(epochs[0].peers().begin(), epochs[0].peers().end()) ==
+        std::vector<std::string>{"p1", "p2"});
+  CHECK(epochs[1].epoch_start_unix_ms() == 2000);
+  CHECK(total.participant_minutes() == doctest::Approx(4.0));
+  CHECK(total.bytes_in() == 16);
+  CHECK(empty(chroom::apps::v1::UsageCounters{}));
+  CHECK_FALSE(empty(total));
+
+  auto dir =
+    std::filesystem::temp_directory_path() / ("chroom-usage-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::string error;
+  CHECK(!usage_signer::open(dir / "missing.pem", false, error));
+  CHECK(error.find("cannot read") == 0);
+  auto signer = usage_signer::open(dir / "key.pem", true, error);
+  REQUIRE(signer);
+  CHECK((std::filesystem::status(dir / "key.pem").permissions() &
+         (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) ==
+        std::filesystem::perms::none);
+  CHECK(signer->key_id().size() == 16);
+  auto signature = signer->sign("report bytes");
+  CHECK(signature.size() == 64);
+  CHECK(verify_usage_signature(signer->public_key_pem(), "report bytes", signature));
+  CHECK_FALSE(verify_usage_signature(signer->public_key_pem(), "report bytez", signature));
+  // The same key after opening the file again.
+  auto again = usage_signer::open(dir / "key.pem", true, error);
+  REQUIRE(again);
+  CHECK(again->key_id() == signer->key_id());
+  CHECK(verify_usage_signature(again->public_key_pem(), "report bytes", signature));
+  // A file that is not an Ed25519 key is refused, not replaced.
+  std::ofstream(dir / "bad.pem") << "not a key\n";
+  CHECK(!usage_signer::open(dir / "bad.pem", true, error));
+  CHECK(error.find("holds no Ed25519 private key") != std::string::npos);
+  std::filesystem::remove_all(dir);
 }

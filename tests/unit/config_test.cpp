@@ -290,6 +290,11 @@ TEST_CASE("a full file sets every field") {
     "    audio_only_below_kbps: 300\n"
     "  - {app_id: events, strategy: pack, allow_unauthenticated: true}\n"
     "data_dir: /var/lib/chroom\n"
+    "metering:\n"
+    "  epoch_ms: 60000\n"
+    "  signing_key_file: " +
+    key.path() +
+    "\n"
     "cluster:\n"
     "  listen_host: 0.0.0.0\n"
     "  listen_port: 7100\n"
@@ -415,6 +420,8 @@ TEST_CASE("a full file sets every field") {
   CHECK(differences(config.apps(1), apps.apps(1)) == "");
   CHECK(config.apps_size() == 2);
   CHECK(config.data_dir() == "/var/lib/chroom");
+  CHECK(config.metering().epoch_ms() == 60000);
+  CHECK(config.metering().signing_key_file() == key.path());
 
   // Every field of the schema must differ from its default above: when a field is added to
   // the proto, this names it until the test (and the example file and docs) cover it. A

@@ -602,14 +602,15 @@ void fleet::send_stats_locked(node& n) {
   if (n.current == nullptr)
     return;
   std::vector<v1::NodeMessage> events;
-  n.model.expire_participants(sim_clock::now(), events);
+  const auto now = sim_clock::now();
+  n.model.expire_participants(now, events);
   for (auto& event : events) {
     if (n.current->send(std::move(event), /*droppable=*/false)) {
       events_sent_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   v1::NodeMessage stats;
-  n.model.fill_stats(*stats.mutable_stats());
+  n.model.fill_stats(*stats.mutable_stats(), now);
   if (n.current->send(std::move(stats), /*droppable=*/true)) {
     stats_sent_.fetch_add(1, std::memory_order_relaxed);
   } else {

@@ -323,7 +323,7 @@ std::uint32_t node_model::relays() const {
   return total;
 }
 
-void node_model::fill_stats(v1::Stats& out) {
+void node_model::fill_stats(v1::Stats& out, sim_clock::time_point now) {
   const node_profile& p = *profile_;
   const double relay_count = relays();
   const double load = static_cast<double>(participants_) / p.max_participants;
@@ -339,6 +339,23 @@ void node_model::fill_stats(v1::Stats& out) {
   out.set_bandwidth_out_mbps(media_mbps * rng_.uniform(0.9, 1.1));
   out.set_packet_loss(std::min(1.0, p.quality.packet_loss * rng_.uniform(0.5, 1.5) * congestion));
   out.set_jitter_ms(p.quality.jitter_ms * rng_.uniform(0.7, 1.3) * congestion);
+  // Each room's media over the time since the previous Stats: its participants' and
+  // relays' streams, both ways.
+  if (last_traffic_ != sim_clock::time_point{} && now > last_traffic_) {
+    const double seconds = std::chrono::duration<double>(now - last_traffic_).count();
+    for (const auto& [room_id, r] : rooms_) {
+      const double mbps = r.participants.size() * mbps_per_participant +
+                          static_cast<double>(r.relays.size()) * mbps_per_relay;
+      if (mbps <= 0)
+        continue;
+      const auto bytes = static_cast<std::uint64_t>(mbps * 1e6 / 8 * seconds);
+      auto* traffic = out.add_room_traffic();
+      traffic->set_room_id(room_id);
+      traffic->set_bytes_in(bytes);
+      traffic->set_bytes_out(bytes);
+    }
+  }
+  last_traffic_ = now;
   for (const auto& peer : p.peers) {
     auto* rtt = out.add_peer_rtts();
     rtt->set_node_id(peer.node_id);

@@ -114,7 +114,8 @@ public:
   void expire_participants(sim_clock::time_point now, std::vector<v1::NodeMessage>& events);
 
   // A load report for now (draws noise from the node's generator).
-  void fill_stats(v1::Stats& out);
+  /// Stats as of `now`, with each room's traffic since the previous Stats.
+  void fill_stats(v1::Stats& out, sim_clock::time_point now);
 
   // Forgets all rooms and the drain (a restart as a fresh process).
   void reset();
@@ -148,6 +149,8 @@ private:
   rng rng_;
   std::map<std::string, room> rooms_;
   std::uint32_t participants_ = 0;
+  // When the last Stats counted traffic (room_traffic covers the time since).
+  sim_clock::time_point last_traffic_{};
   bool draining_ = false;
   // Earliest leaves_at of any participant, so most ticks skip the scan.
   sim_clock::time_point next_departure_ = sim_clock::time_point::max();

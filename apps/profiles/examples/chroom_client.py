@@ -22,7 +22,7 @@ from google.protobuf import json_format
 SOURCE = Path(__file__).resolve().parents[3]
 PROTOS = ["chroom/admin/v1/admin_service.proto", "chroom/allocation/v1/allocation_service.proto",
           "chroom/config/v1/config.proto", "chroom/medianode/v1/media_node.proto",
-          "chroom/apps/v1/events.proto"]
+          "chroom/apps/v1/events.proto", "chroom/apps/v1/usage.proto"]
 _modules: dict = {}
 
 
