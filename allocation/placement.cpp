@@ -447,6 +447,16 @@ placement_result place(const node_table& table, const placement_request& request
     const auto& y = candidates.nodes[b];
     return x.score != y.score ? x.score < y.score : x.node_id < y.node_id;
   });
+  // The app's hook listed its nodes preferred first: that order, not the score.
+  if (!request.allowed_nodes.empty()) {
+    auto rank = [&](size_t i) {
+      const auto& allowed = request.allowed_nodes;
+      return std::find(allowed.begin(), allowed.end(), candidates.nodes[i].node_id) -
+             allowed.begin();
+    };
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return rank(a) < rank(b); });
+  }
 
   if (affine) {
     result.chosen = std::move(*affine);

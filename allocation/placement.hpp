@@ -122,8 +122,8 @@ struct placement_request {
   /// The participant goes to the node nearest it rather than the room's node whenever
   /// that is nearer at all (affinity slack 0): an event's viewers spread over edge nodes.
   bool spread = false;
-  /// Only these nodes may take it (the app's before_allocation hook chose them); empty:
-  /// any.
+  /// Only these nodes may take it, the first that can preferred (the app's
+  /// before_allocation hook chose them; a room node near enough still wins); empty: any.
   std::vector<std::string> allowed_nodes;
 };
 

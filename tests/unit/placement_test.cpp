@@ -790,6 +790,17 @@ TEST_CASE("placement: denied places, latency budget, priority, pinned rooms, fan
   CHECK(spilled.chosen.node_id == "paris");
   CHECK(spilled.relay_to == std::optional<std::string>{"berlin"});
 
+  // A hook's node list: only those, the first that fits preferred over the score.
+  auto hooked_request = client_at(fx::berlin);
+  auto plain_app = app_with(strategy::latency);
+  hooked_request.app = &plain_app;
+  hooked_request.allowed_nodes = {"new-york", "paris"};
+  auto by_hook = place(table, hooked_request, {}, {}, 5);
+  CHECK(by_hook.chosen.node_id == "new-york");
+  CHECK(ids_of(by_hook.alternates) == strings{"paris"});
+  hooked_request.allowed_nodes = {"tokyo-gone"};
+  CHECK(place(table, hooked_request, {}, {}, 5).failure == placement_failure::hook_choice);
+
   // Relay depth: a new part links only to parts above the depth limit.
   room_view chain;
   chain.parts = {{"berlin", 3, 0}, {"paris", 3, 1}};
