@@ -119,6 +119,13 @@ def test_credentials_rotation_and_the_app_store(start_allocation_peer, pb, admin
     got, _ = code_of(stub.GetRoom, pb.GetRoomRequest(app_id="clinic", room_id="r1"),
                      key_metadata(other))
     assert got == grpc.StatusCode.PERMISSION_DENIED
+    # WatchRoom too: another app's key is refused, the app's own key streams the room.
+    watch = pb.WatchRoomRequest(app_id="clinic", room_id="r1")
+    with pytest.raises(grpc.RpcError) as watched:
+        next(iter(stub.WatchRoom(watch, metadata=key_metadata(other), timeout=5)))
+    assert watched.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    first_update = next(iter(stub.WatchRoom(watch, metadata=key_metadata(key), timeout=5)))
+    assert first_update.reason == "current state" and first_update.room.participants == 2
 
     # Rotation: both keys work during the grace period; a third live key is refused;
     # deleting the old key ends it.
