@@ -66,9 +66,16 @@ class Orchestrator:
         self.alloc = alloc_grpc.AllocationServiceStub(self.channel)
 
     def create_app(self, app: dict):
-        """Creates the app; returns its key (made by the peer)."""
+        """Creates the app (again, when an earlier run made it); returns its key (made by
+        the peer)."""
         config = json_format.ParseDict(app, self.config_pb.AppConfig())
-        reply = self.admin.CreateApp(self.admin_pb.CreateAppRequest(app=config), timeout=10)
+        try:
+            reply = self.admin.CreateApp(self.admin_pb.CreateAppRequest(app=config), timeout=10)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            self.admin.DeleteApp(self.admin_pb.DeleteAppRequest(app_id=config.app_id), timeout=10)
+            reply = self.admin.CreateApp(self.admin_pb.CreateAppRequest(app=config), timeout=10)
         return reply.key
 
     def close(self):
