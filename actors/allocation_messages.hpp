@@ -94,6 +94,8 @@ struct allocation_ask {
   /// app (the role the hook sets is checked against it).
   caf::actor hook;
   std::shared_ptr<const apps::app_definition> app;
+  /// For the hook: the client's country when its IP located it; empty otherwise.
+  std::string client_country;
 };
 
 /// The room's answer: a response for the client, or an error status.

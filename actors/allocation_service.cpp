@@ -273,6 +273,7 @@ void run_hook(request_actor* self, const caf::actor& room, const caf::actor& reg
         input.role = request.role();
         input.required_features = {request.required_features().begin(),
                                    request.required_features().end()};
+        input.client_country = st.ask.client_country;
         input.has_point = request.location().has_point();
         input.latitude = request.location().latitude();
         input.longitude = request.location().longitude();
@@ -1104,6 +1105,10 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
     if (auto it = st.policies.find(request.app_id()); it != st.policies.end()) {
       ask.hook = it->second;
       ask.app = app;
+      const auto& location = request.location();
+      if (!location.has_point() && !location.ip().empty() && st.settings.locator)
+        if (auto found = st.settings.locator->locate(location.ip()))
+          ask.client_country = found->country;
     }
   auto room = room_for(self, request.app_id(), request.room_id());
   self->spawn(allocation_request, std::move(call.context), std::move(call.request), std::move(ask),

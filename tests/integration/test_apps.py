@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -650,3 +651,29 @@ def test_usage_metering_across_peers_and_signed_reports(tmp_path):
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         for channel in channels:
             channel.close()
+
+
+GEOIP = Path("/usr/share/GeoIP/GeoIP.dat")
+
+
+@pytest.mark.skipif(not GEOIP.exists(), reason=f"{GEOIP} (Debian geoip-database) not installed")
+def test_a_hook_sees_the_country_of_a_client_located_by_ip(start_allocation_peer, pb, admin_pb):
+    peer = start_allocation_peer(W.config(allocation={"geoip_database": str(GEOIP)}))
+    W.start_nodes(peer, ["ams", "nyc"])
+    config_pb = h.stubs().config_pb2
+    script = 'function before_allocation(req)\n' \
+             '  if req.client_country == "US" then return {deny = "not served in " .. ' \
+             'req.client_country} end\nend\n'
+    peer.server.admin().CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+        app_id="regional", allow_unauthenticated=True,
+        hooks=config_pb.HookConfig(script=script))), timeout=5)
+    stub = peer.server.allocation()
+
+    def join(client, ip):
+        return stub.Allocate(pb.AllocateRequest(app_id="regional", room_id="r", client_id=client,
+                                                location=pb.ClientLocation(ip=ip)), timeout=5)
+    assert join("dutch", "193.0.6.139").node.node_id == "ams"   # RIPE NCC, NL
+    with pytest.raises(grpc.RpcError) as refused:
+        join("american", "8.8.8.8")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not served in US" in refused.value.details()
