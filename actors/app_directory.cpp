@@ -57,10 +57,6 @@ std::string serialized(const google::protobuf::Message& message) {
   return out;
 }
 
-bool same_config(const cfg::AppConfig& a, const cfg::AppConfig& b) {
-  return google::protobuf::util::MessageDifferencer::Equals(a, b);
-}
-
 /// A file app as it is recorded: defaults applied, the script file read in, so that the
 /// record means the same on peers that do not have the file.
 std::optional<cfg::AppConfig> recorded_file_app(cfg::AppConfig app, std::string& error) {
@@ -90,6 +86,19 @@ cv1::AppRecord next_version(const std::string& app_id, const cv1::AppRecord* pre
     now = previous->updated_unix_ms() + 1;
   record.set_updated_unix_ms(now);
   record.set_updated_by(peer_id);
+  return record;
+}
+
+/// The version that makes a file app (as recorded_file_app made it) current, or nothing
+/// when `previous` is that app from the file already.
+std::optional<cv1::AppRecord> file_version(cfg::AppConfig app, const cv1::AppRecord* previous,
+                                           const std::string& peer_id) {
+  if (previous != nullptr && !previous->deleted() && previous->source() == cv1::APP_SOURCE_FILE &&
+      google::protobuf::util::MessageDifferencer::Equals(previous->app(), app))
+    return std::nullopt;
+  auto record = next_version(app.app_id(), previous, peer_id);
+  record.set_source(cv1::APP_SOURCE_FILE);
+  *record.mutable_app() = std::move(app);
   return record;
 }
 
@@ -463,16 +472,13 @@ private:
       auto it = st_.records.find(app->app_id());
       const cv1::AppRecord* previous = it == st_.records.end() ? nullptr : &it->second;
       bool live = previous != nullptr && !previous->deleted();
-      if (live && previous->source() == cv1::APP_SOURCE_FILE &&
-          same_config(previous->app(), *app)) {
-        response.add_unchanged(app->app_id());
+      auto record = file_version(std::move(*app), previous, st_.settings.peer_id);
+      if (!record) {
+        response.add_unchanged(listed_app.app_id());
         continue;
       }
-      (live ? response.add_updated() : response.add_created())->assign(app->app_id());
-      auto record = next_version(app->app_id(), previous, st_.settings.peer_id);
-      record.set_source(cv1::APP_SOURCE_FILE);
-      *record.mutable_app() = std::move(*app);
-      changes.push_back(std::move(record));
+      (live ? response.add_updated() : response.add_created())->assign(record->app_id());
+      changes.push_back(std::move(*record));
     }
     for (const auto& [id, record] : st_.records) {
       if (record.deleted() || record.source() != cv1::APP_SOURCE_FILE || listed.count(id) > 0)
@@ -783,17 +789,14 @@ std::vector<cv1::AppRecord> app_directory_start(apps::app_store& store,
       return {};
     auto it = records.find(app->app_id());
     const cv1::AppRecord* previous = it == records.end() ? nullptr : &it->second;
-    if (previous != nullptr && !previous->deleted() && previous->source() == cv1::APP_SOURCE_FILE &&
-        same_config(previous->app(), *app))
+    auto record = file_version(std::move(*app), previous, peer_id);
+    if (!record)
       continue;
-    auto record = next_version(app->app_id(), previous, peer_id);
-    record.set_source(cv1::APP_SOURCE_FILE);
-    *record.mutable_app() = std::move(*app);
-    if (auto problem = store.put_app(record); !problem.empty()) {
+    if (auto problem = store.put_app(*record); !problem.empty()) {
       error = "app store " + store.file().string() + ": " + problem;
       return {};
     }
-    records[record.app_id()] = std::move(record);
+    records[record->app_id()] = std::move(*record);
   }
   std::vector<cv1::AppRecord> out;
   for (auto& [id, record] : records)
