@@ -6,8 +6,10 @@
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
+#include <openssl/crypto.h>
 
 #include <algorithm>
+#include <cctype>
 #include <deque>
 
 namespace chroom::actors {
@@ -24,6 +26,13 @@ constexpr auto registry_timeout = std::chrono::seconds{5};
 /// does not keep up is told so instead of making the peer buffer without bound.
 constexpr size_t max_watch_backlog = 100'000;
 
+grpc_status unauthorized() {
+  return make_status(grpc_code::unauthenticated,
+                     "AdminService needs an admin token: metadata 'authorization: Bearer <token>' "
+                     "with one of the peer's admin.tokens (chroomctl: --token or "
+                     "CHROOM_ADMIN_TOKEN)");
+}
+
 // --- WatchNodes: one actor per call ---------------------------------------------------
 
 struct watcher_state {
@@ -39,8 +48,14 @@ void pump(watcher_actor* self) {
     st.backlog.pop_front();
 }
 
+/// Without a registry (the caller has no admin token) the call ends UNAUTHENTICATED.
 caf::behavior node_watcher(watcher_actor* self, call_context context, caf::actor registry) {
   self->state.stream = call_stream{std::move(context)};
+  if (!registry) {
+    self->state.stream.end(self, unauthorized());
+    self->quit();
+    return {};
+  }
   self->monitor(self->state.stream.context().gateway);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   self->send(registry, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
@@ -102,13 +117,13 @@ struct admin_actors {
   caf::actor membership;
   caf::actor allocation_service;
   caf::actor app_directory;
+  std::vector<std::string> tokens;
 };
 
 /// AdminService methods the app directory answers.
-constexpr std::string_view app_methods[] = {"CreateApp",    "UpdateApp",   "GetApp",
-                                            "ListApps",     "DeleteApp",   "ReloadApps",
-                                            "RotateAppKey", "DeleteAppKey", "ListAuditEvents",
-                                            "GetUsage", "ExportUsageReport"};
+constexpr std::string_view app_methods[] = {
+  "CreateApp",    "UpdateApp",    "GetApp",          "ListApps", "DeleteApp",        "ReloadApps",
+  "RotateAppKey", "DeleteAppKey", "ListAuditEvents", "GetUsage", "ExportUsageReport"};
 
 /// GetCluster: the members from the membership actor, room counts from the allocation
 /// service.
@@ -132,11 +147,92 @@ void get_cluster(admin_actor* self, const admin_actors& actors, const call_conte
       [fail](caf::error& err) { fail("membership", err); });
 }
 
+/// ListRooms: the allocation service gathers every peer's rooms; sorted and paged here.
+void list_rooms(admin_actor* self, const admin_actors& actors, const call_context& context,
+                ListRoomsRequest request) {
+  self
+    ->request(actors.allocation_service, registry_timeout * 2, list_rooms_atom::value,
+              request.app_id(), request.node_id())
+    .then(
+      [self, context, request](std::vector<std::string>& serialized) {
+        std::vector<RoomInfo> rooms(serialized.size());
+        for (size_t i = 0; i < serialized.size(); ++i)
+          rooms[i].ParseFromString(serialized[i]);
+        auto key = [](const RoomInfo& info) {
+          return std::make_pair(info.room().app_id(), info.room().room_id());
+        };
+        std::sort(rooms.begin(), rooms.end(),
+                  [&](const RoomInfo& a, const RoomInfo& b) { return key(a) < key(b); });
+        ListRoomsResponse response;
+        response.set_total_size(static_cast<uint32_t>(rooms.size()));
+        auto page_size = request.page_size() == 0 ? 1000u : request.page_size();
+        // The token is the last key of the previous page ("app/room"): stable while rooms
+        // come and go between pages.
+        auto after = request.page_token();
+        auto it = rooms.begin();
+        if (!after.empty())
+          it = std::find_if(rooms.begin(), rooms.end(), [&](const RoomInfo& info) {
+            return info.room().app_id() + "/" + info.room().room_id() > after;
+          });
+        for (; it != rooms.end() && static_cast<uint32_t>(response.rooms_size()) < page_size; ++it)
+          *response.add_rooms() = std::move(*it);
+        if (it != rooms.end() && response.rooms_size() > 0) {
+          const auto& last = response.rooms(response.rooms_size() - 1).room();
+          response.set_next_page_token(last.app_id() + "/" + last.room_id());
+        }
+        unary_replies{self}.reply(context, response);
+      },
+      [self, context](caf::error& err) {
+        unary_replies{self}.fail(
+          context,
+          make_status(grpc_code::unavailable, "allocation service: " + self->system().render(err)));
+      });
+}
+
+/// GetRoom and MigrateRoom: the allocation service finds the room's owner; the answer is
+/// the Response message's bytes.
+template <class Response, class... Ts>
+void ask_room_owner(admin_actor* self, const admin_actors& actors, const call_context& context,
+                    std::chrono::seconds timeout, Ts&&... xs) {
+  self->request(actors.allocation_service, timeout, std::forward<Ts>(xs)..., uint32_t{0})
+    .then(
+      [self, context](grpc_status& status, std::string& bytes) {
+        unary_replies replies{self};
+        if (!status.is_ok())
+          return replies.fail(context, std::move(status));
+        Response response;
+        if constexpr (std::is_same_v<Response, GetRoomResponse>)
+          response.mutable_room()->ParseFromString(bytes);
+        else
+          response.ParseFromString(bytes);
+        replies.reply(context, response);
+      },
+      [self, context](caf::error& err) {
+        unary_replies{self}.fail(
+          context,
+          make_status(grpc_code::unavailable, "allocation service: " + self->system().render(err)));
+      });
+}
+
+/// INVALID_ARGUMENT when app_id or room_id is missing.
+bool has_room_key(unary_replies& replies, const call_context& context, const std::string& app_id,
+                  const std::string& room_id) {
+  if (!app_id.empty() && !room_id.empty())
+    return true;
+  replies.fail(context, make_status(grpc_code::invalid_argument,
+                                    app_id.empty() ? "app_id is required" : "room_id is required"));
+  return false;
+}
+
 void handle(admin_actor* self, const admin_actors& actors, unary_replies& replies,
             unary_call& call) {
   const auto& registry = actors.registry;
   const auto& path = call.context.path;
   auto method = path.substr(path.rfind('/') + 1);
+  if (!admin_authorized(actors.tokens, call.context.metadata_value("authorization"))) {
+    replies.fail(call.context, unauthorized());
+    return;
+  }
   if (std::find(std::begin(app_methods), std::end(app_methods), method) != std::end(app_methods)) {
     self->send(actors.app_directory, call_unary_atom::value,
                std::vector<unary_call>{std::move(call)});
@@ -146,6 +242,52 @@ void handle(admin_actor* self, const admin_actors& actors, unary_replies& replie
     GetClusterRequest request;
     if (replies.parse(call, request))
       get_cluster(self, actors, call.context);
+    return;
+  }
+  if (method == "ListRooms") {
+    ListRoomsRequest request;
+    if (replies.parse(call, request))
+      list_rooms(self, actors, call.context, std::move(request));
+    return;
+  }
+  if (method == "GetRoom") {
+    GetRoomRequest request;
+    if (replies.parse(call, request) &&
+        has_room_key(replies, call.context, request.app_id(), request.room_id()))
+      ask_room_owner<GetRoomResponse>(self, actors, call.context, registry_timeout * 2,
+                                      admin_room_atom::value, request.app_id(), request.room_id());
+    return;
+  }
+  if (method == "MigrateRoom") {
+    MigrateRoomRequest request;
+    if (!replies.parse(call, request) ||
+        !has_room_key(replies, call.context, request.app_id(), request.room_id()))
+      return;
+    auto migrate = [self, actors, context = call.context, request] {
+      // Moving a room waits for placements and the nodes' answers.
+      ask_room_owner<MigrateRoomResponse>(self, actors, context, std::chrono::seconds{30},
+                                          migrate_atom::value, request.app_id(), request.room_id(),
+                                          request.to_node_id(), request.from_node_id());
+    };
+    if (request.to_node_id().empty())
+      return migrate();
+    // A target must be a node that takes rooms: say so rather than fail every move.
+    self->request(registry, registry_timeout, get_node_atom::value, request.to_node_id())
+      .then(
+        [self, context = call.context, migrate](grpc_status& status, NodeInfo& node) {
+          if (!status.is_ok())
+            return unary_replies{self}.fail(context, std::move(status));
+          if (node.state() != NODE_STATE_ACTIVE)
+            return unary_replies{self}.fail(
+              context, make_status(grpc_code::failed_precondition,
+                                   "node '" + node.node_id() + "' is " +
+                                     NodeState_Name(node.state()) + ": it takes no rooms"));
+          migrate();
+        },
+        [self, context = call.context](caf::error& err) {
+          unary_replies{self}.fail(context, make_status(grpc_code::unavailable,
+                                                        "registry: " + self->system().render(err)));
+        });
     return;
   }
   if (method == "ListNodes") {
@@ -207,7 +349,8 @@ caf::behavior admin_service(admin_actor* self, admin_actors actors) {
         handle(self, actors, replies, call);
     },
     [self, actors](call_open_atom, const call_context& call) -> caf::actor {
-      return self->spawn(node_watcher, call, actors.registry);
+      bool authorized = admin_authorized(actors.tokens, call.metadata_value("authorization"));
+      return self->spawn(node_watcher, call, authorized ? actors.registry : caf::actor{});
     },
     [](call_cancel_atom, int32_t) {
       // A unary call waiting for the registry was cancelled; its answer is dropped by
@@ -220,10 +363,27 @@ caf::behavior admin_service(admin_actor* self, admin_actors actors) {
 
 caf::actor spawn_admin_service(caf::actor_system& system, caf::actor registry,
                                caf::actor membership, caf::actor allocation_service,
-                               caf::actor app_directory) {
-  return system.spawn(admin_service,
-                      admin_actors{std::move(registry), std::move(membership),
-                                   std::move(allocation_service), std::move(app_directory)});
+                               caf::actor app_directory, std::vector<std::string> tokens) {
+  return system.spawn(admin_service, admin_actors{std::move(registry), std::move(membership),
+                                                  std::move(allocation_service),
+                                                  std::move(app_directory), std::move(tokens)});
+}
+
+bool admin_authorized(const std::vector<std::string>& tokens, std::string_view authorization) {
+  if (tokens.empty())
+    return true;
+  constexpr std::string_view scheme = "Bearer ";
+  if (authorization.size() <= scheme.size() ||
+      !std::equal(scheme.begin(), scheme.end(), authorization.begin(),
+                  [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+    return false;
+  auto presented = authorization.substr(scheme.size());
+  bool match = false;
+  for (const auto& token : tokens)
+    // Every token is compared, each in constant time: the answer's timing tells nothing.
+    match |= token.size() == presented.size() &&
+             CRYPTO_memcmp(token.data(), presented.data(), token.size()) == 0;
+  return match;
 }
 
 } // namespace chroom::actors

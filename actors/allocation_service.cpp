@@ -8,8 +8,11 @@
 #include "actors/send_later.hpp"
 #include "allocation/lease_wheel.hpp"
 #include "apps/rate_limiter.hpp"
+#include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/apps/v1/usage.pb.h"
 #include "cluster/room_state.hpp"
+#include "observability/metrics.hpp"
+#include "observability/request_id.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
@@ -21,10 +24,13 @@
 #include <mutex>
 #include <set>
 #include <unordered_map>
+#include <variant>
 
 namespace chroom::actors {
 
 namespace {
+
+using steady = std::chrono::steady_clock;
 
 using namespace transport;
 namespace av1 = chroom::allocation::v1;
@@ -146,6 +152,20 @@ client_position locate(const av1::ClientLocation& location, const allocation::ip
 
 // --- allocation_request: one per Allocate ---------------------------------------------
 
+/// An Allocate answered here: chroom_allocations_total and the latency histogram. Calls
+/// that name no known app (or fail before their app is known) count as app "(none)", so
+/// that made-up app ids cannot grow the label set.
+void count_allocation(const call_context& call, const std::string& app_id, grpc_code code,
+                      steady::time_point started) {
+  auto& metrics = observability::metrics();
+  auto seconds = observability::seconds_since(started);
+  metrics.allocations(app_id.empty() ? "(none)" : app_id, std::string(to_string(code))).Increment();
+  metrics.allocation_seconds.Observe(seconds);
+  observability::request_scope scope{call.metadata_value(observability::request_id_key)};
+  spdlog::debug("Allocate for app '{}' answered {} in {:.3f} ms", app_id, to_string(code),
+                seconds * 1000);
+}
+
 struct request_state {
   call_context call;
   /// The request as it came: routed again when the room moved to another peer.
@@ -155,6 +175,8 @@ struct request_state {
   std::string room_id;
   caf::actor service;
   bool retried = false;
+  /// When the call reached the service (allocation latency).
+  steady::time_point started;
   /// The room as it was before this client (for the app's hook).
   uint32_t room_participants = 0;
   std::vector<std::string> room_roles;
@@ -168,6 +190,14 @@ constexpr uint32_t hook_candidates = 8;
 constexpr auto hook_timeout = std::chrono::seconds{15};
 
 using request_actor = caf::stateful_actor<request_state>;
+
+/// Fails the call and ends the request.
+void fail_request(request_actor* self, grpc_status status) {
+  auto& st = self->state;
+  count_allocation(st.call, st.app_id, status.code, st.started);
+  unary_replies{self}.fail(st.call, std::move(status));
+  self->quit();
+}
 
 void ask_room(request_actor* self, const caf::actor& room) {
   // No timeout: the room always answers, and a room that died fails the request at once
@@ -183,11 +213,11 @@ void ask_room(request_actor* self, const caf::actor& room) {
           self->quit();
           return;
         }
+        if (!reply.status.is_ok())
+          return fail_request(self, std::move(reply.status));
+        count_allocation(st.call, st.app_id, grpc_code::ok, st.started);
         unary_replies replies{self};
-        if (reply.status.is_ok())
-          replies.reply(self->state.call, reply.response);
-        else
-          replies.fail(self->state.call, std::move(reply.status));
+        replies.reply(st.call, reply.response);
         replies.flush();
         self->quit();
       },
@@ -199,25 +229,19 @@ void ask_room(request_actor* self, const caf::actor& room) {
           self->request(st.service, answer_timeout, room_for_atom::value, st.app_id, st.room_id)
             .then(
               [self](grpc_status& status, caf::actor& room) {
-                if (!status.is_ok()) {
-                  unary_replies{self}.fail(self->state.call, std::move(status));
-                  self->quit();
-                  return;
-                }
+                if (!status.is_ok())
+                  return fail_request(self, std::move(status));
                 ask_room(self, room);
               },
               [self](caf::error& again) {
-                unary_replies{self}.fail(
-                  self->state.call,
-                  make_status(grpc_code::unavailable,
-                              "allocation service: " + self->system().render(again)));
-                self->quit();
+                fail_request(self,
+                             make_status(grpc_code::unavailable,
+                                         "allocation service: " + self->system().render(again)));
               });
           return;
         }
-        unary_replies{self}.fail(
-          st.call, make_status(grpc_code::unavailable, "room: " + self->system().render(err)));
-        self->quit();
+        fail_request(self,
+                     make_status(grpc_code::unavailable, "room: " + self->system().render(err)));
       });
 }
 
@@ -227,12 +251,6 @@ std::optional<grpc_status> role_refusal(const apps::app_definition& app, const s
     return std::nullopt;
   return make_status(grpc_code::permission_denied,
                      "app '" + app.config.app_id() + "' has no role '" + role + "'");
-}
-
-/// Fails the call and ends the request.
-void fail_request(request_actor* self, grpc_status status) {
-  unary_replies{self}.fail(self->state.call, std::move(status));
-  self->quit();
 }
 
 /// Applies what the app's before_allocation hook decided, then asks the room.
@@ -305,8 +323,10 @@ void run_hook(request_actor* self, const caf::actor& room, const caf::actor& reg
 
 caf::behavior allocation_request(request_actor* self, call_context call, std::string request_bytes,
                                  allocation_ask ask, std::string app_id, std::string room_id,
-                                 caf::actor room, caf::actor service, caf::actor registry) {
+                                 caf::actor room, caf::actor service, caf::actor registry,
+                                 steady::time_point started) {
   auto& st = self->state;
+  st.started = started;
   st.call = std::move(call);
   st.request_bytes = std::move(request_bytes);
   st.ask = std::move(ask);
@@ -455,8 +475,6 @@ caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor se
 }
 
 // --- the service ----------------------------------------------------------------------
-
-using steady = std::chrono::steady_clock;
 
 /// The catalog as the room actors read it (from their own threads, when they take a room
 /// over): the service swaps it, the rooms take a copy of the pointer.
@@ -612,28 +630,34 @@ std::optional<grpc_status> refusal(service_actor* self, const apps::app_definiti
   return make_status(grpc_code::internal, "authentication");
 }
 
-/// The app a call names when the call may act for it, or null once the call failed
-/// (malformed id: INVALID_ARGUMENT, unknown app: NOT_FOUND, credentials: UNAUTHENTICATED
-/// or PERMISSION_DENIED).
+/// The app a call names when the call may act for it; otherwise why not (malformed id:
+/// INVALID_ARGUMENT, unknown app: NOT_FOUND, credentials: UNAUTHENTICATED or
+/// PERMISSION_DENIED).
+std::variant<std::shared_ptr<const apps::app_definition>, grpc_status>
+app_or_refusal(service_actor* self, const call_context& call, const std::string& app_id,
+               std::string_view room_id = {}) {
+  if (auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
+      !problem.empty())
+    return make_status(grpc_code::invalid_argument, std::move(problem));
+  auto app = self->state.catalog->shared(app_id);
+  if (!app)
+    return unknown_app(app_id);
+  if (auto refused = refusal(self, *app, room_id, call))
+    return std::move(*refused);
+  return app;
+}
+
+/// app_or_refusal, the refusal sent as the call's answer (then null).
 std::shared_ptr<const apps::app_definition> app_of_call(service_actor* self, unary_replies& replies,
                                                         const call_context& call,
                                                         const std::string& app_id,
                                                         std::string_view room_id = {}) {
-  if (auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
-      !problem.empty()) {
-    replies.fail(call, make_status(grpc_code::invalid_argument, std::move(problem)));
-    return nullptr;
-  }
-  auto app = self->state.catalog->shared(app_id);
-  if (!app) {
-    replies.fail(call, unknown_app(app_id));
-    return nullptr;
-  }
-  if (auto refused = refusal(self, *app, room_id, call)) {
+  auto found = app_or_refusal(self, call, app_id, room_id);
+  if (auto* refused = std::get_if<grpc_status>(&found)) {
     replies.fail(call, std::move(*refused));
     return nullptr;
   }
-  return app;
+  return std::get<0>(std::move(found));
 }
 
 /// Adds the needs of `more` to `needs`.
@@ -686,6 +710,7 @@ bool forward(service_actor* self, unary_call& call, std::string_view key) {
   const auto* owner = remote_owner(self, key);
   if (owner == nullptr || !owner->allocation_service)
     return false;
+  spdlog::debug("{} for {}: forwarded to peer {}", call.context.path, key, owner->peer_id);
   call.context.request_metadata.emplace_back(std::string{forwarded_by_key}, st.settings.peer_id);
   call.context.deadline_ns = 0; // steady clocks differ between machines; the gateway enforces it
   auto now = steady::now();
@@ -772,6 +797,7 @@ void take_over(service_actor* self, const std::string& key, cv1::RoomState state
     return;
   auto room = spawn_restored_room(self->system(), std::move(state), st.room_settings_);
   track_room(self, key, room);
+  observability::metrics().room_failovers.Increment();
 }
 
 /// Membership changed (or this peer leaves): rooms owned elsewhere now are handed off,
@@ -1036,19 +1062,25 @@ void send_counts(service_actor* self) {
       self->send(peer.allocation_service, app_counts_atom::value, bytes);
 }
 
-void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
+/// Checks an Allocate and hands it to its room (an allocation_request) or to the room's
+/// owner peer; otherwise the status to fail it with. `app_id` is set once the app is known.
+std::optional<grpc_status> start_allocation(service_actor* self, unary_call& call,
+                                            steady::time_point started, std::string& app_id) {
   auto& st = self->state;
   av1::AllocateRequest request;
-  if (!replies.parse(call, request))
-    return;
+  if (!request.ParseFromString(call.request))
+    return make_status(grpc_code::invalid_argument,
+                       "request is not a valid " + request.GetTypeName() + " message");
   auto invalid = [&](std::string problem) {
-    replies.fail(call.context, make_status(grpc_code::invalid_argument, std::move(problem)));
+    return make_status(grpc_code::invalid_argument, std::move(problem));
   };
   if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
     return invalid(std::move(problem));
-  auto app = app_of_call(self, replies, call.context, request.app_id(), request.room_id());
-  if (!app)
-    return;
+  auto found = app_or_refusal(self, call.context, request.app_id(), request.room_id());
+  if (auto* refused = std::get_if<grpc_status>(&found))
+    return std::move(*refused);
+  auto app = std::get<0>(std::move(found));
+  app_id = request.app_id();
   if (auto problem = id_problem("client_id", request.client_id(), max_client_id, is_client_char,
                                 "A-Z a-z 0-9 . _ @ -");
       !problem.empty())
@@ -1061,7 +1093,7 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   const bool hooked = st.before_allocation_hooks.count(request.app_id()) > 0;
   if (!hooked)
     if (auto refused = role_refusal(*app, role))
-      return replies.fail(call.context, std::move(*refused));
+      return std::move(*refused);
   if (auto problem = location_problem(request.location()); !problem.empty())
     return invalid(std::move(problem));
   if (request.probes_size() > max_probes)
@@ -1084,12 +1116,14 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
                  [](const auto& entry) { return entry.first == forwarded_by_key; });
   if (entered_here)
     if (auto refused = rate_refusal(self, *app))
-      return replies.fail(call.context, std::move(*refused));
-  if (forward(self, call, node_room_id(request.app_id(), request.room_id())))
-    return;
+      return std::move(*refused);
+  if (forward(self, call, node_room_id(request.app_id(), request.room_id()))) {
+    app_id.clear(); // the owner counts it
+    return std::nullopt;
+  }
   if (auto refused = count_quota_refusal(
         self, *app, st.rooms.count(node_room_id(request.app_id(), request.room_id())) == 0))
-    return replies.fail(call.context, std::move(*refused));
+    return std::move(*refused);
 
   allocation_ask ask;
   std::string warning;
@@ -1113,7 +1147,184 @@ void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
   auto room = room_for(self, request.app_id(), request.room_id());
   self->spawn(allocation_request, std::move(call.context), std::move(call.request), std::move(ask),
               request.app_id(), request.room_id(), room, caf::actor_cast<caf::actor>(self),
-              st.settings.room.registry);
+              st.settings.room.registry, started);
+  return std::nullopt;
+}
+
+void allocate(service_actor* self, unary_replies& replies, unary_call& call) {
+  auto started = steady::now();
+  std::string app_id;
+  if (auto refused = start_allocation(self, call, started, app_id)) {
+    // Refused before anything was moved out of the call.
+    count_allocation(call.context, app_id, refused->code, started);
+    replies.fail(call.context, std::move(*refused));
+  }
+}
+
+// --- rooms for operators (AdminService ListRooms, GetRoom, MigrateRoom) ----------------
+
+/// How long an operator's room call waits for rooms and peers.
+constexpr auto admin_timeout = std::chrono::seconds{5};
+/// Peer hops an operator's room call may take to the room's owner.
+constexpr uint32_t max_admin_hops = 2;
+
+using room_info_list = std::vector<std::string>;
+
+/// The rooms this peer owns that pass the filters (app id, a node they span), as
+/// serialized admin RoomInfo, each room asked for its state.
+caf::result<room_info_list> local_rooms(service_actor* self, const std::string& app_id,
+                                        const std::string& node_id) {
+  auto& st = self->state;
+  std::vector<caf::actor> rooms;
+  for (const auto& [key, room] : st.rooms)
+    if (app_id.empty() || key.compare(0, app_id.size() + 1, app_id + "/") == 0)
+      rooms.push_back(room);
+  if (rooms.empty())
+    return room_info_list{};
+  auto promise = self->make_response_promise<room_info_list>();
+  auto gathered = std::make_shared<room_info_list>();
+  auto pending = std::make_shared<size_t>(rooms.size());
+  auto peer_id = st.settings.peer_id;
+  for (const auto& room : rooms) {
+    auto one_done = [promise, gathered, pending]() mutable {
+      if (--*pending == 0)
+        promise.deliver(std::move(*gathered));
+    };
+    self->request(room, admin_timeout, get_room_atom::value)
+      .then(
+        [=](grpc_status& status, av1::Room& room) mutable {
+          bool on_node = node_id.empty() || std::any_of(room.nodes().begin(), room.nodes().end(),
+                                                        [&](const av1::RoomNode& n) {
+                                                          return n.node_id() == node_id;
+                                                        });
+          if (status.is_ok() && on_node) {
+            chroom::admin::v1::RoomInfo info;
+            *info.mutable_room() = std::move(room);
+            info.set_owner_peer_id(peer_id);
+            gathered->push_back(info.SerializeAsString());
+          }
+          one_done();
+        },
+        [one_done](caf::error&) mutable { one_done(); }); // the room just closed
+  }
+  return promise;
+}
+
+/// Every live peer's local_rooms, merged.
+caf::result<room_info_list> cluster_rooms(service_actor* self, const std::string& app_id,
+                                          const std::string& node_id) {
+  auto& st = self->state;
+  std::vector<caf::actor> services;
+  for (const auto& peer : st.view.live)
+    if (peer.peer_id != st.view.self_id && peer.allocation_service)
+      services.push_back(peer.allocation_service);
+  services.push_back(caf::actor_cast<caf::actor>(self));
+  auto promise = self->make_response_promise<room_info_list>();
+  auto gathered = std::make_shared<room_info_list>();
+  auto pending = std::make_shared<size_t>(services.size());
+  for (const auto& service : services) {
+    auto one_done = [promise, gathered, pending]() mutable {
+      if (--*pending == 0)
+        promise.deliver(std::move(*gathered));
+    };
+    self->request(service, admin_timeout, local_rooms_atom::value, app_id, node_id)
+      .then(
+        [gathered, one_done](room_info_list& rooms) mutable {
+          gathered->insert(gathered->end(), std::make_move_iterator(rooms.begin()),
+                           std::make_move_iterator(rooms.end()));
+          one_done();
+        },
+        [self, one_done](caf::error& err) mutable {
+          // A peer that does not answer is missing from the list (it is dying, or new).
+          spdlog::warn("ListRooms: a peer did not answer: {}", self->system().render(err));
+          one_done();
+        });
+  }
+  return promise;
+}
+
+/// Sends an operator's room call to the room's owner when that is another peer (the
+/// answer comes back through this peer); true if it did.
+template <class... Ts>
+bool relay_to_owner(service_actor* self, const std::string& key, uint32_t hops, Ts&&... xs) {
+  const auto* owner = remote_owner(self, key);
+  if (owner == nullptr || !owner->allocation_service || hops >= max_admin_hops)
+    return false;
+  auto promise = self->make_response_promise();
+  self->request(owner->allocation_service, admin_timeout, std::forward<Ts>(xs)..., hops + 1)
+    .then(
+      [promise](grpc_status& status, std::string& bytes) mutable {
+        promise.deliver(std::move(status), std::move(bytes));
+      },
+      [self, promise](caf::error& err) mutable {
+        promise.deliver(make_status(grpc_code::unavailable,
+                                    "the room's owner peer: " + self->system().render(err)),
+                        std::string{});
+      });
+  return true;
+}
+
+/// GetRoom for operators: the room from its owner, as serialized admin RoomInfo.
+caf::result<grpc_status, std::string> admin_room(service_actor* self, const std::string& app_id,
+                                                 const std::string& room_id, uint32_t hops) {
+  auto& st = self->state;
+  auto key = node_room_id(app_id, room_id);
+  if (relay_to_owner(self, key, hops, admin_room_atom::value, app_id, room_id))
+    return caf::delegated<grpc_status, std::string>{};
+  auto it = st.rooms.find(key);
+  if (it == st.rooms.end())
+    return {make_status(grpc_code::not_found,
+                        "room '" + room_id + "' of app '" + app_id + "' has no participant"),
+            std::string{}};
+  auto promise = self->make_response_promise();
+  self->request(it->second, admin_timeout, get_room_atom::value)
+    .then(
+      [promise, peer_id = st.settings.peer_id](grpc_status& status, av1::Room& room) mutable {
+        chroom::admin::v1::RoomInfo info;
+        *info.mutable_room() = std::move(room);
+        info.set_owner_peer_id(peer_id);
+        promise.deliver(std::move(status), status.is_ok() ? info.SerializeAsString() : "");
+      },
+      [self, promise](caf::error& err) mutable {
+        promise.deliver(make_status(grpc_code::unavailable, "room: " + self->system().render(err)),
+                        std::string{});
+      });
+  return caf::delegated<grpc_status, std::string>{};
+}
+
+/// MigrateRoom: the room's owner moves its participants (serialized MigrateRoomResponse).
+caf::result<grpc_status, std::string> migrate_room(service_actor* self, const std::string& app_id,
+                                                   const std::string& room_id,
+                                                   const std::string& to_node_id,
+                                                   const std::string& from_node_id, uint32_t hops) {
+  auto& st = self->state;
+  auto key = node_room_id(app_id, room_id);
+  if (relay_to_owner(self, key, hops, migrate_atom::value, app_id, room_id, to_node_id,
+                     from_node_id))
+    return caf::delegated<grpc_status, std::string>{};
+  auto it = st.rooms.find(key);
+  if (it == st.rooms.end())
+    return {make_status(grpc_code::not_found,
+                        "room '" + room_id + "' of app '" + app_id + "' has no participant"),
+            std::string{}};
+  auto promise = self->make_response_promise();
+  // Placement takes as long as it takes (nodes answer within command_timeout).
+  self->request(it->second, caf::infinite, migrate_atom::value, to_node_id, from_node_id)
+    .then(
+      [promise, peer_id = st.settings.peer_id](grpc_status& status, std::string& bytes) mutable {
+        if (status.is_ok()) {
+          chroom::admin::v1::MigrateRoomResponse response;
+          response.ParseFromString(bytes);
+          response.mutable_room()->set_owner_peer_id(peer_id);
+          bytes = response.SerializeAsString();
+        }
+        promise.deliver(std::move(status), std::move(bytes));
+      },
+      [self, promise](caf::error& err) mutable {
+        promise.deliver(make_status(grpc_code::unavailable, "room: " + self->system().render(err)),
+                        std::string{});
+      });
+  return caf::delegated<grpc_status, std::string>{};
 }
 
 void candidates(service_actor* self, unary_replies& replies, unary_call& call) {
@@ -1294,6 +1505,7 @@ void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
 }
 
 void handle(service_actor* self, unary_replies& replies, unary_call& call) {
+  observability::request_scope scope{call.context.metadata_value(observability::request_id_key)};
   const auto& path = call.context.path;
   auto method = std::string_view{path}.substr(path.rfind('/') + 1);
   if (method == "Allocate")
@@ -1550,6 +1762,25 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       auto& st = self->state;
       return caf::make_message(static_cast<uint32_t>(st.rooms.size()),
                                static_cast<uint32_t>(st.replicas.size()));
+    },
+    [self](service_stats_atom) {
+      auto& st = self->state;
+      return caf::make_message(static_cast<uint32_t>(st.rooms.size()),
+                               static_cast<uint32_t>(st.replicas.size()),
+                               static_cast<uint32_t>(st.leases.size()));
+    },
+    [self](local_rooms_atom, const std::string& app_id, const std::string& node_id) {
+      return local_rooms(self, app_id, node_id);
+    },
+    [self](list_rooms_atom, const std::string& app_id, const std::string& node_id) {
+      return cluster_rooms(self, app_id, node_id);
+    },
+    [self](admin_room_atom, const std::string& app_id, const std::string& room_id, uint32_t hops) {
+      return admin_room(self, app_id, room_id, hops);
+    },
+    [self](migrate_atom, const std::string& app_id, const std::string& room_id,
+           const std::string& to_node_id, const std::string& from_node_id, uint32_t hops) {
+      return migrate_room(self, app_id, room_id, to_node_id, from_node_id, hops);
     },
     [self](room_idle_atom, const std::string& app_id, const std::string& room_id) {
       auto& st = self->state;

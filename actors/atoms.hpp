@@ -68,6 +68,11 @@ using lease_open_atom = caf::atom_constant<caf::atom("l_open")>;
 using lease_end_atom = caf::atom_constant<caf::atom("l_end")>;
 using moved_atom = caf::atom_constant<caf::atom("moved")>;
 using admitted_atom = caf::atom_constant<caf::atom("admitted")>;
+using migrate_atom = caf::atom_constant<caf::atom("r_migrate")>;
+using list_rooms_atom = caf::atom_constant<caf::atom("r_list")>;
+using local_rooms_atom = caf::atom_constant<caf::atom("r_local")>;
+using admin_room_atom = caf::atom_constant<caf::atom("r_admin")>;
+using service_stats_atom = caf::atom_constant<caf::atom("a_stats")>;
 
 // The cluster (actors/cluster_membership.hpp, peer-to-peer messages carry serialized
 // chroom.cluster.v1 protobuf).

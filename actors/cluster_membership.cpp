@@ -5,6 +5,7 @@
 #include "actors/send_later.hpp"
 #include "chroom/cluster/v1/cluster.pb.h"
 #include "cluster/ring.hpp"
+#include "observability/metrics.hpp"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -113,6 +114,7 @@ void mark_dead(membership_actor* self, member_record& record, const std::string&
   spdlog::warn("cluster: peer {} (incarnation {}) is dead: {}", record.member.peer_id(),
                record.member.incarnation(), why);
   record.state = adm::PEER_STATE_DEAD;
+  observability::metrics().peer_failures.Increment();
   if (record.membership)
     self->demonitor(record.membership);
   record.membership = nullptr;

@@ -8,14 +8,17 @@
 #include "actors/media_node.hpp"
 #include "actors/send_later.hpp"
 #include "allocation/cascade.hpp"
+#include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/apps/v1/usage.pb.h"
 #include "cluster/room_state.hpp"
+#include "observability/metrics.hpp"
 
 #include <caf/all.hpp>
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include <map>
+#include <optional>
 #include <set>
 
 namespace chroom::actors {
@@ -23,6 +26,7 @@ namespace chroom::actors {
 namespace {
 
 using namespace transport;
+namespace adm = chroom::admin::v1;
 namespace av1 = chroom::allocation::v1;
 namespace mn = chroom::medianode::v1;
 namespace cv1 = chroom::cluster::v1;
@@ -75,6 +79,20 @@ struct batch_item {
   caf::response_promise promise;
   std::string client_id; // a move
   std::string reason;    // a move: why
+  /// A move an operator asked for (MigrateRoom): only to this node when set, and a
+  /// member that cannot move stays where it is.
+  bool migration = false;
+  std::string to_node_id;
+};
+
+/// A MigrateRoom in progress: answered once each of its moves was decided.
+struct migration_state {
+  caf::response_promise promise;
+  size_t pending = 0;
+  /// Nodes the movers leave (avoided by every batch of the migration).
+  std::set<std::string> leaving;
+  std::vector<av1::Move> moves;
+  std::string failure;
 };
 
 struct room_state {
@@ -111,6 +129,7 @@ struct room_state {
     allocation_reply reply;
   };
   std::vector<held_answer> held;
+  std::optional<migration_state> migration;
   /// Set when the room is to move to another peer (after the batch in flight).
   caf::actor handoff_to;
   bool handing_off = false;
@@ -367,10 +386,13 @@ void replicate(room_actor* self) {
   auto change = st.changes;
   auto bytes = snapshot(self).SerializeAsString();
   auto outstanding = std::make_shared<size_t>(st.replicas.size());
+  auto sent_at = std::chrono::steady_clock::now();
   for (const auto& replica : st.replicas) {
-    auto one_done = [self, outstanding, change] {
-      if (--*outstanding == 0)
-        replicated_up_to(self, change);
+    auto one_done = [self, outstanding, change, sent_at] {
+      if (--*outstanding != 0)
+        return;
+      observability::metrics().replication_seconds.Observe(observability::seconds_since(sent_at));
+      replicated_up_to(self, change);
     };
     self
       ->request(replica, st.settings->replication_timeout, replicate_atom::value, st.node_room_id,
@@ -698,6 +720,16 @@ void move(room_actor* self, batch_item& item, place_answer& answer, std::vector<
   }
   auto& m = it->second;
   auto from = m.node_id;
+  if (item.migration && !answer.result.ok()) {
+    // An operator's move that cannot happen leaves the member where it is.
+    st.migration->failure =
+      "cannot move " + m.holder.client_id +
+      (item.to_node_id.empty() ? std::string(": ") + answer.result.reason
+                               : " to " + item.to_node_id +
+                                   ": the node cannot take the participant (full, not active, "
+                                   "or lacking what the app needs)");
+    return;
+  }
   if (!answer.result.ok()) {
     spdlog::warn("room {}: cannot move {} off {}: {}", st.node_room_id, m.holder.client_id, from,
                  answer.result.reason);
@@ -716,6 +748,9 @@ void move(room_actor* self, batch_item& item, place_answer& answer, std::vector<
   moved.set_client_id(m.holder.client_id);
   moved.set_from_node_id(from);
   moved.set_to_node_id(m.node_id);
+  observability::metrics().participant_moves(item.reason).Increment();
+  if (item.migration)
+    st.migration->moves.push_back(moved);
   moves.push_back(std::move(moved));
 }
 
@@ -741,6 +776,78 @@ void queue_moves_off(room_actor* self, const std::vector<std::string>& nodes,
   }
 }
 
+/// Answers the MigrateRoom in progress once all its moves were decided: the room and the
+/// moves, or FAILED_PRECONDITION when nobody could move.
+void finish_migration(room_actor* self) {
+  auto& st = self->state;
+  if (!st.migration || st.migration->pending > 0)
+    return;
+  auto done = std::move(*st.migration);
+  st.migration.reset();
+  if (done.moves.empty()) {
+    done.promise.deliver(
+      make_status(grpc_code::failed_precondition,
+                  done.failure.empty() ? std::string("nobody could move") : done.failure),
+      std::string{});
+    return;
+  }
+  adm::MigrateRoomResponse response;
+  *response.mutable_room()->mutable_room() = room_message(self);
+  for (auto& move : done.moves)
+    *response.add_moves() = std::move(move);
+  done.promise.deliver(grpc_status::ok(), response.SerializeAsString());
+}
+
+/// MigrateRoom: queues the moves of the members on `from_node_id` (all when empty) to
+/// `to_node_id` (wherever placement puts them, off the nodes they leave, when empty).
+caf::result<grpc_status, std::string>
+start_migration(room_actor* self, const std::string& to_node_id, const std::string& from_node_id) {
+  auto& st = self->state;
+  auto refuse = [](grpc_code code, std::string message) {
+    return caf::result<grpc_status, std::string>{make_status(code, std::move(message)),
+                                                 std::string{}};
+  };
+  if (st.members.empty())
+    return refuse(grpc_code::not_found,
+                  "room '" + st.room_id + "' of app '" + st.app_id + "' has no participant");
+  if (st.migration || st.handoff_to)
+    return refuse(grpc_code::aborted, "the room is moving already; try again in a moment");
+  if (!from_node_id.empty() && find_part(st, from_node_id) == nullptr)
+    return refuse(grpc_code::not_found,
+                  "room '" + st.room_id + "' has no participant on node '" + from_node_id + "'");
+  if (!to_node_id.empty() && to_node_id == from_node_id)
+    return refuse(grpc_code::invalid_argument, "to_node_id and from_node_id are the same node");
+  migration_state migration;
+  for (const auto& p : st.parts)
+    if (p.node_id != to_node_id && (from_node_id.empty() || p.node_id == from_node_id))
+      migration.leaving.insert(p.node_id);
+  for (const auto& [client_id, m] : st.members) {
+    if (migration.leaving.count(m.node_id) == 0)
+      continue;
+    std::erase_if(st.queue, [&](const batch_item& item) {
+      return !item.is_join && item.client_id == client_id;
+    });
+    batch_item item;
+    item.client_id = client_id;
+    item.reason = "migrated";
+    item.migration = true;
+    item.to_node_id = to_node_id;
+    st.queue.push_back(std::move(item));
+    ++migration.pending;
+  }
+  if (migration.pending == 0)
+    return refuse(grpc_code::failed_precondition,
+                  "every participant is on node '" + to_node_id + "' already");
+  spdlog::info("room {}: migrating {} participant(s){}{}", st.node_room_id, migration.pending,
+               from_node_id.empty() ? std::string{} : " off " + from_node_id,
+               to_node_id.empty() ? std::string{} : " to " + to_node_id);
+  auto promise = self->make_response_promise<grpc_status, std::string>();
+  migration.promise = promise;
+  st.migration = std::move(migration);
+  pump(self);
+  return promise;
+}
+
 void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answer& result) {
   auto& st = self->state;
   st.in_flight = false;
@@ -755,6 +862,8 @@ void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answ
     } else {
       move(self, items[i], result.answers[i], moves);
       move_reason = items[i].reason;
+      if (items[i].migration && st.migration)
+        --st.migration->pending;
     }
   }
   // Parts emptied by refusals or moves close once nobody is on them.
@@ -774,6 +883,7 @@ void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answ
       draining.push_back(node_id);
   queue_moves_off(self, draining, "node draining");
   changed(self);
+  finish_migration(self);
   if (st.handoff_to) {
     hand_off(self);
     return;
@@ -813,6 +923,8 @@ void pump(room_actor* self) {
   auto depths = relay_depths(st);
   for (const auto& p : st.parts)
     batch.room.parts.push_back({p.node_id, p.participants, depths[p.node_id]});
+  if (st.migration)
+    st.avoid.insert(st.migration->leaving.begin(), st.migration->leaving.end());
   batch.room.avoid.assign(st.avoid.begin(), st.avoid.end());
   st.avoid.clear();
   for (const auto& item : items) {
@@ -823,6 +935,8 @@ void pump(room_actor* self) {
     // A move is a fresh placement of the member, without the room share it leaves.
     const auto& m = st.members.at(item.client_id);
     batch.queries.push_back(m.query);
+    if (!item.to_node_id.empty())
+      batch.queries.back().request.allowed_nodes = {item.to_node_id};
     for (auto& p : batch.room.parts)
       if (p.node_id == m.node_id && p.participants > 0)
         --p.participants;
@@ -1007,6 +1121,8 @@ void hand_off(room_actor* self) {
           if (item.is_join)
             item.promise.deliver(allocation_reply{moved, {}});
         st.queue.clear();
+        if (st.migration)
+          st.migration->promise.deliver(moved, std::string{});
         self->quit();
       },
       [self](caf::error& err) {
@@ -1083,13 +1199,17 @@ caf::behavior room_behavior(room_actor* self) {
       auto node_id = it->second.node_id;
       st.members.erase(it);
       std::erase_if(st.queue, [&](const batch_item& item) {
-        return !item.is_join && item.client_id == client_id;
+        bool drop = !item.is_join && item.client_id == client_id;
+        if (drop && item.migration && st.migration)
+          --st.migration->pending;
+        return drop;
       });
       emit(self, "participant.left", client_id, role, node_id, reason);
       if (st.members.empty())
         emit(self, "room.finished");
       publish(self, reason == "released" ? "left" : reason);
       changed(self);
+      finish_migration(self);
       check_idle(self);
     },
     [self](node_lost_atom, const std::string& node_id) {
@@ -1107,6 +1227,9 @@ caf::behavior room_behavior(room_actor* self) {
       queue_moves_off(self, {node_id}, "node lost");
       changed(self);
       pump(self);
+    },
+    [self](migrate_atom, const std::string& to_node_id, const std::string& from_node_id) {
+      return start_migration(self, to_node_id, from_node_id);
     },
     [self](get_room_atom) -> caf::result<grpc_status, av1::Room> {
       auto& st = self->state;

@@ -10,7 +10,7 @@ namespace chroom::allocation {
 
 namespace {
 
-namespace v1 = chroom::medianode::v1;
+namespace mn = chroom::medianode::v1;
 
 constexpr std::string_view known_codecs[] = {"opus", "vp8", "vp9", "h264", "av1"};
 
@@ -260,7 +260,7 @@ void explain_failure(const node_table& table, const placement_request& request,
   }
 }
 
-const v1::PeerRtt* measured_rtt(const node_record& from, std::string_view to) {
+const mn::PeerRtt* measured_rtt(const node_record& from, std::string_view to) {
   for (const auto& peer : from.last_stats.peer_rtts())
     if (peer.node_id() == to && peer.rtt_ms() > 0)
       return &peer;
@@ -291,7 +291,7 @@ std::string_view to_string(strategy value) {
   return "balanced";
 }
 
-bool app_policy::allows(const v1::Location& location) const {
+bool app_policy::allows(const mn::Location& location) const {
   auto listed = [](const std::vector<std::string>& names, const std::string& name) {
     return names.empty() || std::find(names.begin(), names.end(), name) != names.end();
   };
@@ -316,7 +316,7 @@ double app_policy::high_water(double configured) const {
   return configured;
 }
 
-bool feature_needs::met_by(const v1::Features& features) const {
+bool feature_needs::met_by(const mn::Features& features) const {
   if ((relay && !features.relay()) || (recording && !features.recording()) ||
       (e2ee && !features.e2ee()))
     return false;

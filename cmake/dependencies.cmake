@@ -29,3 +29,6 @@ find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 pkg_check_modules(LUA REQUIRED IMPORTED_TARGET GLOBAL lua5.4)
 pkg_check_modules(SQLITE REQUIRED IMPORTED_TARGET GLOBAL sqlite3)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)
+# Operations: Prometheus metrics (the registry and text format of prometheus-cpp's core;
+# the admin HTTP port serves them through cpp-httplib).
+find_package(prometheus-cpp CONFIG REQUIRED)

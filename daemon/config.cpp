@@ -148,6 +148,15 @@ constexpr std::string_view default_app_id = "default";
 // strategy gets.
 constexpr std::string_view default_strategy = "balanced";
 
+// Operations (admin.*).
+constexpr std::string_view default_admin_http_host = "127.0.0.1";
+// Next to the gRPC port's 7443; not a port Prometheus exporters commonly take.
+constexpr std::uint32_t default_admin_http_port = 7480;
+// Shorter tokens are guessable; longer ones are not credentials but documents.
+constexpr std::size_t min_admin_token_length = 16;
+constexpr std::size_t max_admin_token_length = 256;
+constexpr std::size_t max_admin_tokens = 16;
+
 // Cluster (cluster.*).
 constexpr std::string_view default_cluster_listen_host = "127.0.0.1";
 // 0: the peer runs alone; a cluster is something an operator asks for.
@@ -321,6 +330,10 @@ OrchestratorConfig make_default_config() {
   cluster.set_replication_factor(default_replication_factor);
   cluster.set_node_update_interval_ms(default_node_update_interval_ms);
   config.mutable_metering()->set_epoch_ms(default_epoch_ms);
+  auto& admin_http = *config.mutable_admin()->mutable_http();
+  admin_http.set_host(std::string(default_admin_http_host));
+  admin_http.set_port(default_admin_http_port);
+  // tokens stay empty: AdminService is open, as the gRPC port is on localhost.
   // signing_key_file stays empty: a key made on first start in data_dir.
   auto& app = *config.add_apps();
   app.set_app_id(std::string(default_app_id));
@@ -1280,6 +1293,33 @@ void validate_cluster(const chroom::config::v1::ClusterConfig& cluster, const va
       check.check_readable_file(path, *file);
 }
 
+void validate_admin(const chroom::config::v1::AdminConfig& admin, const validator& check) {
+  const auto& http = admin.http();
+  if (http.host().empty())
+    check.fail("admin.http.host", "must not be empty; use 127.0.0.1 for this machine only");
+  check.check_range("admin.http.port", http.port(), 0, max_port);
+  if (http.cert_file().empty() != http.key_file().empty())
+    check.fail(http.cert_file().empty() ? "admin.http.key_file" : "admin.http.cert_file",
+               "set both admin.http.cert_file and admin.http.key_file to serve HTTPS, or neither");
+  if (!http.cert_file().empty()) {
+    check.check_readable_file("admin.http.cert_file", http.cert_file());
+    check.check_readable_file("admin.http.key_file", http.key_file());
+  }
+  if (static_cast<std::size_t>(admin.tokens_size()) > max_admin_tokens)
+    check.fail("admin.tokens",
+               std::string("at most ") + std::to_string(max_admin_tokens) + " tokens");
+  for (int i = 0; i < admin.tokens_size(); ++i) {
+    const auto& token = admin.tokens(i);
+    auto path = std::string("admin.tokens[") + std::to_string(i) + "]";
+    if (token.size() < min_admin_token_length || token.size() > max_admin_token_length)
+      check.fail(path, std::string("must be ") + std::to_string(min_admin_token_length) + ".." +
+                         std::to_string(max_admin_token_length) + " characters, got " +
+                         std::to_string(token.size()));
+    if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
+      check.fail(path, "must be printable ASCII without spaces (it travels in a header)");
+  }
+}
+
 void validate(const OrchestratorConfig& config, const validator& check) {
   const auto& listen = config.listen();
   if (listen.host().empty())
@@ -1332,6 +1372,7 @@ void validate(const OrchestratorConfig& config, const validator& check) {
   if (!config.metering().signing_key_file().empty())
     check.check_readable_file("metering.signing_key_file", config.metering().signing_key_file());
   validate_cluster(config.cluster(), check);
+  validate_admin(config.admin(), check);
 }
 
 // Runs `body`, turning every exception into a config_error about `source`, so that callers

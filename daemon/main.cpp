@@ -19,6 +19,7 @@
 #include "chroom/diag/v1/diagnostics.pb.h"
 #include "chroom/medianode/v1/media_node.pb.h"
 #include "cluster/peer_address.hpp"
+#include "daemon/admin_http.hpp"
 #include "daemon/config.hpp"
 #include "daemon/logging.hpp"
 #include "grpc/health/v1/health.pb.h"
@@ -413,8 +414,13 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   caf::anon_send(membership, subscribe_atom::value, registry);
   caf::anon_send(membership, subscribe_atom::value, allocation_service);
   caf::anon_send(membership, subscribe_atom::value, app_directory);
-  auto admin =
-    actors::spawn_admin_service(system, registry, membership, allocation_service, app_directory);
+  auto admin = actors::spawn_admin_service(
+    system, registry, membership, allocation_service, app_directory,
+    std::vector<std::string>{cfg.admin().tokens().begin(), cfg.admin().tokens().end()});
+  if (cfg.admin().tokens().empty() && cfg.listen().host() != "127.0.0.1" &&
+      cfg.listen().host() != "::1" && cfg.listen().host() != "localhost")
+    spdlog::warn("AdminService takes calls without credentials on {}: set admin.tokens",
+                 cfg.listen().host());
   auto diagnostics = actors::spawn_diagnostics_service(system);
 
   // Every service of the peer: its descriptor and the actor serving it.
@@ -457,6 +463,34 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   }
   spdlog::info("gateway listening on {}:{} ({})", settings->host, listener.port,
                settings->tls ? "TLS 1.3, ALPN h2" : "h2c");
+  auto ready = std::make_shared<daemon::readiness>();
+  ready->set("apps_loaded", true); // the app directory started from the store and the file
+  ready->set("cluster_joined", !clustered);
+  ready->set("serving", true);
+  std::unique_ptr<daemon::admin_http> admin_port;
+  if (!cfg.admin().disable_http()) {
+    daemon::admin_http_settings http;
+    http.host = cfg.admin().http().host();
+    http.port = static_cast<uint16_t>(cfg.admin().http().port());
+    http.cert_file = cfg.admin().http().cert_file();
+    http.key_file = cfg.admin().http().key_file();
+    http.peer_id = cfg.peer_id();
+    http.registry = registry;
+    http.membership = membership;
+    http.allocation_service = allocation_service;
+    admin_port = std::make_unique<daemon::admin_http>(system, std::move(http), ready);
+    try {
+      auto port = admin_port->start();
+      auto scheme = cfg.admin().http().cert_file().empty() ? "http" : "https";
+      spdlog::info("admin HTTP listening on {}:{} (dashboard {}://{}:{}/, metrics /metrics)",
+                   cfg.admin().http().host(), port, scheme, cfg.admin().http().host(), port);
+    } catch (const std::exception& e) {
+      spdlog::critical("{}", e.what());
+      transport::stop_gateway(listener, std::chrono::milliseconds{0});
+      stop_services();
+      return 1;
+    }
+  }
   if (clustered) {
     caf::scoped_actor waiter{system};
     bool joined = false;
@@ -466,6 +500,7 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
       spdlog::info("joined the cluster");
     else
       spdlog::warn("no seed answered: serving alone until other peers join");
+    ready->set("cluster_joined", true);
     actors::set_serving(health, true);
   }
   spdlog::info("peer ready ({}): gRPC services {}", cfg.peer_id(), fmt::join(service_names, ", "));
@@ -473,6 +508,7 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   int signal_number = wait_for_signal();
   auto grace = std::chrono::milliseconds{cfg.shutdown_grace_ms()};
   spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signal_number), grace.count());
+  ready->set("serving", false);
   caf::scoped_actor self{system};
   if (clustered) {
     // Rooms go to their new owners while the gateway still forwards calls to them; then
@@ -494,6 +530,8 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
     spdlog::warn("connections still open after the grace period; stopping anyway");
     caf::anon_send_exit(listener.actor, caf::exit_reason::kill);
   }
+  if (admin_port)
+    admin_port->stop(); // its threads ask the services
   stop_services();
   spdlog::info("stopped");
   // The actor system's destructor waits for every actor. CAF 0.17 has been seen to wait
@@ -522,7 +560,7 @@ int main(int argc, char** argv) {
     std::cerr << "chroom-orchestrator: configuration error: " << e.what() << "\n";
     return 2;
   }
-  daemon::setup_logging(cfg.log().level(), cfg.log().format());
+  daemon::setup_logging(cfg.log().level(), cfg.log().format(), cfg.peer_id());
   try {
     return run(cfg, args.config_file);
   } catch (const std::exception& e) {

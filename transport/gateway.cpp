@@ -2,6 +2,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/send_later.hpp"
+#include "observability/metrics.hpp"
 #include "transport/call_protocol.hpp"
 #include "transport/tls.hpp"
 
@@ -557,6 +558,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
   self->set_down_handler(
     [self](caf::down_msg& msg) { send_self(self, handler_down_atom::value, msg.source); });
   if (refuse) {
+    observability::metrics().connections_refused.Increment();
     spdlog::debug("gateway: refusing connection from {}: max_connections ({}) reached", st.peer,
                   settings->max_connections);
     st.connection->terminate(h2_error::refused_stream, "too many connections");
@@ -565,6 +567,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
     // been through the I/O loop once.
     st.refusing = true;
   } else {
+    observability::metrics().connections_accepted.Increment();
     spdlog::debug("gateway: connection from {}", st.peer);
   }
   send_later(self, st.tick_interval(), tick_atom::value);
@@ -641,6 +644,7 @@ caf::behavior gateway_acceptor(listener_broker* self,
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     st.connections.erase(msg.source);
+    observability::metrics().connections_open.Set(static_cast<double>(st.connections.size()));
     if (st.stopping && st.connections.empty())
       self->quit();
   });
@@ -659,6 +663,7 @@ caf::behavior gateway_acceptor(listener_broker* self,
       auto gateway = self->fork(gateway_connection, msg.handle, st.settings, refuse);
       self->monitor(gateway);
       st.connections.insert(gateway.address());
+      observability::metrics().connections_open.Set(static_cast<double>(st.connections.size()));
     },
     [self](shutdown_atom, std::chrono::milliseconds grace) {
       auto& st = self->state;

@@ -1,5 +1,7 @@
 #include "transport/grpc_connection.hpp"
 
+#include "observability/metrics.hpp"
+#include "observability/request_id.hpp"
 #include "transport/call_protocol.hpp"
 #include "transport/grpc_wire.hpp"
 
@@ -133,6 +135,8 @@ struct stream_state {
   size_t open_index = 0; // position in impl::open_streams
   // Request head, filled by on_header.
   std::string method;
+  /// The call's request id (observability/request_id.hpp), echoed in the response headers.
+  std::string request_id;
   std::string path;
   content_kind content = content_kind::missing;
   std::string unsupported_content_type; // kept only to name it in the error
@@ -343,6 +347,7 @@ int grpc_connection::impl::on_begin_headers(const nghttp2_frame* frame) {
     state->recycle(id, limits.max_message_bytes);
   }
   state->open_index = open_streams.size();
+  observability::metrics().streams_open.Increment();
   nghttp2_session_set_stream_user_data(session, id, state.get());
   open_streams.push_back(std::move(state));
   return 0;
@@ -430,7 +435,21 @@ int grpc_connection::impl::on_frame_recv(const nghttp2_frame* frame) {
   }
 }
 
+/// The call's request id: the client's usable x-request-id, or a new one in its metadata.
+void assign_request_id(stream_state& s) {
+  using observability::request_id_key;
+  auto it = std::find_if(s.request_metadata.begin(), s.request_metadata.end(),
+                         [](const auto& entry) { return entry.first == request_id_key; });
+  if (it == s.request_metadata.end())
+    it = s.request_metadata.emplace(s.request_metadata.end(), std::string{request_id_key},
+                                    std::string{});
+  if (!observability::usable_request_id(it->second))
+    it->second = observability::new_request_id();
+  s.request_id = it->second;
+}
+
 void grpc_connection::impl::start_call(stream_state& s) {
+  observability::metrics().streams_started.Increment();
   if (s.headers_too_large) {
     reject(s, 431,
            make_status(grpc_code::resource_exhausted,
@@ -467,6 +486,7 @@ void grpc_connection::impl::start_call(stream_state& s) {
       return;
     }
   }
+  assign_request_id(s);
   head.path = std::move(s.path);
   head.encoding = s.encoding;
   head.request_metadata = std::move(s.request_metadata);
@@ -575,6 +595,7 @@ int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
   if (held > 0)
     nghttp2_session_consume_connection(session, held);
   bool started = s->started;
+  observability::metrics().streams_open.Decrement();
   nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
   // Swap-remove from the open list; the state goes to the spares (a few suffice: the
   // pool only has to cover the streams that are open at once).
@@ -647,6 +668,8 @@ void grpc_connection::impl::submit_response_head(stream_state& s, const metadata
                                                                           : "application/grpc"));
   if (s.encoding == call_encoding::grpc)
     nva.push_back(make_nv("grpc-accept-encoding", "identity"));
+  if (!s.request_id.empty())
+    nva.push_back(make_nv(observability::request_id_key, s.request_id));
   append_metadata(headers);
   nghttp2_data_provider provider{};
   provider.read_callback = read_body_callback;
@@ -713,6 +736,7 @@ void grpc_connection::impl::append_metadata(const metadata& entries) {
 
 void grpc_connection::impl::submit_trailers(stream_state& s) {
   auto& status = *s.trailers;
+  observability::metrics().responses(static_cast<int>(status.code)).Increment();
   std::string code = std::to_string(static_cast<int>(status.code));
   std::string message = percent_encode(status.message);
   auto& nva = nv_scratch;
@@ -758,6 +782,7 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
   }
   s.response_submitted = true;
   s.finished = true;
+  observability::metrics().responses(static_cast<int>(status.code)).Increment();
   std::string code_text = std::to_string(http_status);
   std::string grpc_code_text = std::to_string(static_cast<int>(status.code));
   std::string message = percent_encode(status.message);

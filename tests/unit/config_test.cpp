@@ -295,6 +295,12 @@ TEST_CASE("a full file sets every field") {
     "  signing_key_file: " +
     key.path() +
     "\n"
+    "admin:\n"
+    "  http: {host: 0.0.0.0, port: 9100, cert_file: " +
+    key.path() + ", key_file: " + key.path() +
+    "}\n"
+    "  tokens: [abcdefghijklmnop0123, qrstuvwxyz0123456789]\n"
+    "  disable_http: true\n"
     "cluster:\n"
     "  listen_host: 0.0.0.0\n"
     "  listen_port: 7100\n"
@@ -422,6 +428,11 @@ TEST_CASE("a full file sets every field") {
   CHECK(config.data_dir() == "/var/lib/chroom");
   CHECK(config.metering().epoch_ms() == 60000);
   CHECK(config.metering().signing_key_file() == key.path());
+  CHECK(config.admin().http().host() == "0.0.0.0");
+  CHECK(config.admin().http().port() == 9100);
+  CHECK(config.admin().http().cert_file() == key.path());
+  CHECK(config.admin().tokens_size() == 2);
+  CHECK(config.admin().disable_http());
 
   // Every field of the schema must differ from its default above: when a field is added to
   // the proto, this names it until the test (and the example file and docs) cover it. A

@@ -1,0 +1,475 @@
+#include "daemon/admin_http.hpp"
+
+#include "actors/atoms.hpp"
+#include "actors/cluster_membership.hpp"
+#include "actors/proto_messages.hpp"
+#include "chroom/admin/v1/admin_service.pb.h"
+#include "dashboard/assets.hpp"
+#include "observability/metrics.hpp"
+
+#include <caf/all.hpp>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <condition_variable>
+#include <deque>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <tuple>
+
+namespace chroom::daemon {
+
+namespace {
+
+namespace adm = chroom::admin::v1;
+using json = nlohmann::json;
+using steady = std::chrono::steady_clock;
+
+/// How long a request waits for an actor.
+constexpr auto actor_timeout = std::chrono::seconds{3};
+/// A snapshot younger than this is served again rather than rebuilt: many dashboards cost
+/// the actors one snapshot a second.
+constexpr auto snapshot_max_age = std::chrono::milliseconds{900};
+constexpr auto event_interval = std::chrono::seconds{1};
+/// Dashboards streaming at once: each holds one HTTP thread.
+constexpr size_t max_event_streams = 8;
+constexpr size_t http_threads = max_event_streams + 4;
+/// Rooms in a snapshot (the largest): a page cannot show more usefully.
+constexpr size_t max_snapshot_rooms = 200;
+/// Allocation rate over this window; latency quantiles over the longer one.
+constexpr auto rate_window = std::chrono::seconds{5};
+constexpr auto latency_window = std::chrono::seconds{10};
+
+/// "NODE_STATE_ACTIVE" -> "active".
+std::string enum_word(const std::string& name, std::string_view prefix) {
+  auto word = name.substr(std::min(name.size(), prefix.size()));
+  std::transform(word.begin(), word.end(), word.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return word;
+}
+
+std::string node_state_word(adm::NodeState state) {
+  return enum_word(adm::NodeState_Name(state), "NODE_STATE_");
+}
+
+std::string peer_state_word(adm::PeerState state) {
+  return enum_word(adm::PeerState_Name(state), "PEER_STATE_");
+}
+
+/// A blocking request from a non-actor thread: the answer, or std::runtime_error naming
+/// `what` when the actor fails or does not answer in time.
+template <class... Results, class... Ts>
+std::tuple<Results...> ask(caf::actor_system& system, const caf::actor& whom, std::string_view what,
+                           Ts&&... xs) {
+  caf::scoped_actor self{system};
+  std::optional<std::tuple<Results...>> answer;
+  std::string error;
+  self->request(whom, actor_timeout, std::forward<Ts>(xs)...)
+    .receive([&](Results&... results) { answer.emplace(std::move(results)...); },
+             [&](caf::error& err) { error = system.render(err); });
+  if (!answer)
+    throw std::runtime_error(std::string(what) + ": " + error);
+  return std::move(*answer);
+}
+
+/// What the actors say about the cluster at one moment.
+struct peer_view {
+  std::vector<adm::NodeInfo> nodes;
+  adm::GetClusterResponse cluster;
+  uint32_t rooms = 0;
+  uint32_t replicas = 0;
+  uint32_t participants = 0;
+};
+
+/// The allocation latency histogram at one moment.
+struct latency_sample {
+  steady::time_point at;
+  double count = 0;
+  std::vector<double> cumulative;
+  std::vector<double> upper_bounds;
+};
+
+/// The q-quantile of the observations between two samples, interpolated within its
+/// bucket (as Prometheus' histogram_quantile does); null without observations.
+json quantile(const latency_sample& from, const latency_sample& to, double q) {
+  double total = to.count - from.count;
+  if (total <= 0 || from.cumulative.size() != to.cumulative.size())
+    return nullptr;
+  double target = q * total;
+  double below = 0;
+  double lower_bound = 0;
+  for (size_t i = 0; i < to.cumulative.size(); ++i) {
+    double in_or_below = to.cumulative[i] - from.cumulative[i];
+    double upper = to.upper_bounds[i];
+    if (in_or_below >= target) {
+      if (std::isinf(upper))
+        return lower_bound * 1000;
+      double share = in_or_below > below ? (target - below) / (in_or_below - below) : 1.0;
+      return (lower_bound + (upper - lower_bound) * share) * 1000;
+    }
+    below = in_or_below;
+    lower_bound = upper;
+  }
+  return lower_bound * 1000;
+}
+
+} // namespace
+
+// --- readiness -----------------------------------------------------------------------------
+
+void readiness::set(const std::string& check, bool ok) {
+  std::lock_guard lock{mutex_};
+  checks_[check] = ok;
+}
+
+std::vector<std::string> readiness::failing() const {
+  std::lock_guard lock{mutex_};
+  std::vector<std::string> out;
+  for (const auto& [check, ok] : checks_)
+    if (!ok)
+      out.push_back(check);
+  return out;
+}
+
+std::map<std::string, bool> readiness::checks() const {
+  std::lock_guard lock{mutex_};
+  return checks_;
+}
+
+// --- the server ----------------------------------------------------------------------------
+
+struct admin_http::impl {
+  caf::actor_system& system;
+  admin_http_settings settings;
+  std::shared_ptr<const readiness> ready;
+  std::unique_ptr<httplib::Server> server;
+  std::thread thread;
+  std::atomic<size_t> event_streams{0};
+
+  std::mutex stop_mutex;
+  std::condition_variable stop_signal;
+  bool stopping = false;
+
+  /// The last snapshot and the latency history it was computed from.
+  std::mutex snapshot_mutex;
+  std::string snapshot_body;
+  steady::time_point snapshot_at{};
+  std::deque<latency_sample> latency_history;
+
+  impl(caf::actor_system& sys, admin_http_settings s, std::shared_ptr<const readiness> r)
+      : system(sys), settings(std::move(s)), ready(std::move(r)) {}
+
+  peer_view collect(bool with_nodes) {
+    peer_view view;
+    if (with_nodes) {
+      adm::ListNodesRequest request;
+      request.set_page_size(5000);
+      do {
+        auto [page] = ask<adm::ListNodesResponse>(system, settings.registry, "registry",
+                                                  list_nodes_atom::value, request);
+        for (auto& node : *page.mutable_nodes())
+          view.nodes.push_back(std::move(node));
+        request.set_page_token(page.next_page_token());
+      } while (!request.page_token().empty());
+    }
+    std::tie(view.cluster) = ask<adm::GetClusterResponse>(system, settings.membership, "membership",
+                                                          get_cluster_atom::value);
+    std::tie(view.rooms, view.replicas, view.participants) = ask<uint32_t, uint32_t, uint32_t>(
+      system, settings.allocation_service, "allocation service", service_stats_atom::value);
+    return view;
+  }
+
+  /// Sets the gauges a scrape reads from the actors' state.
+  void refresh_gauges(const peer_view& view) {
+    auto& metrics = observability::metrics();
+    std::map<std::pair<std::string, std::string>, double> nodes;
+    for (const auto& node : view.nodes)
+      nodes[{node_state_word(node.state()), node.location().region()}] += 1;
+    metrics.set_nodes(nodes);
+    std::map<std::string, double> members;
+    for (const auto& peer : view.cluster.peers())
+      members[peer_state_word(peer.state())] += 1;
+    metrics.set_members(members);
+    metrics.rooms_owned.Set(view.rooms);
+    metrics.room_replicas.Set(view.replicas);
+    metrics.participants.Set(view.participants);
+    metrics.ready.Set(ready->failing().empty() ? 1 : 0);
+  }
+
+  std::string metrics_text() {
+    refresh_gauges(collect(true));
+    return prometheus::TextSerializer{}.Serialize(observability::metrics().registry()->Collect());
+  }
+
+  /// Allocation rate, latency quantiles and results from this peer's metrics.
+  json allocation_figures() {
+    auto families = observability::metrics().registry()->Collect();
+    json by_result = json::object();
+    double total = 0;
+    latency_sample now{steady::now(), 0, {}, {}};
+    for (const auto& family : families) {
+      if (family.name == "chroom_allocations_total") {
+        for (const auto& metric : family.metric) {
+          for (const auto& label : metric.label)
+            if (label.name == "result") {
+              auto key = enum_word(label.value, "");
+              by_result[key] = by_result.value(key, 0.0) + metric.counter.value;
+            }
+          total += metric.counter.value;
+        }
+      } else if (family.name == "chroom_allocation_duration_seconds" && !family.metric.empty()) {
+        const auto& histogram = family.metric.front().histogram;
+        now.count = static_cast<double>(histogram.sample_count);
+        for (const auto& bucket : histogram.bucket) {
+          now.cumulative.push_back(static_cast<double>(bucket.cumulative_count));
+          now.upper_bounds.push_back(bucket.upper_bound);
+        }
+      }
+    }
+    // The history holds a little more than the latency window.
+    latency_history.push_back(now);
+    while (latency_history.size() > 2 && now.at - latency_history[1].at >= latency_window)
+      latency_history.pop_front();
+    const auto& oldest = latency_history.front();
+    const latency_sample* rate_from = &oldest;
+    for (const auto& sample : latency_history)
+      if (now.at - sample.at <= rate_window) {
+        rate_from = &sample;
+        break;
+      }
+    json per_second = nullptr;
+    auto span = std::chrono::duration<double>(now.at - rate_from->at).count();
+    if (span > 0.5)
+      per_second = (now.count - rate_from->count) / span;
+    return {{"per_second", per_second},
+            {"total", total},
+            {"latency_ms",
+             {{"p50", quantile(oldest, now, 0.5)},
+              {"p90", quantile(oldest, now, 0.9)},
+              {"p99", quantile(oldest, now, 0.99)}}},
+            {"by_result", by_result}};
+  }
+
+  std::string build_snapshot() {
+    auto view = collect(true);
+    refresh_gauges(view);
+    auto [serialized_rooms] =
+      ask<std::vector<std::string>>(system, settings.allocation_service, "allocation service",
+                                    list_rooms_atom::value, std::string{}, std::string{});
+    json out;
+    out["peer_id"] = settings.peer_id;
+    out["at_unix_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    auto& members = out["members"] = json::array();
+    for (const auto& peer : view.cluster.peers())
+      members.push_back({{"peer_id", peer.peer_id()},
+                         {"state", peer_state_word(peer.state())},
+                         {"grpc_address", peer.grpc_address()},
+                         {"self", peer.self()},
+                         {"last_heard_ms_ago", peer.last_heard_ms_ago()}});
+    auto& nodes = out["nodes"] = json::array();
+    for (const auto& node : view.nodes) {
+      const auto& stats = node.load().last_stats();
+      auto max = node.capacity().max_participants();
+      auto participants = stats.participants() + node.load().reserved_participants();
+      double share = max > 0 ? static_cast<double>(participants) / max : 0.0;
+      nodes.push_back({{"node_id", node.node_id()},
+                       {"state", node_state_word(node.state())},
+                       {"lat", node.location().latitude()},
+                       {"lon", node.location().longitude()},
+                       {"region", node.location().region()},
+                       {"country", node.location().country()},
+                       {"participants", participants},
+                       {"max_participants", max},
+                       {"load", std::clamp(std::max(share, stats.cpu_load()), 0.0, 1.0)},
+                       {"rooms", node.room_ids_size()},
+                       {"home_peer_id", node.home_peer_id()}});
+    }
+    std::vector<adm::RoomInfo> rooms(serialized_rooms.size());
+    for (size_t i = 0; i < rooms.size(); ++i)
+      rooms[i].ParseFromString(serialized_rooms[i]);
+    std::sort(rooms.begin(), rooms.end(), [](const adm::RoomInfo& a, const adm::RoomInfo& b) {
+      if (a.room().participants() != b.room().participants())
+        return a.room().participants() > b.room().participants();
+      return std::tie(a.room().app_id(), a.room().room_id()) <
+             std::tie(b.room().app_id(), b.room().room_id());
+    });
+    out["rooms_total"] = rooms.size();
+    auto& listed = out["rooms"] = json::array();
+    for (size_t i = 0; i < rooms.size() && i < max_snapshot_rooms; ++i) {
+      const auto& room = rooms[i].room();
+      json room_nodes = json::array();
+      json links = json::array();
+      for (const auto& part : room.nodes()) {
+        room_nodes.push_back({{"node_id", part.node_id()}, {"participants", part.participants()}});
+        for (const auto& other : part.relay_node_ids())
+          if (part.node_id() < other) // each link once
+            links.push_back({part.node_id(), other});
+      }
+      listed.push_back({{"app_id", room.app_id()},
+                        {"room_id", room.room_id()},
+                        {"participants", room.participants()},
+                        {"owner_peer_id", rooms[i].owner_peer_id()},
+                        {"nodes", std::move(room_nodes)},
+                        {"links", std::move(links)}});
+    }
+    out["allocations"] = allocation_figures();
+    return out.dump();
+  }
+
+  /// The latest snapshot, rebuilt when older than snapshot_max_age.
+  std::string snapshot() {
+    std::lock_guard lock{snapshot_mutex};
+    auto now = steady::now();
+    if (snapshot_body.empty() || now - snapshot_at >= snapshot_max_age) {
+      snapshot_body = build_snapshot();
+      snapshot_at = now;
+    }
+    return snapshot_body;
+  }
+
+  /// Waits `interval` or until the server stops; false once it stops.
+  bool wait_unless_stopping(std::chrono::milliseconds interval) {
+    std::unique_lock lock{stop_mutex};
+    return !stop_signal.wait_for(lock, interval, [this] { return stopping; });
+  }
+
+  void add_routes() {
+    auto& srv = *server;
+    srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      try {
+        res.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+      } catch (const std::exception& e) {
+        res.status = 503;
+        res.set_content(std::string("metrics unavailable: ") + e.what() + "\n", "text/plain");
+      }
+    });
+    srv.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+      try {
+        ask<uint32_t, uint32_t, uint32_t>(system, settings.allocation_service, "allocation service",
+                                          service_stats_atom::value);
+        res.set_content("ok\n", "text/plain");
+      } catch (const std::exception& e) {
+        res.status = 503;
+        res.set_content(std::string("unhealthy: ") + e.what() + "\n", "text/plain");
+      }
+    });
+    srv.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      std::string body;
+      bool all = true;
+      for (const auto& [check, ok] : ready->checks()) {
+        body += (ok ? "[+] " : "[-] ") + check + (ok ? " ok\n" : " waiting\n");
+        all = all && ok;
+      }
+      res.status = all ? 200 : 503;
+      res.set_content((all ? "ready\n" : "not ready\n") + body, "text/plain");
+    });
+    srv.Get("/api/v1/snapshot", [this](const httplib::Request&, httplib::Response& res) {
+      try {
+        res.set_header("Cache-Control", "no-store");
+        res.set_content(snapshot(), "application/json");
+      } catch (const std::exception& e) {
+        res.status = 503;
+        res.set_content(json{{"error", e.what()}}.dump(), "application/json");
+      }
+    });
+    srv.Get("/api/v1/events", [this](const httplib::Request&, httplib::Response& res) {
+      if (event_streams.fetch_add(1) >= max_event_streams) {
+        event_streams.fetch_sub(1);
+        res.status = 503;
+        res.set_content("too many dashboard streams on this peer (at most " +
+                          std::to_string(max_event_streams) + ")\n",
+                        "text/plain");
+        return;
+      }
+      res.set_header("Cache-Control", "no-store");
+      res.set_header("X-Accel-Buffering", "no");
+      res.set_chunked_content_provider(
+        "text/event-stream",
+        [this](size_t, httplib::DataSink& sink) {
+          std::string event;
+          try {
+            event = "event: snapshot\ndata: " + snapshot() + "\n\n";
+          } catch (const std::exception& e) {
+            event = "event: unavailable\ndata: " + json{{"error", e.what()}}.dump() + "\n\n";
+          }
+          if (!sink.write(event.data(), event.size()))
+            return false;
+          if (!wait_unless_stopping(event_interval)) {
+            sink.done();
+            return true;
+          }
+          return true;
+        },
+        [this](bool) { event_streams.fetch_sub(1); });
+    });
+    srv.Get(R"(/.*)", [](const httplib::Request& req, httplib::Response& res) {
+      const auto* asset = dashboard::find_asset(req.path);
+      if (asset == nullptr) {
+        res.status = 404;
+        res.set_content("not found: " + req.path + "\n", "text/plain");
+        return;
+      }
+      res.set_header("Cache-Control", "no-cache");
+      res.set_content(std::string(asset->body), std::string(asset->content_type));
+    });
+  }
+};
+
+admin_http::admin_http(caf::actor_system& system, admin_http_settings settings,
+                       std::shared_ptr<const readiness> ready)
+    : impl_(std::make_unique<impl>(system, std::move(settings), std::move(ready))) {}
+
+admin_http::~admin_http() {
+  stop();
+}
+
+uint16_t admin_http::start() {
+  auto& st = *impl_;
+  const auto& settings = st.settings;
+  if (!settings.cert_file.empty()) {
+    auto server =
+      std::make_unique<httplib::SSLServer>(settings.cert_file.c_str(), settings.key_file.c_str());
+    if (!server->is_valid())
+      throw std::runtime_error("admin HTTP: cannot load " + settings.cert_file + " / " +
+                               settings.key_file);
+    st.server = std::move(server);
+  } else {
+    st.server = std::make_unique<httplib::Server>();
+  }
+  st.server->new_task_queue = [] { return new httplib::ThreadPool(http_threads); };
+  st.server->set_keep_alive_max_count(100);
+  st.add_routes();
+  int port = settings.port == 0 ? st.server->bind_to_any_port(settings.host)
+                                : (st.server->bind_to_port(settings.host, settings.port)
+                                     ? static_cast<int>(settings.port)
+                                     : -1);
+  if (port <= 0)
+    throw std::runtime_error("admin HTTP: cannot listen on " + settings.host + ":" +
+                             std::to_string(settings.port) +
+                             " (in use? set admin.http.port, or admin.disable_http)");
+  st.thread = std::thread([server = st.server.get()] { server->listen_after_bind(); });
+  return static_cast<uint16_t>(port);
+}
+
+void admin_http::stop() {
+  auto& st = *impl_;
+  {
+    std::lock_guard lock{st.stop_mutex};
+    st.stopping = true;
+  }
+  st.stop_signal.notify_all();
+  if (st.server)
+    st.server->stop();
+  if (st.thread.joinable())
+    st.thread.join();
+}
+
+} // namespace chroom::daemon
