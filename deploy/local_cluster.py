@@ -44,6 +44,8 @@ DEFAULT_BASE_PORT = 7443
 # Cluster port of peer i: base_port + CLUSTER_PORT_OFFSET + i. gRPC ports take
 # base_port .. base_port + peers - 1, so peers must stay below the offset.
 CLUSTER_PORT_OFFSET = 100
+# Admin HTTP port (metrics, probes, dashboard) of peer i: base_port + ADMIN_PORT_OFFSET + i.
+ADMIN_PORT_OFFSET = 200
 # The daemon accepts at most 64 seeds, and every peer lists all of them.
 MAX_PEERS = 64
 LOOPBACK = "127.0.0.1"
@@ -66,7 +68,7 @@ HEALTH_TIMEOUT_S = 1.0
 LOG_TAIL_LINES = 40
 
 # Keys of the base config that each peer's file sets itself.
-PEER_KEYS = ("listen", "peer_id", "cluster")
+PEER_KEYS = ("listen", "peer_id", "cluster", "admin")
 
 
 class ClusterError(RuntimeError):
@@ -354,6 +356,7 @@ class PeerInfo:
     peer_id: str
     grpc_port: int
     cluster_port: int
+    admin_port: int
     config_path: Path
     log_path: Path
     # None when the peer is not running.
@@ -368,6 +371,11 @@ class PeerInfo:
     @property
     def cluster_address(self) -> str:
         return f"{LOOPBACK}:{self.cluster_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Its admin HTTP port: the dashboard at /, /metrics, /healthz, /readyz."""
+        return f"http://{LOOPBACK}:{self.admin_port}"
 
     @property
     def running(self) -> bool:
@@ -401,9 +409,9 @@ class LocalCluster:
             raise ValueError(f"peers must be 1 to {MAX_PEERS}, got {peers}")
         if fleet and not 1 <= nodes <= 100_000:
             raise ValueError(f"nodes must be 1 to 100000, got {nodes}")
-        if not 1024 <= base_port or base_port + CLUSTER_PORT_OFFSET + peers - 1 > 65535:
+        if not 1024 <= base_port or base_port + ADMIN_PORT_OFFSET + peers - 1 > 65535:
             raise ValueError(f"base port {base_port}: the ports {base_port}.."
-                             f"{base_port + CLUSTER_PORT_OFFSET + peers - 1} must lie in "
+                             f"{base_port + ADMIN_PORT_OFFSET + peers - 1} must lie in "
                              "1024..65535")
         clash = sorted(set(overrides or {}) & set(PEER_KEYS))
         if clash:
@@ -450,6 +458,9 @@ class LocalCluster:
     def cluster_port(self, i: int) -> int:
         return self.base_port + CLUSTER_PORT_OFFSET + i
 
+    def admin_port(self, i: int) -> int:
+        return self.base_port + ADMIN_PORT_OFFSET + i
+
     def config_path(self, i: int) -> Path:
         return self.workdir / f"peer-{i}.yaml"
 
@@ -463,7 +474,8 @@ class LocalCluster:
         if process is not None and not running:
             self._returncodes[i] = process.returncode
         return PeerInfo(index=i, peer_id=f"peer-{i}", grpc_port=self.grpc_port(i),
-                        cluster_port=self.cluster_port(i), config_path=self.config_path(i),
+                        cluster_port=self.cluster_port(i), admin_port=self.admin_port(i),
+                        config_path=self.config_path(i),
                         log_path=self.log_path(i), pid=process.pid if running else None,
                         returncode=None if running else self._returncodes[i])
 
@@ -695,9 +707,11 @@ class LocalCluster:
             cluster = {"listen_host": LOOPBACK, "listen_port": self.cluster_port(i),
                        "seeds": seeds, **self.cluster_settings}
             own = {"listen": {"host": LOOPBACK, "port": self.grpc_port(i)},
-                   "peer_id": f"peer-{i}", "cluster": cluster}
+                   "peer_id": f"peer-{i}", "cluster": cluster,
+                   "admin": {"http": {"host": LOOPBACK, "port": self.admin_port(i)}}}
             text = (f"# peer-{i} of a local cluster of {self.peers_count}, written by "
-                    f"deploy/local-cluster\n# (listen, peer_id and cluster are the launcher's; "
+                    f"deploy/local-cluster\n# (listen, peer_id, cluster and admin are the "
+                    f"launcher's; "
                     f"the rest comes from {self.config_base})\n"
                     + to_yaml(own) + "\n"
                     + (to_yaml(self.overrides) + "\n" if self.overrides else "")
@@ -773,7 +787,8 @@ def _parse_args(argv: Optional[list[str]]):
                         help=f"simulated media nodes (default {DEFAULT_NODES})")
     parser.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                         help=f"gRPC port of peer-0; peer i serves on BASE_PORT+i and its cluster "
-                             f"socket on BASE_PORT+{CLUSTER_PORT_OFFSET}+i "
+                             f"socket on BASE_PORT+{CLUSTER_PORT_OFFSET}+i, its admin HTTP "
+                             f"port (dashboard) on BASE_PORT+{ADMIN_PORT_OFFSET}+i "
                              f"(default {DEFAULT_BASE_PORT})")
     parser.add_argument("--bin", type=Path, default=DEFAULT_BIN_DIR,
                         help="directory of chroom-orchestrator and chroom-node-sim "
@@ -797,8 +812,8 @@ def _parse_args(argv: Optional[list[str]]):
         parser.error(f"--peers must be 1 to {MAX_PEERS}")
     if not args.no_fleet and not 1 <= args.nodes <= 100_000:
         parser.error("--nodes must be 1 to 100000")
-    if not 1024 <= args.base_port <= 65535 - CLUSTER_PORT_OFFSET - args.peers + 1:
-        parser.error(f"--base-port must be 1024 to {65535 - CLUSTER_PORT_OFFSET - args.peers + 1}")
+    if not 1024 <= args.base_port <= 65535 - ADMIN_PORT_OFFSET - args.peers + 1:
+        parser.error(f"--base-port must be 1024 to {65535 - ADMIN_PORT_OFFSET - args.peers + 1}")
     return args
 
 
@@ -808,11 +823,12 @@ def _endpoints(cluster: LocalCluster) -> str:
     lines = ["", f"Chroom Orchestrator: {cluster.peers_count} peer(s) on {LOOPBACK}"
              + (f", {cluster.nodes} simulated media nodes" if cluster.fleet_enabled else "")
              + ".", ""]
-    lines.append(f"  {'peer':<8} {'gRPC (h2c)':<17} {'cluster':<17} {'pid':>7}  log")
+    lines.append(f"  {'peer':<8} {'gRPC (h2c)':<17} {'cluster':<17} {'dashboard':<24} "
+                 f"{'pid':>7}  log")
     for info in cluster.peers:
         listening = "" if cluster.cluster_listening(info.index) else "  (cluster port not open)"
         lines.append(f"  {info.peer_id:<8} {info.grpc_address:<17} {info.cluster_address:<17} "
-                     f"{info.pid or '-':>7}  {info.log_path}{listening}")
+                     f"{info.admin_url + '/':<24} {info.pid or '-':>7}  {info.log_path}{listening}")
     if cluster.fleet_enabled:
         lines.append(f"  {'node-sim':<8} --target {cluster.grpc_targets}")
         lines.append(f"  {'':<8} pid {cluster.fleet_pid}, log {cluster.fleet_log}")

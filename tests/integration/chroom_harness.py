@@ -277,6 +277,7 @@ class Server:
         self.port = free_port()
         base = {
             "listen": {"host": LOOPBACK, "port": self.port},
+            "admin": {"http": {"host": LOOPBACK, "port": free_port()}},
             "shutdown_grace_ms": DEFAULT_SHUTDOWN_GRACE_MS,
         }
         self.config = deep_merge(base, overrides or {})
@@ -297,6 +298,12 @@ class Server:
     @property
     def target(self) -> str:
         return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin HTTP port (metrics, probes, dashboard)."""
+        http = self.config["admin"]["http"]
+        return f"http://{http['host']}:{http['port']}"
 
     @property
     def pid(self) -> int:

@@ -43,8 +43,8 @@ def owners_of(key: str, peers: Iterable[str], count: int = 2) -> list[str]:
 
 
 def _ports_free(base: int, peers: int) -> bool:
-    for port in [base + i for i in range(peers)] + [
-            base + local_cluster.CLUSTER_PORT_OFFSET + i for i in range(peers)]:
+    offsets = (0, local_cluster.CLUSTER_PORT_OFFSET, local_cluster.ADMIN_PORT_OFFSET)
+    for port in [base + offset + i for offset in offsets for i in range(peers)]:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -56,7 +56,7 @@ def _ports_free(base: int, peers: int) -> bool:
 def free_base_port(peers: int) -> int:
     """A base port with peers gRPC ports and peers cluster ports free after it."""
     for _ in range(200):
-        base = random.randrange(20000, 40000 - local_cluster.CLUSTER_PORT_OFFSET - peers)
+        base = random.randrange(20000, 40000 - local_cluster.ADMIN_PORT_OFFSET - peers)
         if _ports_free(base, peers):
             return base
     raise RuntimeError("no free port range")

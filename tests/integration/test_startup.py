@@ -8,6 +8,8 @@ import chroom_harness as harness
 
 # A start-up that fails must fail fast; one that succeeds is stopped by the test.
 EXIT_TIMEOUT_S = 10
+# Peers the tests start take any free admin HTTP port (the default one may be taken).
+ANY_ADMIN_PORT = "admin: {http: {port: 0}}\n"
 
 
 def run_orchestrator(args, cwd):
@@ -73,7 +75,8 @@ def test_port_in_use_fails_with_exit_1(tmp_path):
 def test_json_log_lines_are_json(tmp_path):
     port = harness.free_port()
     config = tmp_path / "json.yaml"
-    config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\nshutdown_grace_ms: 500\n")
+    config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\nshutdown_grace_ms: 500\n"
+                      f"{ANY_ADMIN_PORT}")
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config),
@@ -106,7 +109,7 @@ def test_an_unusable_data_dir_stops_the_start_with_the_reason(tmp_path):
 def test_the_data_dir_defaults_to_chroom_data_of_the_peer(tmp_path):
     config = tmp_path / "peer.yaml"
     config.write_text(f"listen: {{host: 127.0.0.1, port: {harness.free_port()}}}\n"
-                      "peer_id: store-peer\nshutdown_grace_ms: 500\n")
+                      f"peer_id: store-peer\nshutdown_grace_ms: 500\n{ANY_ADMIN_PORT}")
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config)],
