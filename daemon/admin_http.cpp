@@ -87,36 +87,16 @@ struct peer_view {
   uint32_t participants = 0;
 };
 
-/// The allocation latency histogram at one moment.
-struct latency_sample {
+/// A histogram sample and when it was taken.
+struct timed_sample {
   steady::time_point at;
-  double count = 0;
-  std::vector<double> cumulative;
-  std::vector<double> upper_bounds;
+  observability::histogram_sample histogram;
 };
 
-/// The q-quantile of the observations between two samples, interpolated within its
-/// bucket (as Prometheus' histogram_quantile does); null without observations.
-json quantile(const latency_sample& from, const latency_sample& to, double q) {
-  double total = to.count - from.count;
-  if (total <= 0 || from.cumulative.size() != to.cumulative.size())
-    return nullptr;
-  double target = q * total;
-  double below = 0;
-  double lower_bound = 0;
-  for (size_t i = 0; i < to.cumulative.size(); ++i) {
-    double in_or_below = to.cumulative[i] - from.cumulative[i];
-    double upper = to.upper_bounds[i];
-    if (in_or_below >= target) {
-      if (std::isinf(upper))
-        return lower_bound * 1000;
-      double share = in_or_below > below ? (target - below) / (in_or_below - below) : 1.0;
-      return (lower_bound + (upper - lower_bound) * share) * 1000;
-    }
-    below = in_or_below;
-    lower_bound = upper;
-  }
-  return lower_bound * 1000;
+/// A quantile in milliseconds, or null.
+json quantile_ms(const timed_sample& from, const timed_sample& to, double q) {
+  auto seconds = observability::quantile_between(from.histogram, to.histogram, q);
+  return seconds ? json(*seconds * 1000) : json(nullptr);
 }
 
 } // namespace
@@ -160,7 +140,7 @@ struct admin_http::impl {
   std::mutex snapshot_mutex;
   std::string snapshot_body;
   steady::time_point snapshot_at{};
-  std::deque<latency_sample> latency_history;
+  std::deque<timed_sample> latency_history;
 
   impl(caf::actor_system& sys, admin_http_settings s, std::shared_ptr<const readiness> r)
       : system(sys), settings(std::move(s)), ready(std::move(r)) {}
@@ -209,35 +189,28 @@ struct admin_http::impl {
 
   /// Allocation rate, latency quantiles and results from this peer's metrics.
   json allocation_figures() {
-    auto families = observability::metrics().registry()->Collect();
+    auto& metrics = observability::metrics();
     json by_result = json::object();
     double total = 0;
-    latency_sample now{steady::now(), 0, {}, {}};
-    for (const auto& family : families) {
-      if (family.name == "chroom_allocations_total") {
-        for (const auto& metric : family.metric) {
-          for (const auto& label : metric.label)
-            if (label.name == "result") {
-              auto key = enum_word(label.value, "");
-              by_result[key] = by_result.value(key, 0.0) + metric.counter.value;
-            }
-          total += metric.counter.value;
-        }
-      } else if (family.name == "chroom_allocation_duration_seconds" && !family.metric.empty()) {
-        const auto& histogram = family.metric.front().histogram;
-        now.count = static_cast<double>(histogram.sample_count);
-        for (const auto& bucket : histogram.bucket) {
-          now.cumulative.push_back(static_cast<double>(bucket.cumulative_count));
-          now.upper_bounds.push_back(bucket.upper_bound);
-        }
+    for (const auto& family : metrics.registry()->Collect()) {
+      if (family.name != "chroom_allocations_total")
+        continue;
+      for (const auto& metric : family.metric) {
+        for (const auto& label : metric.label)
+          if (label.name == "result") {
+            auto key = enum_word(label.value, "");
+            by_result[key] = by_result.value(key, 0.0) + metric.counter.value;
+          }
+        total += metric.counter.value;
       }
     }
+    timed_sample now{steady::now(), observability::sample_of(metrics.allocation_seconds)};
     // The history holds a little more than the latency window.
     latency_history.push_back(now);
     while (latency_history.size() > 2 && now.at - latency_history[1].at >= latency_window)
       latency_history.pop_front();
     const auto& oldest = latency_history.front();
-    const latency_sample* rate_from = &oldest;
+    const timed_sample* rate_from = &oldest;
     for (const auto& sample : latency_history)
       if (now.at - sample.at <= rate_window) {
         rate_from = &sample;
@@ -246,13 +219,13 @@ struct admin_http::impl {
     json per_second = nullptr;
     auto span = std::chrono::duration<double>(now.at - rate_from->at).count();
     if (span > 0.5)
-      per_second = (now.count - rate_from->count) / span;
+      per_second = (now.histogram.count - rate_from->histogram.count) / span;
     return {{"per_second", per_second},
             {"total", total},
             {"latency_ms",
-             {{"p50", quantile(oldest, now, 0.5)},
-              {"p90", quantile(oldest, now, 0.9)},
-              {"p99", quantile(oldest, now, 0.99)}}},
+             {{"p50", quantile_ms(oldest, now, 0.5)},
+              {"p90", quantile_ms(oldest, now, 0.9)},
+              {"p99", quantile_ms(oldest, now, 0.99)}}},
             {"by_result", by_result}};
   }
 

@@ -2,6 +2,9 @@
 
 #include "transport/grpc_status.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 namespace chroom::observability {
 
 namespace {
@@ -127,6 +130,41 @@ void peer_metrics::set_members(const std::map<std::string, double>& by_state) {
       gauge = &members_family_.Add({{"state", state}});
     gauge->Set(count);
   }
+}
+
+histogram_sample sample_of(prometheus::Histogram& histogram) {
+  histogram_sample sample;
+  auto metric = histogram.Collect().histogram;
+  sample.count = static_cast<double>(metric.sample_count);
+  for (const auto& bucket : metric.bucket) {
+    sample.cumulative.push_back(static_cast<double>(bucket.cumulative_count));
+    sample.upper_bounds.push_back(bucket.upper_bound);
+  }
+  return sample;
+}
+
+std::optional<double> quantile_between(const histogram_sample& from, const histogram_sample& to,
+                                       double q) {
+  double total = to.count - from.count;
+  if (total <= 0 || from.cumulative.size() != to.cumulative.size() ||
+      to.cumulative.size() != to.upper_bounds.size())
+    return std::nullopt;
+  double target = std::clamp(q, 0.0, 1.0) * total;
+  double below = 0;
+  double lower_bound = 0;
+  for (size_t i = 0; i < to.cumulative.size(); ++i) {
+    double in_or_below = to.cumulative[i] - from.cumulative[i];
+    double upper = to.upper_bounds[i];
+    if (in_or_below >= target && in_or_below > 0) {
+      if (std::isinf(upper))
+        return lower_bound;
+      double share = in_or_below > below ? (target - below) / (in_or_below - below) : 1.0;
+      return lower_bound + (upper - lower_bound) * share;
+    }
+    below = in_or_below;
+    lower_bound = upper;
+  }
+  return lower_bound;
 }
 
 peer_metrics& metrics() {

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,23 @@ peer_metrics& metrics();
 
 /// Buckets of the latency histograms, seconds: 50 us .. 10 s.
 const std::vector<double>& latency_buckets();
+
+/// A histogram's state at one moment: its count and cumulative buckets.
+struct histogram_sample {
+  double count = 0;
+  /// Observations <= upper_bounds[i], for each bucket (the last bound is +Inf).
+  std::vector<double> cumulative;
+  std::vector<double> upper_bounds;
+};
+
+/// The histogram's single metric (a histogram family without labels) as it is now.
+histogram_sample sample_of(prometheus::Histogram& histogram);
+
+/// The q-quantile (0..1) of the observations made between two samples of one histogram,
+/// interpolated linearly within its bucket as Prometheus' histogram_quantile does (the
+/// lower bound of the +Inf bucket when it falls there); nothing without observations.
+std::optional<double> quantile_between(const histogram_sample& from, const histogram_sample& to,
+                                       double q);
 
 /// Seconds since `start` as a double, for Observe.
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
