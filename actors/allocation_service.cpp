@@ -1264,26 +1264,40 @@ bool relay_to_owner(service_actor* self, const std::string& key, uint32_t hops, 
   return true;
 }
 
+/// The room actor of a room this peer owns, or null with NOT_FOUND in `refused`.
+caf::actor owned_room(service_actor* self, const std::string& app_id, const std::string& room_id,
+                      grpc_status& refused) {
+  auto& rooms = self->state.rooms;
+  if (auto it = rooms.find(node_room_id(app_id, room_id)); it != rooms.end())
+    return it->second;
+  refused = make_status(grpc_code::not_found,
+                        "room '" + room_id + "' of app '" + app_id + "' has no participant");
+  return {};
+}
+
 /// GetRoom for operators: the room from its owner, as serialized admin RoomInfo.
 caf::result<grpc_status, std::string> admin_room(service_actor* self, const std::string& app_id,
                                                  const std::string& room_id, uint32_t hops) {
-  auto& st = self->state;
-  auto key = node_room_id(app_id, room_id);
-  if (relay_to_owner(self, key, hops, admin_room_atom::value, app_id, room_id))
+  if (relay_to_owner(self, node_room_id(app_id, room_id), hops, admin_room_atom::value, app_id,
+                     room_id))
     return caf::delegated<grpc_status, std::string>{};
-  auto it = st.rooms.find(key);
-  if (it == st.rooms.end())
-    return {make_status(grpc_code::not_found,
-                        "room '" + room_id + "' of app '" + app_id + "' has no participant"),
-            std::string{}};
+  grpc_status refused;
+  auto room = owned_room(self, app_id, room_id, refused);
+  if (!room)
+    return {std::move(refused), std::string{}};
   auto promise = self->make_response_promise();
-  self->request(it->second, admin_timeout, get_room_atom::value)
+  self->request(room, admin_timeout, get_room_atom::value)
     .then(
-      [promise, peer_id = st.settings.peer_id](grpc_status& status, av1::Room& room) mutable {
-        chroom::admin::v1::RoomInfo info;
-        *info.mutable_room() = std::move(room);
-        info.set_owner_peer_id(peer_id);
-        promise.deliver(std::move(status), status.is_ok() ? info.SerializeAsString() : "");
+      [promise, peer_id = self->state.settings.peer_id](grpc_status& status,
+                                                        av1::Room& room) mutable {
+        std::string bytes;
+        if (status.is_ok()) {
+          chroom::admin::v1::RoomInfo info;
+          *info.mutable_room() = std::move(room);
+          info.set_owner_peer_id(peer_id);
+          bytes = info.SerializeAsString();
+        }
+        promise.deliver(std::move(status), std::move(bytes));
       },
       [self, promise](caf::error& err) mutable {
         promise.deliver(make_status(grpc_code::unavailable, "room: " + self->system().render(err)),
@@ -1297,21 +1311,19 @@ caf::result<grpc_status, std::string> migrate_room(service_actor* self, const st
                                                    const std::string& room_id,
                                                    const std::string& to_node_id,
                                                    const std::string& from_node_id, uint32_t hops) {
-  auto& st = self->state;
-  auto key = node_room_id(app_id, room_id);
-  if (relay_to_owner(self, key, hops, migrate_atom::value, app_id, room_id, to_node_id,
-                     from_node_id))
+  if (relay_to_owner(self, node_room_id(app_id, room_id), hops, migrate_atom::value, app_id,
+                     room_id, to_node_id, from_node_id))
     return caf::delegated<grpc_status, std::string>{};
-  auto it = st.rooms.find(key);
-  if (it == st.rooms.end())
-    return {make_status(grpc_code::not_found,
-                        "room '" + room_id + "' of app '" + app_id + "' has no participant"),
-            std::string{}};
+  grpc_status refused;
+  auto room = owned_room(self, app_id, room_id, refused);
+  if (!room)
+    return {std::move(refused), std::string{}};
   auto promise = self->make_response_promise();
   // Placement takes as long as it takes (nodes answer within command_timeout).
-  self->request(it->second, caf::infinite, migrate_atom::value, to_node_id, from_node_id)
+  self->request(room, caf::infinite, migrate_atom::value, to_node_id, from_node_id)
     .then(
-      [promise, peer_id = st.settings.peer_id](grpc_status& status, std::string& bytes) mutable {
+      [promise, peer_id = self->state.settings.peer_id](grpc_status& status,
+                                                        std::string& bytes) mutable {
         if (status.is_ok()) {
           chroom::admin::v1::MigrateRoomResponse response;
           response.ParseFromString(bytes);

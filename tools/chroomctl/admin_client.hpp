@@ -83,6 +83,25 @@ public:
     return response;
   }
 
+  // Calls a paged list method until its last page; `merge(all, page)` moves a page's items
+  // (and totals) into the answer. The caller sets request.page_size.
+  template <class Request, class Response, class Merge>
+  Response call_all_pages(const char* method,
+                          grpc::Status (stub::*fn)(grpc::ClientContext*, const Request&, Response*),
+                          Request request, Merge merge, const call_hints& hints = {}) {
+    // A server handing out page tokens forever must not hang us.
+    constexpr int max_pages = 100'000;
+    Response all;
+    for (int page = 0; page < max_pages; ++page) {
+      auto reply = call(method, fn, request, hints);
+      merge(all, reply);
+      if (reply.next_page_token().empty() || reply.next_page_token() == request.page_token())
+        break;
+      request.set_page_token(reply.next_page_token());
+    }
+    return all;
+  }
+
 private:
   void prepare(grpc::ClientContext& context) const;
   [[noreturn]] void fail(const char* method, grpc::Status status, const call_hints& hints);

@@ -14,8 +14,6 @@ using stub = admin_client::stub;
 
 // ListNodes pages asked for, at most (ListNodes allows 5000 per page).
 constexpr std::uint32_t list_page_size = 1000;
-// A server handing out page tokens forever must not hang us.
-constexpr int max_pages = 100'000;
 
 std::string state_word(v1::NodeState state) {
   return enum_word(v1::NodeState_Name(state), "NODE_STATE_");
@@ -185,16 +183,13 @@ int run_nodes_list(command_context& context, const invocation& call) {
   request.set_region(call.value("--region"));
   request.set_page_size(list_page_size);
 
-  v1::ListNodesResponse all;
-  for (int page = 0; page < max_pages; ++page) {
-    auto reply = context.client().call("ListNodes", &stub::ListNodes, request);
-    for (auto& node : *reply.mutable_nodes())
-      *all.add_nodes() = std::move(node);
-    all.set_total_size(reply.total_size());
-    if (reply.next_page_token().empty() || reply.next_page_token() == request.page_token())
-      break;
-    request.set_page_token(reply.next_page_token());
-  }
+  auto all =
+    context.client().call_all_pages("ListNodes", &stub::ListNodes, request,
+                                    [](v1::ListNodesResponse& all, v1::ListNodesResponse& page) {
+                                      for (auto& node : *page.mutable_nodes())
+                                        *all.add_nodes() = std::move(node);
+                                      all.set_total_size(page.total_size());
+                                    });
   print_nodes(context, all);
   return exit_ok;
 }

@@ -12,7 +12,6 @@ namespace v1 = chroom::admin::v1;
 using stub = admin_client::stub;
 
 constexpr std::uint32_t list_page_size = 1000;
-constexpr int max_pages = 100'000;
 // Nodes named in the NODES column of `rooms list`; more are counted.
 constexpr int nodes_shown = 3;
 
@@ -82,16 +81,13 @@ int run_rooms_list(command_context& context, const invocation& call) {
   request.set_node_id(call.value("--node"));
   request.set_page_size(list_page_size);
 
-  v1::ListRoomsResponse all;
-  for (int page = 0; page < max_pages; ++page) {
-    auto reply = context.client().call("ListRooms", &stub::ListRooms, request);
-    for (auto& room : *reply.mutable_rooms())
-      *all.add_rooms() = std::move(room);
-    all.set_total_size(reply.total_size());
-    if (reply.next_page_token().empty() || reply.next_page_token() == request.page_token())
-      break;
-    request.set_page_token(reply.next_page_token());
-  }
+  auto all =
+    context.client().call_all_pages("ListRooms", &stub::ListRooms, request,
+                                    [](v1::ListRoomsResponse& all, v1::ListRoomsResponse& page) {
+                                      for (auto& room : *page.mutable_rooms())
+                                        *all.add_rooms() = std::move(room);
+                                      all.set_total_size(page.total_size());
+                                    });
 
   auto& out = *context.out;
   if (context.format == output_format::json) {
