@@ -152,14 +152,24 @@ client_position locate(const av1::ClientLocation& location, const allocation::ip
 
 // --- allocation_request: one per Allocate ---------------------------------------------
 
-/// An Allocate answered here: chroom_allocations_total and the latency histogram. Calls
-/// that name no known app (or fail before their app is known) count as app "(none)", so
-/// that made-up app ids cannot grow the label set.
+/// The app label of calls that name no known app (or fail before their app is known):
+/// made-up app ids cannot grow the label set.
+const std::string unknown_app_label = "(none)";
+
+/// An Allocate answered here: chroom_allocations_total, the latency histogram, a debug line.
 void count_allocation(const call_context& call, const std::string& app_id, grpc_code code,
                       steady::time_point started) {
   auto& metrics = observability::metrics();
   auto seconds = observability::seconds_since(started);
-  metrics.allocations(app_id.empty() ? "(none)" : app_id, std::string(to_string(code))).Increment();
+  // The family's lookup builds a label map and takes a lock: each thread remembers the
+  // counters it used (they live as long as the registry).
+  thread_local std::unordered_map<std::string, prometheus::Counter*> counters;
+  const std::string& app = app_id.empty() ? unknown_app_label : app_id;
+  auto key = std::string(app).append(1, '\0').append(to_string(code));
+  auto& counter = counters[key];
+  if (counter == nullptr)
+    counter = &metrics.allocations(app, std::string(to_string(code)));
+  counter->Increment();
   metrics.allocation_seconds.Observe(seconds);
   observability::request_scope scope{call.metadata_value(observability::request_id_key)};
   spdlog::debug("Allocate for app '{}' answered {} in {:.3f} ms", app_id, to_string(code),
