@@ -51,6 +51,11 @@ export function connect(onSnapshot, onStatus) {
     openedAt = Date.now();
     source = new EventSource(EVENTS_URL);
     source.addEventListener('snapshot', (e) => deliver(e.data));
+    // The peer is up but could not ask its actors (overloaded, shutting down): not live.
+    source.addEventListener('unavailable', (e) => {
+      console.warn('dashboard: the peer cannot build a snapshot now:', e.data);
+      setStatus('disconnected');
+    });
     source.onerror = () => {
       setStatus('disconnected');
       if (source.readyState === EventSource.CLOSED) {
