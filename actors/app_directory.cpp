@@ -124,6 +124,10 @@ struct directory_state {
   /// flush.
   std::map<std::pair<std::string, int64_t>, ev1::UsageRecord> usage;
   std::set<std::pair<std::string, int64_t>> usage_dirty;
+  /// Another peer's directory has sent its records (each sends all of them to a peer it
+  /// sees for the first time): this peer has the cluster's apps, not only its store's.
+  bool heard_from_peer = false;
+  std::vector<caf::response_promise> sync_waiters;
 };
 
 using directory_actor = caf::stateful_actor<directory_state>;
@@ -701,8 +705,20 @@ caf::behavior app_directory(directory_actor* self, app_directory_settings settin
       }
       st.peers = std::move(peers);
     },
+    [self](join_wait_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      if (st.heard_from_peer)
+        return true;
+      st.sync_waiters.push_back(self->make_response_promise());
+      return caf::delegated<bool>{};
+    },
     [self](app_records_atom, const std::string& bytes) {
       {
+        auto& st = self->state;
+        st.heard_from_peer = true;
+        for (auto& waiter : st.sync_waiters)
+          waiter.deliver(true);
+        st.sync_waiters.clear();
         cv1::AppRecords message;
         if (!message.ParseFromString(bytes)) {
           spdlog::warn("apps: a peer sent malformed app records");

@@ -15,6 +15,8 @@
 //                                   every change
 //   (cluster_view_atom, cluster_view)       from the membership actor
 //   (app_records_atom, AppRecords bytes)    from another peer's directory
+//   (join_wait_atom) -> bool         answered (true) once another peer's directory sent its
+//                                    records: the peer has the cluster's apps (readiness)
 //   (call_unary_atom, vector<unary_call>)   AdminService app methods
 //   (audit_atom, AppEvent bytes)            an audit event of this peer (from an app_policy)
 //   (peer_audit_atom, AuditEvents bytes)    ... of another peer

@@ -63,6 +63,10 @@ constexpr std::string_view usage =
 /// How long the actor system may take to shut down once the peer stopped.
 constexpr auto teardown_limit = std::chrono::seconds{5};
 
+/// After joining a cluster, how long the peer waits for another peer's apps before it
+/// serves with its own store's.
+constexpr auto apps_sync_timeout = std::chrono::seconds{5};
+
 /// After the grace period, how long the peer waits for connections to close.
 constexpr auto shutdown_wait_slack = std::chrono::seconds{3};
 
@@ -464,7 +468,9 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   spdlog::info("gateway listening on {}:{} ({})", settings->host, listener.port,
                settings->tls ? "TLS 1.3, ALPN h2" : "h2c");
   auto ready = std::make_shared<daemon::readiness>();
-  ready->set("apps_loaded", true); // the app directory started from the store and the file
+  // Alone, the app store and the file are all the apps there are (loaded above); in a
+  // cluster, the apps are loaded once another peer's directory sent its records.
+  ready->set("apps_loaded", !clustered);
   ready->set("cluster_joined", !clustered);
   ready->set("serving", true);
   std::unique_ptr<daemon::admin_http> admin_port;
@@ -501,6 +507,17 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
     else
       spdlog::warn("no seed answered: serving alone until other peers join");
     ready->set("cluster_joined", true);
+    if (joined) {
+      waiter->request(app_directory, apps_sync_timeout, join_wait_atom::value)
+        .receive([](bool) {},
+                 [](caf::error&) {
+                   spdlog::warn(
+                     "apps: no peer sent its apps within {} s; serving with this "
+                     "peer's app store",
+                     std::chrono::duration_cast<std::chrono::seconds>(apps_sync_timeout).count());
+                 });
+    }
+    ready->set("apps_loaded", true);
     actors::set_serving(health, true);
   }
   spdlog::info("peer ready ({}): gRPC services {}", cfg.peer_id(), fmt::join(service_names, ", "));

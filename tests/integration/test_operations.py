@@ -230,11 +230,14 @@ def test_health_and_readiness_of_a_peer_waiting_for_its_cluster(tmp_path):
         assert first, "the admin port never answered"
         status, body = first
         assert status == 503, body
-        assert "[-] cluster_joined waiting" in body and "[+] apps_loaded ok" in body
+        # Its apps are the cluster's once a peer sent them: not yet either.
+        assert "[-] cluster_joined waiting" in body and "[-] apps_loaded waiting" in body
+        assert "[+] serving ok" in body
         assert http_get(url, "/healthz") == (200, "ok\n")
         assert value(scrape(url), "chroom_ready") == 0
         # join_timeout (2 x failure_timeout) later it serves alone: ready.
         assert h.wait_until(lambda: readyz()[0] == 200, 15), readyz()
+        assert "[+] apps_loaded ok" in readyz()[1]
         assert value(scrape(url), "chroom_ready") == 1
     finally:
         proc.terminate()
@@ -312,6 +315,11 @@ def test_request_ids_follow_a_call_across_peers(tmp_path):
                 n for n in h.stubs().admin_grpc.AdminServiceStub(channels[0]).ListNodes(
                     admin_pb.ListNodesRequest(), timeout=5).nodes
                 if n.state == admin_pb.NODE_STATE_ACTIVE]) == 10, 20)
+            # Both ready: joined, and each has the other's apps (no wait for them ran out).
+            for peer in peers:
+                status, body = http_get(peer.admin_url, "/readyz")
+                assert status == 200 and "[+] apps_loaded ok" in body, body
+                assert "no peer sent its apps" not in log_text(peer.log_path)
             # A room owned by peer-1, asked of peer-0: the call is forwarded.
             room = next(f"rid-{k}" for k in range(1000)
                         if cc.owners_of(f"default/rid-{k}", ["peer-0", "peer-1"])[0] == "peer-1")
