@@ -3,6 +3,7 @@
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/proto_messages.hpp"
+#include "actors/room.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
@@ -158,8 +159,11 @@ void list_rooms(admin_actor* self, const admin_actors& actors, const call_contex
         std::vector<RoomInfo> rooms(serialized.size());
         for (size_t i = 0; i < serialized.size(); ++i)
           rooms[i].ParseFromString(serialized[i]);
+        // (app_id, room_id): as a pair, not as the "app/room" string, whose order differs
+        // when one app id is a prefix of another ("a-b/x" < "a/z").
         auto key = [](const RoomInfo& info) {
-          return std::make_pair(info.room().app_id(), info.room().room_id());
+          return std::make_pair(std::string_view{info.room().app_id()},
+                                std::string_view{info.room().room_id()});
         };
         std::sort(rooms.begin(), rooms.end(),
                   [&](const RoomInfo& a, const RoomInfo& b) { return key(a) < key(b); });
@@ -168,17 +172,20 @@ void list_rooms(admin_actor* self, const admin_actors& actors, const call_contex
         auto page_size = request.page_size() == 0 ? 1000u : request.page_size();
         // The token is the last key of the previous page ("app/room"): stable while rooms
         // come and go between pages.
-        auto after = request.page_token();
+        const auto& token = request.page_token();
+        auto slash = std::min(token.find('/'), token.size());
+        auto after =
+          std::make_pair(std::string_view{token}.substr(0, slash),
+                         std::string_view{token}.substr(std::min(slash + 1, token.size())));
         auto it = rooms.begin();
-        if (!after.empty())
-          it = std::find_if(rooms.begin(), rooms.end(), [&](const RoomInfo& info) {
-            return info.room().app_id() + "/" + info.room().room_id() > after;
-          });
+        if (!token.empty())
+          it = std::find_if(rooms.begin(), rooms.end(),
+                            [&](const RoomInfo& info) { return key(info) > after; });
         for (; it != rooms.end() && static_cast<uint32_t>(response.rooms_size()) < page_size; ++it)
           *response.add_rooms() = std::move(*it);
         if (it != rooms.end() && response.rooms_size() > 0) {
           const auto& last = response.rooms(response.rooms_size() - 1).room();
-          response.set_next_page_token(last.app_id() + "/" + last.room_id());
+          response.set_next_page_token(node_room_id(last.app_id(), last.room_id()));
         }
         unary_replies{self}.reply(context, response);
       },

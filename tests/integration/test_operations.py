@@ -406,3 +406,34 @@ def test_a_taken_admin_port_stops_the_start_naming_it(tmp_path):
     assert result.returncode == 1, result.stderr
     assert f"admin HTTP: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert time.monotonic() - started < 15
+
+
+def test_list_rooms_pages_each_room_once_when_one_app_id_prefixes_another(fleet_peer, admin_pb):
+    peer, _ = fleet_peer
+    config_pb = h.stubs().config_pb2
+    for app_id in ("pg", "pg-x"):
+        peer.admin.CreateApp(admin_pb.CreateAppRequest(app=config_pb.AppConfig(
+            app_id=app_id, allow_unauthenticated=True)), timeout=5)
+    # "pg-x/a" < "pg/z" as strings, but (pg, z) < (pg-x, a) as (app_id, room_id).
+    for app_id, room in (("pg", "z"), ("pg-x", "a"), ("pg", "b"), ("pg-x", "y")):
+        assert h.wait_until(lambda: _allocated(peer, app_id, room), 5), (app_id, room)
+    seen, token = [], ""
+    for _ in range(10):
+        page = peer.admin.ListRooms(admin_pb.ListRoomsRequest(page_size=1, page_token=token),
+                                    timeout=10)
+        seen += [(r.room.app_id, r.room.room_id) for r in page.rooms]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [("pg", "b"), ("pg", "z"), ("pg-x", "a"), ("pg-x", "y")]
+
+
+def _allocated(peer, app_id: str, room: str) -> bool:
+    """True once the app is in the peer's catalog and the client is placed."""
+    try:
+        allocate(peer, room, f"{app_id}-{room}", app=app_id)
+        return True
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
