@@ -133,24 +133,32 @@ void learn(membership_actor* self, const google::protobuf::RepeatedPtrField<cv1:
     if (record.member.peer_id().empty() || member.incarnation() > record.member.incarnation()) {
       if (record.state == adm::PEER_STATE_ALIVE)
         mark_dead(self, record, "a newer run of it exists");
+      // Whatever the previous run did (died, left), the new run is not known to be alive
+      // yet: the next probe connects to it and its own hello is welcome.
+      record.state = adm::PEER_STATE_UNSPECIFIED;
       record.member = member;
     }
   }
 }
 
-/// A hello (sent or answered) from `member`: it is alive with these actors.
-void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& membership,
-             const caf::actor& allocation, const caf::actor& registry,
-             const caf::actor& app_directory) {
+/// A hello (sent or answered) from `member`: it is alive with these actors. Returns why
+/// the hello is refused, empty when it was welcome.
+std::string welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& membership,
+                    const caf::actor& allocation, const caf::actor& registry,
+                    const caf::actor& app_directory) {
   auto& st = self->state;
   const auto& member = hello.member();
-  if (member.peer_id().empty() || member.peer_id() == st.settings.peer_id || !membership)
-    return;
+  if (member.peer_id().empty() || !membership)
+    return "a hello without a peer id or membership actor";
+  if (member.peer_id() == st.settings.peer_id)
+    return "a hello from a peer with this peer's id (" + member.peer_id() + ")";
   auto& record = st.members[member.peer_id()];
   if (!record.member.peer_id().empty() && member.incarnation() < record.member.incarnation())
-    return; // an old run's hello, arriving late
+    return "incarnation " + std::to_string(member.incarnation()) + " of " + member.peer_id() +
+           " is older than the known " + std::to_string(record.member.incarnation());
   if (record.state == adm::PEER_STATE_LEFT && member.incarnation() == record.member.incarnation())
-    return; // it said goodbye; only a new run of it comes back
+    return "incarnation " + std::to_string(member.incarnation()) + " of " + member.peer_id() +
+           " left the cluster; only a new run of it joins again";
   bool fresh =
     record.state != adm::PEER_STATE_ALIVE || record.member.incarnation() != member.incarnation();
   if (record.membership && record.membership != membership)
@@ -173,6 +181,7 @@ void welcome(membership_actor* self, const cv1::Hello& hello, const caf::actor& 
   for (auto& waiter : st.join_waiters)
     waiter.deliver(true);
   st.join_waiters.clear();
+  return {};
 }
 
 void say_hello(membership_actor* self, const caf::actor& remote, const std::string& address) {
@@ -191,7 +200,9 @@ void say_hello(membership_actor* self, const caf::actor& remote, const std::stri
           spdlog::warn("cluster: {} answered hello with a malformed message", address);
           return;
         }
-        welcome(self, hello, membership, allocation, registry, app_directory);
+        if (auto refused = welcome(self, hello, membership, allocation, registry, app_directory);
+            !refused.empty())
+          spdlog::warn("cluster: the answer to hello from {} is refused: {}", address, refused);
       },
       [self, address](caf::error& err) {
         self->state.connecting.erase(address);
@@ -305,7 +316,11 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
         return caf::make_error(caf::sec::invalid_argument, "malformed Hello");
       if (st.leaving) // a peer on its way out takes no new members
         return caf::make_error(caf::sec::request_receiver_down, "this peer is leaving");
-      welcome(self, hello, membership, allocation, registry, app_directory);
+      // A refused hello is an error: the sender must not count this peer as its member
+      // while this peer does not count it as one.
+      if (auto refused = welcome(self, hello, membership, allocation, registry, app_directory);
+          !refused.empty())
+        return caf::make_error(caf::sec::invalid_argument, std::move(refused));
       return {serialized(hello_of(self)), caf::actor_cast<caf::actor>(self),
               st.settings.allocation_service, st.settings.registry, st.settings.app_directory};
     },
@@ -317,9 +332,10 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
         return;
       auto& record = it->second;
       record.last_heard = steady::now();
-      if (record.state == adm::PEER_STATE_DEAD && record.membership == nullptr) {
-        // A partition healed over a connection that survived it: hello again to get the
-        // member's actors (they were dropped when it was declared dead).
+      if (record.state != adm::PEER_STATE_ALIVE && record.state != adm::PEER_STATE_LEFT &&
+          record.membership == nullptr) {
+        // A partition healed over a connection that survived it, or a new run of the member
+        // heard of through another peer: hello to get its actors.
         std::string problem;
         if (auto address = cluster::parse_peer_address(record.member.cluster_address(), problem))
           connect_to(self, *address);
