@@ -1,5 +1,6 @@
 #include "actors/admin_service.hpp"
 
+#include "actors/allocation_service.hpp"
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/proto_messages.hpp"
@@ -221,13 +222,13 @@ void ask_room_owner(admin_actor* self, const admin_actors& actors, const call_co
       });
 }
 
-/// INVALID_ARGUMENT when app_id or room_id is missing.
+/// INVALID_ARGUMENT when app_id or room_id is missing or malformed.
 bool has_room_key(unary_replies& replies, const call_context& context, const std::string& app_id,
                   const std::string& room_id) {
-  if (!app_id.empty() && !room_id.empty())
+  auto problem = room_key_problem(app_id, room_id);
+  if (problem.empty())
     return true;
-  replies.fail(context, make_status(grpc_code::invalid_argument,
-                                    app_id.empty() ? "app_id is required" : "room_id is required"));
+  replies.fail(context, make_status(grpc_code::invalid_argument, std::move(problem)));
   return false;
 }
 

@@ -92,12 +92,16 @@ std::string id_problem(std::string_view field, std::string_view value, size_t ma
 
 constexpr std::string_view id_alphabet = "A-Z a-z 0-9 . _ -";
 
+} // namespace
+
 std::string room_key_problem(std::string_view app_id, std::string_view room_id) {
   auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
   if (problem.empty())
     problem = id_problem("room_id", room_id, max_room_id, is_id_char, id_alphabet);
   return problem;
 }
+
+namespace {
 
 std::string location_problem(const av1::ClientLocation& location) {
   if (location.has_point()) {

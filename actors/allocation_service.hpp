@@ -25,9 +25,9 @@
 //   (get_cluster_atom) -> (rooms owned, replicas held)
 
 #include "actors/room.hpp"
-#include "apps/app_catalog.hpp"
 #include "allocation/ip_locator.hpp"
 #include "allocation/placement.hpp"
+#include "apps/app_catalog.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -52,5 +52,9 @@ struct allocation_service_settings {
 
 caf::actor spawn_allocation_service(caf::actor_system& system,
                                     allocation_service_settings settings);
+
+/// Why (app_id, room_id) cannot name a room ("room_id is required", "... may hold only
+/// ..."), empty when it can.
+std::string room_key_problem(std::string_view app_id, std::string_view room_id);
 
 } // namespace chroom::actors

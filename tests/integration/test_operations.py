@@ -194,6 +194,12 @@ def test_migrate_room_moves_everyone_and_says_why_it_cannot(fleet_peer, admin_pb
                                         from_node_id=target), grpc.StatusCode.NOT_FOUND, target)
     refused(admin_pb.MigrateRoomRequest(room_id="moving"), grpc.StatusCode.INVALID_ARGUMENT,
             "app_id")
+    refused(admin_pb.MigrateRoomRequest(app_id="default", room_id="moving room!"),
+            grpc.StatusCode.INVALID_ARGUMENT, "room_id may hold only")
+    with pytest.raises(grpc.RpcError) as e:
+        peer.admin.GetRoom(admin_pb.GetRoomRequest(app_id="default", room_id="x" * 129), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "room_id is longer than 128" in e.value.details()
     cordoned = next(n.node_id for n in active_nodes(peer, admin_pb))
     peer.admin.CordonNode(admin_pb.CordonNodeRequest(node_id=cordoned), timeout=5)
     refused(admin_pb.MigrateRoomRequest(app_id="default", room_id="moving", to_node_id=cordoned),
