@@ -5,6 +5,7 @@
 #include "actors/exception_log.hpp"
 #include "actors/send_later.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
+#include "common/unix_time.hpp"
 #include "transport/call_protocol.hpp"
 
 #include <caf/all.hpp>
@@ -44,12 +45,6 @@ constexpr uint32_t max_audit_page = 1000;
 /// A rotated-out key keeps working this long unless the call says otherwise: a day lets
 /// every backend pick up the new key in its next deploy.
 constexpr uint32_t default_rotation_grace_ms = 24 * 3600 * 1000;
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
 
 std::string serialized(const google::protobuf::Message& message) {
   std::string out;

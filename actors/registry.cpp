@@ -1,6 +1,7 @@
 #include "actors/registry.hpp"
 
 #include "chroom/apps/v1/usage.pb.h"
+#include "common/unix_time.hpp"
 
 #include "actors/allocation_messages.hpp"
 #include "actors/atoms.hpp"
@@ -220,12 +221,6 @@ chroom::allocation::v1::NodeChoice choice_of(const allocation::node_record& reco
   choice.set_estimated_rtt_ms(scored.rtt_ms);
   choice.set_rtt_source(to_proto(scored.source));
   return choice;
-}
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
 }
 
 bool clustered(const registry_state& st) {

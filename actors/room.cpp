@@ -11,6 +11,7 @@
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/apps/v1/usage.pb.h"
 #include "cluster/room_state.hpp"
+#include "common/unix_time.hpp"
 #include "observability/metrics.hpp"
 
 #include <caf/all.hpp>
@@ -136,12 +137,6 @@ struct room_state {
 };
 
 using room_actor = caf::stateful_actor<room_state>;
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
 
 std::string new_lease_id() {
   unsigned char bytes[16];

@@ -4,6 +4,7 @@
 #include "actors/cluster_membership.hpp"
 #include "actors/proto_messages.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
+#include "common/unix_time.hpp"
 #include "dashboard/assets.hpp"
 #include "observability/metrics.hpp"
 
@@ -237,9 +238,7 @@ struct admin_http::impl {
                                     list_rooms_atom::value, std::string{}, std::string{});
     json out;
     out["peer_id"] = settings.peer_id;
-    out["at_unix_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+    out["at_unix_ms"] = unix_ms_now();
     auto& members = out["members"] = json::array();
     for (const auto& peer : view.cluster.peers())
       members.push_back({{"peer_id", peer.peer_id()},

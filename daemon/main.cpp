@@ -19,6 +19,7 @@
 #include "chroom/diag/v1/diagnostics.pb.h"
 #include "chroom/medianode/v1/media_node.pb.h"
 #include "cluster/peer_address.hpp"
+#include "common/unix_time.hpp"
 #include "daemon/admin_http.hpp"
 #include "daemon/config.hpp"
 #include "daemon/logging.hpp"
@@ -217,12 +218,6 @@ actors::registry_settings registry_settings_from(const config::v1::OrchestratorC
     settings.startup_sync =
       std::chrono::milliseconds{2 * cfg.cluster().failure_timeout_ms()} + std::chrono::seconds{2};
   return settings;
-}
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
 }
 
 actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorConfig& cfg,

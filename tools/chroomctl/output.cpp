@@ -1,5 +1,7 @@
 #include "tools/chroomctl/output.hpp"
 
+#include "common/unix_time.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -142,7 +144,7 @@ std::string human_time(std::int64_t unix_ms) {
 std::string human_age(std::int64_t unix_ms) {
   if (unix_ms == 0)
     return "-";
-  std::int64_t age = now_unix_ms() - unix_ms;
+  std::int64_t age = unix_ms_now() - unix_ms;
   if (age < 0)
     return std::string("in ") + human_duration_ms(-age);
   return human_duration_ms(age) + " ago";
@@ -187,11 +189,6 @@ std::string enum_word(std::string_view name, std::string_view prefix) {
       c = '-';
   }
   return out;
-}
-
-std::int64_t now_unix_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 } // namespace chroom::ctl

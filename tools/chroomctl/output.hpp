@@ -55,6 +55,4 @@ std::string human_number(double value, int decimals = 1);
 // An enum value's name without its prefix, lower case: NODE_STATE_ACTIVE -> "active".
 std::string enum_word(std::string_view name, std::string_view prefix);
 
-std::int64_t now_unix_ms();
-
 } // namespace chroom::ctl

@@ -1,6 +1,7 @@
 // chroomctl rooms list|get|migrate
 #include <ostream>
 
+#include "common/unix_time.hpp"
 #include "tools/chroomctl/commands.hpp"
 #include "tools/chroomctl/output.hpp"
 
@@ -104,7 +105,7 @@ int run_rooms_list(command_context& context, const invocation& call) {
     const auto& room = info.room();
     rows.add_row({room.app_id(), room.room_id(), std::to_string(room.participants()),
                   nodes_text(room), info.owner_peer_id(),
-                  room.created_unix_ms() ? human_duration_ms(now_unix_ms() - room.created_unix_ms())
+                  room.created_unix_ms() ? human_duration_ms(unix_ms_now() - room.created_unix_ms())
                                          : std::string("-")});
   }
   if (rows.empty() && context.headers)
