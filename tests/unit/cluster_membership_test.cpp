@@ -48,10 +48,14 @@ struct membership_fixture {
     settings.incarnation = 500;
     settings.cluster_address = "127.0.0.1:7102";
     membership = spawn_cluster_membership(*system, settings);
-    remote_peer = system->spawn([](caf::event_based_actor* self) -> caf::behavior {
-      self->set_default_handler(caf::drop);
-      return {[](int) {}};
-    });
+    // (CAF 0.17's spawn of a function without arguments dereferences a null pointer to its
+    // empty argument tuple; UBSan objects.)
+    remote_peer = system->spawn(
+      [](caf::event_based_actor* self, int) -> caf::behavior {
+        self->set_default_handler(caf::drop);
+        return {[](int) {}};
+      },
+      0);
   }
 
   ~membership_fixture() {
