@@ -467,8 +467,9 @@ void add_part(room_actor* self, const place_answer& answer) {
                  if (auto* p = find_part(self->state, node_id); p && outcome.acked)
                    p->ready = true;
                });
+  // Placement ran while the room went on: the part it chose to relay to may be gone.
   auto link_to = answer.result.relay_to.value_or(std::string{});
-  attach_relays(self, st.relays.add(node_id, link_to));
+  attach_relays(self, st.relays.add(node_id, link_to, part_distance(st)));
 }
 
 /// Puts `m` on the node of `answer` (a new part when needed) and admits it there.
@@ -1051,14 +1052,7 @@ void apply_state(room_actor* self, const cv1::RoomState& state, bool tell_nodes)
   for (const auto& p : st.parts) {
     if (st.relays.contains(p.node_id))
       continue;
-    std::string nearest;
-    double best = std::numeric_limits<double>::infinity();
-    for (const auto& other : st.relays.nodes())
-      if (auto rtt = part_distance(st)(p.node_id, other); rtt < best) {
-        best = rtt;
-        nearest = other;
-      }
-    auto changes = st.relays.add(p.node_id, nearest);
+    auto changes = st.relays.add(p.node_id, {}, part_distance(st));
     if (tell_nodes)
       attach_relays(self, changes);
   }

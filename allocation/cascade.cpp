@@ -24,15 +24,31 @@ std::vector<std::string> relay_tree::neighbours(std::string_view node) const {
   return out;
 }
 
-relay_changes relay_tree::add(const std::string& node, const std::string& link_to) {
+relay_changes relay_tree::add(const std::string& node, const std::string& link_to,
+                              const rtt_function& rtt) {
   relay_changes changes;
   if (contains(node))
     return changes;
-  nodes_.push_back(node);
-  if (!link_to.empty() && link_to != node && contains(link_to)) {
-    links_.emplace_back(node, link_to);
-    changes.attach.push_back(links_.back());
+  if (nodes_.empty()) {
+    nodes_.push_back(node);
+    return changes;
   }
+  const std::string* peer = nullptr;
+  if (contains(link_to)) {
+    peer = &*std::find(nodes_.begin(), nodes_.end(), link_to);
+  } else {
+    peer = &nodes_.front();
+    double best = std::numeric_limits<double>::infinity();
+    if (rtt)
+      for (const auto& candidate : nodes_)
+        if (double cost = rtt(node, candidate); cost < best) {
+          best = cost;
+          peer = &candidate;
+        }
+  }
+  links_.emplace_back(node, *peer);
+  nodes_.push_back(node);
+  changes.attach.push_back(links_.back());
   return changes;
 }
 

@@ -37,9 +37,12 @@ public:
   /// Round trip between two nodes, milliseconds (placement's node_rtt_ms).
   using rtt_function = std::function<double(const std::string&, const std::string&)>;
 
-  /// Adds `node`, linked to `link_to` (a node of the tree); the first node has no link.
+  /// Adds `node`, linked to `link_to` when that is a node of the tree, else (placement
+  /// chose a part that left meanwhile, or none) to the node nearest by `rtt` (without
+  /// `rtt`: the first node), so the tree stays one piece. The first node has no link.
   /// Returns the link to attach, if any.
-  relay_changes add(const std::string& node, const std::string& link_to = {});
+  relay_changes add(const std::string& node, const std::string& link_to = {},
+                    const rtt_function& rtt = {});
 
   /// Removes `node` and mends the tree among the nodes it linked.
   relay_changes remove(const std::string& node, const rtt_function& rtt);

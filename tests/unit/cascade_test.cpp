@@ -329,7 +329,7 @@ TEST_CASE("relay_tree: 500 seeded random adds and removes keep one tree") {
   };
   relay_tree tree;
   std::set<std::string> model;
-  int next_id = 0, adds = 0, removes = 0, mended = 0;
+  int next_id = 0, adds = 0, removes = 0, mended = 0, stale_adds = 0;
   for (int step = 0; step < 500; ++step) {
     CAPTURE(step);
     // Grow more than shrink, so the tree gets big enough for deep mends.
@@ -343,13 +343,23 @@ TEST_CASE("relay_tree: 500 seeded random adds and removes keep one tree") {
         std::advance(it, static_cast<long>(random.below(model.size())));
         link_to = *it;
       }
-      auto changes = tree.add(id, link_to);
+      // Now and then the part placement chose has left meanwhile.
+      bool stale = !model.empty() && next_id > 2 && random.chance(0.1);
+      if (stale)
+        link_to = "node" + std::to_string(random.below(static_cast<size_t>(next_id - 1)));
+      auto changes = tree.add(id, link_to, rtt);
       ++adds;
       CHECK(changes.detach.empty());
-      if (link_to.empty())
+      if (model.empty()) {
         CHECK(changes.attach.empty());
-      else
+      } else if (model.contains(link_to)) {
         CHECK(changes.attach == links{relay_link(id, link_to)});
+      } else {
+        ++stale_adds;
+        REQUIRE(changes.attach.size() == 1);
+        CHECK(changes.attach[0].touches(id));
+        CHECK(model.contains(changes.attach[0].other(id)));
+      }
       model.insert(id);
     } else {
       auto it = model.begin();
@@ -387,18 +397,60 @@ TEST_CASE("relay_tree: 500 seeded random adds and removes keep one tree") {
   CHECK(adds > 200);
   CHECK(removes > 100);
   CHECK(mended > 5);
+  CHECK(stale_adds > 5);
 }
 
 TEST_CASE("relay_tree: a node is never linked to itself") {
-  // Regression: add() appends the node before checking link_to, so add(node, node) once
+  // Regression: add() appended the node before checking link_to, so add(node, node) once
   // passed the "link_to is in the tree" check and created a self link paris - paris. A bad
-  // link_to is ignored, as an unknown one is.
+  // link_to is treated as an unknown one.
   relay_tree tree;
   tree.add("berlin");
   auto changes = tree.add("paris", "paris");
-  CHECK(changes.attach.empty());
+  CHECK(changes.attach == links{relay_link("berlin", "paris")});
   for (const auto& link : tree.links())
     CHECK(link.a != link.b);
+  check_tree(tree);
+}
+
+TEST_CASE("relay_tree: a node whose link_to is not in the tree joins the nearest node") {
+  // Regression: placement answers with the part to relay to while the room goes on; when
+  // that part left meanwhile, the new part was added without a link and the room's media
+  // was split in two (seen in test_cluster under load).
+  rtt_table rtt;
+  relay_tree tree;
+  tree.add("berlin");
+  tree.add("tokyo", "berlin");
+  tree.add("sydney", "tokyo");
+  rtt.set("paris", "berlin", 15);
+  rtt.set("paris", "tokyo", 220);
+  rtt.set("paris", "sydney", 280);
+  rtt.set("seoul", "berlin", 230);
+  rtt.set("seoul", "tokyo", 30);
+  rtt.set("seoul", "sydney", 140);
+  rtt.set("seoul", "paris", 240);
+
+  auto gone = tree.add("paris", "warsaw", rtt.function());
+  CHECK(gone.attach == links{relay_link("berlin", "paris")});
+  auto none = tree.add("seoul", "", rtt.function());
+  CHECK(none.attach == links{relay_link("seoul", "tokyo")});
+  check_tree(tree);
+
+  SUBCASE("a link_to in the tree is taken without asking for RTTs") {
+    auto asked = rtt.calls;
+    auto kept = tree.add("lima", "sydney", rtt.function());
+    CHECK(kept.attach == links{relay_link("lima", "sydney")});
+    CHECK(rtt.calls == asked);
+  }
+  SUBCASE("without RTTs, or with none known, the first node") {
+    auto blind = tree.add("lima", "warsaw");
+    CHECK(blind.attach == links{relay_link("berlin", "lima")});
+    auto unknown = tree.add("quito", "warsaw", [](const std::string&, const std::string&) {
+      return std::numeric_limits<double>::infinity();
+    });
+    CHECK(unknown.attach == links{relay_link("berlin", "quito")});
+  }
+  check_tree(tree);
 }
 
 TEST_CASE("relay_tree: mending works when RTTs are unknown (infinite or NaN)") {
