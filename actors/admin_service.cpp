@@ -174,10 +174,8 @@ void list_rooms(admin_actor* self, const admin_actors& actors, const call_contex
         // The token is the last key of the previous page ("app/room"): stable while rooms
         // come and go between pages.
         const auto& token = request.page_token();
-        auto slash = std::min(token.find('/'), token.size());
-        auto after =
-          std::make_pair(std::string_view{token}.substr(0, slash),
-                         std::string_view{token}.substr(std::min(slash + 1, token.size())));
+        auto after = split_node_room_id(token).value_or(
+          std::pair{std::string_view{token}, std::string_view{}});
         auto it = rooms.begin();
         if (!token.empty())
           it = std::find_if(rooms.begin(), rooms.end(),

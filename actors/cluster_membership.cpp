@@ -123,6 +123,11 @@ void mark_dead(membership_actor* self, member_record& record, const std::string&
   record.app_directory = nullptr;
 }
 
+/// A member to say hello to: not alive, and not a run that said goodbye.
+bool awaits_hello(const member_record& record) {
+  return record.state != adm::PEER_STATE_ALIVE && record.state != adm::PEER_STATE_LEFT;
+}
+
 /// Records members another peer knows: new ones are connected to at the next probe.
 void learn(membership_actor* self, const google::protobuf::RepeatedPtrField<cv1::Member>& known) {
   auto& st = self->state;
@@ -247,7 +252,7 @@ void probe(membership_actor* self) {
     if (!alive_addresses.contains(seed.to_string()))
       connect_to(self, seed);
   for (const auto& [id, record] : st.members) {
-    if (record.state == adm::PEER_STATE_ALIVE || record.state == adm::PEER_STATE_LEFT)
+    if (!awaits_hello(record))
       continue;
     std::string problem;
     if (auto address = cluster::parse_peer_address(record.member.cluster_address(), problem);
@@ -332,8 +337,7 @@ caf::behavior membership(membership_actor* self, cluster_settings settings) {
         return;
       auto& record = it->second;
       record.last_heard = steady::now();
-      if (record.state != adm::PEER_STATE_ALIVE && record.state != adm::PEER_STATE_LEFT &&
-          record.membership == nullptr) {
+      if (awaits_hello(record) && record.membership == nullptr) {
         // A partition healed over a connection that survived it, or a new run of the member
         // heard of through another peer: hello to get its actors.
         std::string problem;

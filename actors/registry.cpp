@@ -9,6 +9,7 @@
 #include "actors/exception_log.hpp"
 #include "actors/media_node.hpp"
 #include "actors/proto_messages.hpp"
+#include "actors/room.hpp"
 #include "actors/send_later.hpp"
 #include "chroom/cluster/v1/cluster.pb.h"
 
@@ -504,10 +505,10 @@ void meter_traffic(registry_actor* self, const chroom::medianode::v1::Stats& sta
     return;
   std::map<std::string_view, chroom::apps::v1::UsageCounters> by_app;
   for (const auto& traffic : stats.room_traffic()) {
-    auto slash = traffic.room_id().find('/');
-    if (slash == std::string::npos || slash == 0)
+    auto key = split_node_room_id(traffic.room_id());
+    if (!key || key->first.empty())
       continue; // not a room the orchestrator made
-    auto& counters = by_app[std::string_view{traffic.room_id()}.substr(0, slash)];
+    auto& counters = by_app[key->first];
     counters.set_bytes_in(counters.bytes_in() + traffic.bytes_in());
     counters.set_bytes_out(counters.bytes_out() + traffic.bytes_out());
   }

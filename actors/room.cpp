@@ -1294,6 +1294,14 @@ std::string node_room_id(const std::string& app_id, const std::string& room_id) 
   return app_id + "/" + room_id;
 }
 
+std::optional<std::pair<std::string_view, std::string_view>>
+split_node_room_id(std::string_view key) {
+  auto slash = key.find('/');
+  if (slash == std::string_view::npos)
+    return std::nullopt;
+  return std::pair{key.substr(0, slash), key.substr(slash + 1)};
+}
+
 caf::actor spawn_room(caf::actor_system& system, std::string app_id, std::string room_id,
                       std::shared_ptr<const room_settings> settings) {
   return system.spawn(room, std::move(app_id), std::move(room_id), std::move(settings));

@@ -52,6 +52,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace chroom::actors {
 
@@ -89,6 +91,9 @@ inline constexpr std::string_view room_moved_message = "the room moved to anothe
 /// The key of a room among all apps, also its id on media nodes: "app_id/room_id" (ids
 /// have no '/').
 std::string node_room_id(const std::string& app_id, const std::string& room_id);
+/// (app_id, room_id) of a node_room_id (split at its first '/'); nullopt without a '/'.
+std::optional<std::pair<std::string_view, std::string_view>>
+split_node_room_id(std::string_view key);
 
 caf::actor spawn_room(caf::actor_system& system, std::string app_id, std::string room_id,
                       std::shared_ptr<const room_settings> settings);

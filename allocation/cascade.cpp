@@ -34,8 +34,8 @@ relay_changes relay_tree::add(const std::string& node, const std::string& link_t
     return changes;
   }
   const std::string* peer = nullptr;
-  if (contains(link_to)) {
-    peer = &*std::find(nodes_.begin(), nodes_.end(), link_to);
+  if (auto chosen = std::find(nodes_.begin(), nodes_.end(), link_to); chosen != nodes_.end()) {
+    peer = &*chosen;
   } else {
     peer = &nodes_.front();
     double best = std::numeric_limits<double>::infinity();
