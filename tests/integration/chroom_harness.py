@@ -136,10 +136,21 @@ def stubs() -> _Stubs:
 
 # --------------------------------------------------------------------------- helpers
 
+_handed_out_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one this process was given before: the
+    kernel may hand the port just released out again, and two calls for one server's gRPC
+    and admin ports once got the same one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port in 100 tries")
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
