@@ -1,5 +1,7 @@
 #include "allocation/node_table.hpp"
 
+#include "common/unix_time.hpp"
+
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -58,13 +60,6 @@ std::string no_stats_reason(clock::duration silence) {
   return "no stats for " + std::to_string(ms) + " ms";
 }
 
-// Steady time (what the table runs on) to Unix epoch milliseconds, anchored at `now`.
-int64_t to_unix_ms(clock::time_point at, clock::time_point now,
-                   std::chrono::system_clock::time_point wall_now) {
-  auto wall = wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(at - now);
-  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
-}
-
 /// Keeps reserved_total in step after reservations changed.
 void recount(node_record& node) {
   uint64_t total = 0;
@@ -108,6 +103,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
     fresh.session = session;
     fresh.registration = registration;
     fresh.connected_at = now;
+    fresh.connected_at_unix_ms = unix_ms_now();
     fresh.last_seen = now;
     fresh.registrations = 1;
     index(fresh);
@@ -132,6 +128,7 @@ register_result node_table::on_register(const chroom::medianode::v1::Register& r
   node.registration = registration;
   node.connected = true;
   node.connected_at = now;
+  node.connected_at_unix_ms = unix_ms_now();
   node.last_seen = now;
   ++node.registrations;
   index(node); // a node may register again from elsewhere
@@ -270,8 +267,9 @@ table_error node_table::drain(std::string_view node_id, std::chrono::millisecond
 
   auto& node = *record;
   // Draining again sets a new deadline: the operator's latest word counts.
-  node.drain_deadline =
-    now + (deadline > std::chrono::milliseconds::zero() ? deadline : rules_.drain_deadline);
+  auto drain_for = deadline > std::chrono::milliseconds::zero() ? deadline : rules_.drain_deadline;
+  node.drain_deadline = now + drain_for;
+  node.drain_deadline_unix_ms = unix_ms_now() + drain_for.count();
   if (node.state == admin::NODE_STATE_SUSPECT)
     node.previous_state = admin::NODE_STATE_DRAINING;
   else if (node.state != admin::NODE_STATE_DRAINING)
@@ -443,8 +441,6 @@ node_record* node_table::find_live(std::string_view node_id, table_error& error)
 }
 
 chroom::admin::v1::NodeInfo node_table::to_info(const node_record& record, clock::time_point now) {
-  // The one clock read of the table: display only, to turn steady times into Unix times.
-  auto wall_now = std::chrono::system_clock::now();
   admin::NodeInfo info;
   info.set_node_id(record.node_id);
   info.set_state(record.state);
@@ -463,12 +459,12 @@ chroom::admin::v1::NodeInfo node_table::to_info(const node_record& record, clock
   load->set_available_participants(record.available_participants());
   for (const auto& room : record.rooms) // std::set: already sorted
     info.add_room_ids(room);
-  info.set_connected_at_unix_ms(to_unix_ms(record.connected_at, now, wall_now));
+  info.set_connected_at_unix_ms(record.connected_at_unix_ms);
   auto silence = std::chrono::duration_cast<std::chrono::milliseconds>(now - record.last_seen);
   info.set_last_seen_ms_ago(std::max<int64_t>(0, silence.count()));
   info.set_registrations(record.registrations);
   if (is_draining(record) && record.drain_deadline)
-    info.set_drain_deadline_unix_ms(to_unix_ms(*record.drain_deadline, now, wall_now));
+    info.set_drain_deadline_unix_ms(record.drain_deadline_unix_ms);
   return info;
 }
 

@@ -67,10 +67,15 @@ struct node_record {
   chroom::medianode::v1::Stats last_stats;
   bool has_stats = false;
   clock::time_point connected_at;
+  /// connected_at as wall time, read once when the node connected: turning the steady time
+  /// into wall time at every read moved it by a millisecond from one read to the next.
+  int64_t connected_at_unix_ms = 0;
   clock::time_point last_seen;
   /// When the node became dead or gone (for forget_after).
   clock::time_point ended_at;
   std::optional<clock::time_point> drain_deadline;
+  /// drain_deadline as wall time, fixed when the drain started (as connected_at_unix_ms).
+  int64_t drain_deadline_unix_ms = 0;
   /// A stream is attached (false after on_stream_closed until the node registers again).
   bool connected = true;
   std::set<std::string> rooms;
