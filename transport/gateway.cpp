@@ -475,6 +475,11 @@ struct gateway_state : grpc_connection_listener {
     if (released)
       return;
     released = true;
+    // A monitor lives in the monitored actor: the services outlive this gateway, and
+    // each of their monitors would keep this dead broker's memory referenced.
+    for (const auto& handler : monitored)
+      self->demonitor(handler);
+    monitored.clear();
     self->close(hdl);
     self->quit();
   }
