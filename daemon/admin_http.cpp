@@ -181,6 +181,9 @@ struct admin_http::impl {
     metrics.room_replicas.Set(view.replicas);
     metrics.participants.Set(view.participants);
     metrics.ready.Set(ready->failing().empty() ? 1 : 0);
+    metrics.live_actors.Set(static_cast<double>(system.registry().running()));
+    if (settings.gateway_memory)
+      metrics.gateway_memory_bytes.Set(static_cast<double>(settings.gateway_memory->used()));
   }
 
   std::string metrics_text() {

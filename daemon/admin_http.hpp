@@ -13,6 +13,8 @@
 //   GET /api/v1/events     the same snapshot every second (text/event-stream)
 //   GET /, /assets/...     the dashboard (bundled at build time, dashboard/)
 
+#include "transport/memory_budget.hpp"
+
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
@@ -49,6 +51,8 @@ struct admin_http_settings {
   caf::actor registry;
   caf::actor membership;
   caf::actor allocation_service;
+  /// The gateway's peer-wide memory account (chroom_gateway_memory_bytes); may be null.
+  std::shared_ptr<const transport::peer_memory_budget> gateway_memory;
 };
 
 class admin_http {

@@ -69,6 +69,12 @@ constexpr std::uint32_t default_keepalive_interval_ms = 30000;
 constexpr std::uint32_t default_keepalive_timeout_ms = 10000;
 // 1 MiB: the most a slow reader can make us queue before the gateway stops producing for it.
 constexpr std::uint32_t default_max_pending_output_bytes = 1024 * 1024;
+// 32 MiB: a few messages of the largest size each way, which no client needs at once on one
+// connection; an attacker holding streams half-sent or unread gets no more than this.
+constexpr std::uint32_t default_max_connection_memory_bytes = 32 * 1024 * 1024;
+// 2 GiB: what a 24 GiB machine can give call buffers with 10,000 connections open and the
+// rest of the peer (rooms, leases, the node table) beside them.
+constexpr std::uint64_t default_max_gateway_memory_bytes = std::uint64_t{2} << 30;
 // Operational events without per-call noise.
 constexpr std::string_view default_log_level = "info";
 // Readable at a terminal; "json" is for log shippers and is opt-in.
@@ -293,6 +299,8 @@ OrchestratorConfig make_default_config() {
   limits.set_keepalive_interval_ms(default_keepalive_interval_ms);
   limits.set_keepalive_timeout_ms(default_keepalive_timeout_ms);
   limits.set_max_pending_output_bytes(default_max_pending_output_bytes);
+  limits.set_max_connection_memory_bytes(default_max_connection_memory_bytes);
+  limits.set_max_gateway_memory_bytes(default_max_gateway_memory_bytes);
   auto& log = *config.mutable_log();
   log.set_level(std::string(default_log_level));
   log.set_format(std::string(default_log_format));
@@ -1356,6 +1364,12 @@ void validate(const OrchestratorConfig& config, const validator& check) {
                     no_limit);
   check.check_range("limits.max_pending_output_bytes", limits.max_pending_output_bytes(),
                     min_pending_output_bytes, no_limit);
+  // One request and one response of the largest size must fit, or such calls could never
+  // complete.
+  check.check_range("limits.max_connection_memory_bytes", limits.max_connection_memory_bytes(),
+                    2 * std::uint64_t{limits.max_message_bytes()}, no_limit);
+  check.check_range("limits.max_gateway_memory_bytes", limits.max_gateway_memory_bytes(),
+                    limits.max_connection_memory_bytes(), no_limit);
 
   check.check_one_of("log.level", config.log().level(), log_levels);
   check.check_one_of("log.format", config.log().format(), log_formats);

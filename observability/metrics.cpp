@@ -41,6 +41,9 @@ peer_metrics::peer_metrics()
         *registry_, "chroom_nodes", "Media nodes known to the cluster, by state and region")),
       members_family_(family<prometheus::Gauge>(*registry_, "chroom_cluster_members",
                                                 "Cluster peers as this peer sees them, by state")),
+      enforcements_family_(family<prometheus::Counter>(
+        *registry_, "chroom_gateway_enforcements_total",
+        "Calls stopped and connections closed by the gateway's abuse limits, by reason")),
       connections_open(family<prometheus::Gauge>(*registry_, "chroom_grpc_connections",
                                                  "Open gRPC (HTTP/2) connections")
                          .Add({})),
@@ -58,6 +61,11 @@ peer_metrics::peer_metrics()
       streams_started(family<prometheus::Counter>(*registry_, "chroom_grpc_streams_started_total",
                                                   "gRPC calls started")
                         .Add({})),
+      gateway_memory_bytes(family<prometheus::Gauge>(
+                             *registry_, "chroom_gateway_memory_bytes",
+                             "Bytes the gateway's connections hold for their clients (calls, "
+                             "queued responses, HTTP/2 buffers)")
+                             .Add({})),
       allocation_seconds(family<prometheus::Histogram>(
                            *registry_, "chroom_allocation_duration_seconds",
                            "Allocate calls: from arrival at the allocation service to the answer")
@@ -84,7 +92,11 @@ peer_metrics::peer_metrics()
           .Add({})),
       ready(family<prometheus::Gauge>(*registry_, "chroom_ready",
                                       "1 when the peer is ready (/readyz answers 200)")
-              .Add({})) {
+              .Add({})),
+      live_actors(family<prometheus::Gauge>(*registry_, "chroom_live_actors",
+                                            "Actors running in the peer (gateways and calls "
+                                            "included)")
+                    .Add({})) {
   for (size_t code = 0; code < grpc_code_count; ++code)
     responses_[code] = &responses_family_.Add(
       {{"code", std::string(transport::to_string(static_cast<transport::grpc_code>(code)))}});
@@ -94,6 +106,10 @@ prometheus::Counter& peer_metrics::responses(int grpc_code) {
   if (grpc_code < 0 || static_cast<size_t>(grpc_code) >= grpc_code_count)
     grpc_code = static_cast<int>(transport::grpc_code::unknown);
   return *responses_[static_cast<size_t>(grpc_code)];
+}
+
+prometheus::Counter& peer_metrics::gateway_enforcements(std::string_view reason) {
+  return enforcements_family_.Add({{"reason", std::string{reason}}});
 }
 
 prometheus::Counter& peer_metrics::allocations(const std::string& app_id,

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace chroom::observability {
@@ -37,6 +38,7 @@ class peer_metrics {
   prometheus::Family<prometheus::Counter>& moves_family_;
   prometheus::Family<prometheus::Gauge>& nodes_family_;
   prometheus::Family<prometheus::Gauge>& members_family_;
+  prometheus::Family<prometheus::Counter>& enforcements_family_;
   std::mutex gauges_mutex_;
   /// Label sets set before: a combination that disappears is set to 0, not left stale.
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> node_gauges_;
@@ -57,6 +59,12 @@ public:
   prometheus::Counter& streams_started;
   /// Calls answered, by gRPC status code ("OK", "NOT_FOUND", ...).
   prometheus::Counter& responses(int grpc_code);
+  /// Calls stopped and connections closed by the gateway's abuse limits, by reason
+  /// ("connection_memory", "peer_memory", "header_list", "premature_resets", ...). The
+  /// lookup takes a lock: for events that end a call or a connection, not per call.
+  prometheus::Counter& gateway_enforcements(std::string_view reason);
+  /// Bytes the gateway's connections hold for their clients (set at scrape time).
+  prometheus::Gauge& gateway_memory_bytes;
 
   // --- allocation (actors/allocation_service.cpp) --------------------------------------
   /// Allocate calls by app and result ("OK", "RESOURCE_EXHAUSTED", ...). The family lookup
@@ -84,6 +92,8 @@ public:
   prometheus::Gauge& room_replicas;
   prometheus::Gauge& participants;
   prometheus::Gauge& ready;
+  /// Actors running in the peer's actor system (gateways and calls included).
+  prometheus::Gauge& live_actors;
 };
 
 /// The process's metrics.

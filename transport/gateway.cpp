@@ -149,8 +149,9 @@ struct gateway_state : grpc_connection_listener {
              make_status(grpc_code::internal, "unary call received more than one request message"));
         return;
       }
+      // Not consumed: the request stays charged to the connection's memory budget (and
+      // its window held) until the call ends; a unary client sends nothing more anyway.
       call.unary_request = std::move(message);
-      connection->consume(stream_id, 1);
       return;
     }
     if (!call.dispatched) {
@@ -391,9 +392,14 @@ struct gateway_state : grpc_connection_listener {
       ok = connection->receive(bytes);
     }
     dispatch_unary_batches();
-    if (!ok)
-      spdlog::debug("gateway: connection from {} reads no more (protocol error or GOAWAY done)",
-                    peer);
+    if (!ok) {
+      if (!connection->calm_reason().empty())
+        spdlog::warn("gateway: closing connection from {} (GOAWAY ENHANCE_YOUR_CALM): {}", peer,
+                     connection->calm_reason());
+      else
+        spdlog::debug("gateway: connection from {} reads no more (protocol error or GOAWAY done)",
+                      peer);
+    }
     flush();
   }
 
@@ -416,6 +422,7 @@ struct gateway_state : grpc_connection_listener {
       }
       if (buf.size() > before) {
         pending_output += buf.size() - before;
+        connection->set_socket_backlog(pending_output);
         self->flush(hdl);
       }
       grant_credits();
@@ -552,7 +559,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
   st.hdl = hdl;
   st.settings = settings;
   st.peer = self->remote_addr(hdl) + ":" + std::to_string(self->remote_port(hdl));
-  st.connection = std::make_unique<grpc_connection>(st, settings->limits);
+  st.connection = std::make_unique<grpc_connection>(st, settings->limits, settings->memory.get());
   if (settings->tls)
     st.tls = std::make_unique<tls_session>(settings->tls);
   st.last_ping_due = std::chrono::steady_clock::now() + settings->keepalive_interval;
@@ -583,6 +590,7 @@ caf::behavior gateway_connection(gateway_broker* self, caf::io::connection_handl
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
       st.pending_output -= std::min(st.pending_output, msg.written);
+      st.connection->set_socket_backlog(st.pending_output);
       if (st.closed) {
         if (st.pending_output == 0)
           st.release_socket();

@@ -34,6 +34,9 @@ struct gateway_settings {
   /// PING interval; a PING unanswered for keepalive_timeout closes the connection.
   std::chrono::milliseconds keepalive_interval{30'000};
   std::chrono::milliseconds keepalive_timeout{10'000};
+  /// What all connections together may hold (limits.max_connection_memory_bytes bounds
+  /// each); null: no peer-wide bound.
+  std::shared_ptr<peer_memory_budget> memory;
   /// TLS context; null serves h2c.
   std::shared_ptr<tls_server_context> tls;
   std::shared_ptr<const grpc_router> router;

@@ -9,6 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 namespace chroom::transport {
@@ -39,6 +41,86 @@ constexpr size_t initial_stream_credit = 8;
 
 /// Headers accounted per field on top of name and value (RFC 9113 §6.5.2).
 constexpr size_t header_field_overhead = 32;
+
+using namespace std::chrono_literals;
+
+// Abuse limits: a connection breaking one is closed with GOAWAY ENHANCE_YOUR_CALM. The
+// frame-flood limits are Envoy's defaults (its http2_protocol_options), which production
+// HTTP/2 clients stay far below; Debian's nghttp2 1.52 has none of them (its stream reset
+// rate limit, 1000 then 33/s, stays in force beside these).
+
+/// A stream its client resets within this long of opening, before our response ended, was
+/// reset "prematurely" (the rapid-reset attack opens and resets at once).
+constexpr auto premature_reset_lifetime = 1s;
+/// Premature resets are judged over a connection's closed streams: reaching half of this
+/// many closes it at once; past this many streams, so does a share of one half.
+constexpr size_t premature_reset_streams = 500;
+/// Frames in a row that carry nothing (DATA without payload and without END_STREAM).
+constexpr size_t max_consecutive_empty_frames = 1;
+/// WINDOW_UPDATE frames per DATA frame we sent (a client grants window because it got
+/// data): more than 5 + 2 (streams + this x DATA frames sent) is a flood.
+constexpr size_t window_updates_per_data_frame = 10;
+/// PRIORITY frames per stream opened (more than this x (1 + streams) is a flood; we do not
+/// use priorities at all).
+constexpr size_t priority_frames_per_stream = 100;
+/// Header lists over the advertised SETTINGS_MAX_HEADER_LIST_SIZE a connection may send:
+/// each costs decoding the rest of its block (bounded by max_continuations), and a client
+/// that keeps doing it did not read our SETTINGS.
+constexpr size_t max_oversized_header_lists = 8;
+/// HTTP/2's default SETTINGS_MAX_FRAME_SIZE, which we do not raise: a header block of L
+/// bytes takes L / this frames.
+constexpr size_t max_frame_bytes = 16384;
+
+/// nghttp2 allocates through this, so its buffers count in the connection's budget. Each
+/// block carries its size in a header that keeps the payload aligned for any type.
+struct alignas(std::max_align_t) allocation_header {
+  size_t size;
+};
+
+connection_memory& account_of(void* user_data) {
+  return *static_cast<connection_memory*>(user_data);
+}
+
+void* counted_malloc(size_t size, void* user_data) {
+  auto* block = static_cast<allocation_header*>(std::malloc(sizeof(allocation_header) + size));
+  if (block == nullptr)
+    return nullptr;
+  block->size = size;
+  account_of(user_data).charge(size);
+  return block + 1;
+}
+
+void counted_free(void* ptr, void* user_data) {
+  if (ptr == nullptr)
+    return;
+  auto* block = static_cast<allocation_header*>(ptr) - 1;
+  account_of(user_data).release(block->size);
+  std::free(block);
+}
+
+void* counted_calloc(size_t count, size_t size, void* user_data) {
+  if (size != 0 && count > SIZE_MAX / size)
+    return nullptr;
+  auto* ptr = counted_malloc(count * size, user_data);
+  if (ptr != nullptr)
+    std::memset(ptr, 0, count * size);
+  return ptr;
+}
+
+void* counted_realloc(void* ptr, size_t size, void* user_data) {
+  if (ptr == nullptr)
+    return counted_malloc(size, user_data);
+  auto* block = static_cast<allocation_header*>(ptr) - 1;
+  auto old_size = block->size;
+  auto* grown =
+    static_cast<allocation_header*>(std::realloc(block, sizeof(allocation_header) + size));
+  if (grown == nullptr)
+    return nullptr;
+  grown->size = size;
+  account_of(user_data).release(old_size);
+  account_of(user_data).charge(size);
+  return grown + 1;
+}
 
 nghttp2_nv make_nv(std::string_view name, std::string_view value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
@@ -133,6 +215,7 @@ struct stream_state {
 
   int32_t id;
   size_t open_index = 0; // position in impl::open_streams
+  std::chrono::steady_clock::time_point opened_at;
   // Request head, filled by on_header.
   std::string method;
   /// The call's request id (observability/request_id.hpp), echoed in the response headers.
@@ -145,7 +228,6 @@ struct stream_state {
   std::string grpc_encoding;
   metadata request_metadata;
   size_t header_bytes = 0;
-  bool headers_too_large = false;
   bool bad_metadata = false;
   // Request body.
   grpc_message_decoder decoder;
@@ -154,6 +236,7 @@ struct stream_state {
   call_encoding encoding = call_encoding::grpc;
   /// Flow-control bytes of messages delivered but not consumed by the handler yet.
   vector_fifo<held_bytes> unconsumed_sizes;
+  size_t unconsumed_bytes = 0; // sum of unconsumed_sizes[].stream
   /// Bytes received of the message in progress: held against the stream window, already
   /// given back to the connection window (so partial messages of several streams can
   /// never block each other).
@@ -164,22 +247,43 @@ struct stream_state {
   bool response_submitted = false;
   bool finished = false; // final status queued
   bool remote_closed = false;
+  bool reset_by_client = false;
+  bool cut = false; // stopped to bring the connection back within its memory budget
   // Response body.
   vector_fifo<outbound_message> outbound;
   size_t outbound_offset = 0; // bytes of outbound.front() already handed to nghttp2
+  size_t outbound_bytes = 0;  // bytes of outbound not handed to nghttp2 yet
+  /// What this stream has charged to the connection's memory account (sync_charge).
+  size_t charged = 0;
   size_t sent_messages = 0;   // not yet reported by take_sent_messages
   std::optional<grpc_status> trailers;
   bool data_deferred = false;
 };
 
 struct grpc_connection::impl {
-  impl(grpc_connection& self, grpc_connection_listener& listener, const connection_limits& limits);
+  impl(grpc_connection& self, grpc_connection_listener& listener, const connection_limits& limits,
+       peer_memory_budget* peer_memory);
   ~impl();
 
   grpc_connection& self;
   grpc_connection_listener& listener;
   connection_limits limits;
+  /// Before the session: nghttp2 allocates through it until the session is deleted.
+  connection_memory memory;
+  nghttp2_mem allocator;
   nghttp2_session* session = nullptr;
+  size_t socket_backlog = 0;
+  // Abuse accounting (the limits at the top of this file).
+  size_t streams_opened = 0;
+  size_t streams_closed = 0;
+  size_t premature_resets = 0;
+  size_t oversized_header_lists = 0;
+  size_t consecutive_empty_frames = 0;
+  size_t window_update_frames = 0;
+  size_t priority_frames = 0;
+  size_t data_frames_sent = 0;
+  /// Why the connection is being closed for abuse; empty while it is not.
+  std::string calm_reason;
   /// Streams open now (owned), and used states kept for reuse.
   std::vector<std::unique_ptr<stream_state>> open_streams;
   std::vector<std::unique_ptr<stream_state>> spare_streams;
@@ -218,6 +322,16 @@ struct grpc_connection::impl {
   /// encoded_scratch, which must have room for them: nv_scratch points into it).
   void append_metadata(const metadata& entries);
   void resume(stream_state& s);
+  /// Brings the stream's charge to the connection's account in line with what it holds.
+  void sync_charge(stream_state& s);
+  /// Stops the calls holding the most while the connection is over its memory budget.
+  void enforce_budget();
+  /// Ends one call to give its memory back.
+  void cut(stream_state& s, bool own_limit);
+  /// Records an abuse that closes the connection (GOAWAY ENHANCE_YOUR_CALM once receive()
+  /// returns). The first reason counts.
+  void calm(std::string_view reason, std::string reason_text);
+  int header_list_too_large(stream_state& s);
   /// Drops queued responses, except one nghttp2 has begun to send (its frame must end).
   void drop_unsent(stream_state& s);
   void consume_now(int32_t stream_id, size_t bytes);
@@ -284,16 +398,19 @@ const nghttp2_session_callbacks* server_callbacks() {
   return callbacks;
 }
 
-const nghttp2_option* server_options() {
-  static nghttp2_option* options = [] {
-    nghttp2_option* opt = nullptr;
-    nghttp2_option_new(&opt);
-    // Request bytes are acknowledged only when the handling actor has consumed the
-    // message, so a slow handler slows the client instead of growing our buffers.
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    return opt;
-  }();
-  return options;
+/// Session options; the caller deletes them (nghttp2 copies them into the session).
+nghttp2_option* server_options(const connection_limits& limits) {
+  nghttp2_option* opt = nullptr;
+  if (nghttp2_option_new(&opt) != 0)
+    throw std::bad_alloc{};
+  // Request bytes are acknowledged only when the handling actor has consumed the
+  // message, so a slow handler slows the client instead of growing our buffers.
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  // A header block the size of the largest header list we accept needs this many
+  // CONTINUATION frames (HPACK never makes a list much larger than its fields): more is
+  // a connection error in nghttp2 itself, so one block costs a bounded decode.
+  nghttp2_option_set_max_continuations(opt, limits.max_header_list_bytes / max_frame_bytes + 1);
+  return opt;
 }
 
 ssize_t read_body_callback(nghttp2_session*, int32_t stream_id, uint8_t* buf, size_t length,
@@ -308,9 +425,16 @@ ssize_t read_body_callback(nghttp2_session*, int32_t stream_id, uint8_t* buf, si
 } // namespace
 
 grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& listener,
-                            const connection_limits& limits)
-    : self(self), listener(listener), limits(limits) {
-  nghttp2_session_server_new2(&session, server_callbacks(), this, server_options());
+                            const connection_limits& limits, peer_memory_budget* peer_memory)
+    : self(self), listener(listener), limits(limits),
+      memory(limits.max_connection_memory_bytes, peer_memory),
+      allocator{&memory, counted_malloc, counted_free, counted_calloc, counted_realloc} {
+  auto* options = server_options(limits);
+  auto created = nghttp2_session_server_new3(&session, server_callbacks(), this, options, &allocator);
+  nghttp2_option_del(options);
+  if (created != 0)
+    throw std::runtime_error{std::string{"cannot create an HTTP/2 session: "} +
+                             nghttp2_strerror(created)};
   // Stream window W: the largest message (M, with its prefix) must always fit. Held
   // against W are messages the handler consumed but has not acknowledged yet (less than
   // ack_batch_bytes, B) and bytes consumed but not yet announced (less than W/2: nghttp2
@@ -326,8 +450,10 @@ grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& lis
     {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window},
     {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits.max_header_list_bytes},
   };
-  nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, connection_window);
+  // Both only queue frames in a session that was just made: they fail on memory only.
+  if (nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings)) != 0 ||
+      nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, connection_window) != 0)
+    throw std::bad_alloc{};
 }
 
 grpc_connection::impl::~impl() {
@@ -347,6 +473,8 @@ int grpc_connection::impl::on_begin_headers(const nghttp2_frame* frame) {
     state->recycle(id, limits.max_message_bytes);
   }
   state->open_index = open_streams.size();
+  state->opened_at = std::chrono::steady_clock::now();
+  ++streams_opened;
   observability::metrics().streams_open.Increment();
   nghttp2_session_set_stream_user_data(session, id, state.get());
   open_streams.push_back(std::move(state));
@@ -355,17 +483,15 @@ int grpc_connection::impl::on_begin_headers(const nghttp2_frame* frame) {
 
 int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_view name,
                                      std::string_view value) {
-  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-    return 0; // request trailers carry nothing gRPC uses
   auto* s = find(frame->hd.stream_id);
-  if (s == nullptr || s->headers_too_large)
+  if (frame->hd.type != NGHTTP2_HEADERS || s == nullptr)
     return 0;
+  // Request trailers count too: every field costs nghttp2 a validation pass over it.
   s->header_bytes += name.size() + value.size() + header_field_overhead;
-  if (s->header_bytes > limits.max_header_list_bytes) {
-    s->headers_too_large = true;
-    s->request_metadata.clear();
-    return 0;
-  }
+  if (s->header_bytes > limits.max_header_list_bytes)
+    return header_list_too_large(*s);
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0; // request trailers carry nothing gRPC uses
   if (name == ":path")
     s->path = value;
   else if (name == ":method")
@@ -407,7 +533,43 @@ int grpc_connection::impl::on_header(const nghttp2_frame* frame, std::string_vie
   return 0;
 }
 
+int grpc_connection::impl::header_list_too_large(stream_state& s) {
+  // Stop at once: returning the temporal failure makes nghttp2 skip the rest of the block
+  // (it still decodes it for the HPACK state, cheaply: without validating and delivering
+  // every field, which is what made an HPACK bomb cost 125 ms of the I/O thread per
+  // block). A response cannot go out any more (nghttp2 closes the stream), so our own
+  // RST_STREAM goes first with ENHANCE_YOUR_CALM, which gRPC clients report as
+  // RESOURCE_EXHAUSTED, instead of nghttp2's INTERNAL_ERROR.
+  observability::metrics().gateway_enforcements("header_list").Increment();
+  if (++oversized_header_lists > max_oversized_header_lists) {
+    calm("header_lists", std::to_string(oversized_header_lists) +
+                           " header lists over SETTINGS_MAX_HEADER_LIST_SIZE (" +
+                           std::to_string(limits.max_header_list_bytes) + " bytes)");
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  if (!s.rejected) {
+    spdlog::debug("gateway: stream {}: header list over {} bytes, reset", s.id,
+                  limits.max_header_list_bytes);
+    if (!s.started)
+      observability::metrics().streams_started.Increment();
+    observability::metrics().responses(static_cast<int>(grpc_code::resource_exhausted)).Increment();
+    s.rejected = true;
+    release(s, SIZE_MAX, true);
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+  return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+}
+
+void grpc_connection::impl::calm(std::string_view reason, std::string reason_text) {
+  if (!calm_reason.empty())
+    return;
+  observability::metrics().gateway_enforcements(reason).Increment();
+  calm_reason = std::move(reason_text);
+}
+
 int grpc_connection::impl::on_frame_recv(const nghttp2_frame* frame) {
+  if (frame->hd.length > 0)
+    consecutive_empty_frames = 0;
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
       auto* s = find(frame->hd.stream_id);
@@ -420,12 +582,32 @@ int grpc_connection::impl::on_frame_recv(const nghttp2_frame* frame) {
       return 0;
     }
     case NGHTTP2_DATA: {
-      if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
+      if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
+        if (frame->hd.length == 0 && ++consecutive_empty_frames > max_consecutive_empty_frames)
+          calm("empty_frames", std::to_string(consecutive_empty_frames) +
+                                 " DATA frames in a row without payload or END_STREAM");
         return 0;
+      }
       if (auto* s = find(frame->hd.stream_id))
         half_close(*s);
       return 0;
     }
+    case NGHTTP2_RST_STREAM:
+      if (auto* s = find(frame->hd.stream_id))
+        s->reset_by_client = true;
+      return 0;
+    case NGHTTP2_WINDOW_UPDATE:
+      if (++window_update_frames >
+          5 + 2 * (streams_opened + window_updates_per_data_frame * data_frames_sent))
+        calm("window_updates", std::to_string(window_update_frames) +
+                                 " WINDOW_UPDATE frames for " + std::to_string(data_frames_sent) +
+                                 " DATA frames sent");
+      return 0;
+    case NGHTTP2_PRIORITY:
+      if (++priority_frames > priority_frames_per_stream * (1 + streams_opened))
+        calm("priority_frames", std::to_string(priority_frames) + " PRIORITY frames for " +
+                                  std::to_string(streams_opened) + " streams");
+      return 0;
     case NGHTTP2_PING:
       if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0)
         self.ping_outstanding_ = false;
@@ -450,13 +632,7 @@ void assign_request_id(stream_state& s) {
 
 void grpc_connection::impl::start_call(stream_state& s) {
   observability::metrics().streams_started.Increment();
-  if (s.headers_too_large) {
-    reject(s, 431,
-           make_status(grpc_code::resource_exhausted,
-                       "request header list exceeds " +
-                         std::to_string(limits.max_header_list_bytes) + " bytes"));
-    return;
-  }
+  sync_charge(s); // the header list, kept with the call until it closes
   if (s.content != content_kind::grpc && s.content != content_kind::json) {
     reject(s, 415,
            make_status(grpc_code::invalid_argument,
@@ -500,8 +676,10 @@ void grpc_connection::impl::half_close(stream_state& s) {
     return; // answered already: whatever the client still sent is of no interest
   if (s.encoding == call_encoding::json) {
     s.unconsumed_sizes.push_back(held_bytes{s.pending_wire_bytes, 0});
+    s.unconsumed_bytes += s.pending_wire_bytes;
     s.pending_wire_bytes = 0;
     listener.on_call_message(s.id, std::move(s.json_body));
+    sync_charge(s);
   } else if (!s.decoder.at_boundary()) {
     reject(s, 200,
            make_status(grpc_code::internal,
@@ -529,6 +707,7 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
       return 0;
     }
     s->json_body.append(reinterpret_cast<const char*>(data), len);
+    sync_charge(*s);
     return 0;
   }
   s->decoded.clear();
@@ -545,11 +724,13 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
       size_t wire = grpc_prefix_bytes + s->decoded[i].size();
       size_t earlier = i == 0 ? s->pending_wire_bytes : 0;
       s->unconsumed_sizes.push_back(held_bytes{wire, wire - earlier});
+      s->unconsumed_bytes += wire;
     }
     auto tail = s->decoder.buffered_bytes();
     nghttp2_session_consume_connection(session, tail);
     s->pending_wire_bytes = tail;
   }
+  sync_charge(*s);
   for (auto& message : s->decoded) {
     listener.on_call_message(stream_id, std::move(message));
     if (find(stream_id) != s || s->rejected || s->finished)
@@ -580,6 +761,8 @@ int grpc_connection::impl::on_data_chunk(uint8_t, int32_t stream_id, const uint8
     case decode_error::bad_flag:
       reject(*s, 200, make_status(grpc_code::internal, "invalid compressed-flag byte"));
       break;
+    case decode_error::discarded:
+      break; // a cut stream: not fed any more
   }
   return 0;
 }
@@ -588,6 +771,18 @@ int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
   auto* s = find(stream_id);
   if (s == nullptr)
     return 0;
+  ++streams_closed;
+  if (s->reset_by_client && !s->finished &&
+      std::chrono::steady_clock::now() - s->opened_at < premature_reset_lifetime) {
+    ++premature_resets;
+    // As Envoy: half of the first 500 streams, or half of all once past 500.
+    if (premature_resets * 2 >= std::max(streams_closed, premature_reset_streams))
+      calm("premature_resets", std::to_string(premature_resets) + " of " +
+                                 std::to_string(streams_closed) +
+                                 " streams reset by the client within 1 s of opening");
+  }
+  memory.release(s->charged);
+  s->charged = 0;
   // Window held for messages the handler never consumed goes back to the connection.
   size_t held = 0;
   for (const auto& message : s->unconsumed_sizes)
@@ -614,6 +809,8 @@ int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
 }
 
 int grpc_connection::impl::on_frame_send(const nghttp2_frame* frame) {
+  if (frame->hd.type == NGHTTP2_DATA)
+    ++data_frames_sent;
   // A GOAWAY with an error ends the connection, whether we or nghttp2 (answering a
   // connection error on its own) sent it.
   if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
@@ -639,12 +836,82 @@ void grpc_connection::impl::release(stream_state& s, size_t count, bool include_
   for (; count > 0 && !s.unconsumed_sizes.empty(); --count) {
     stream_bytes += s.unconsumed_sizes.front().stream;
     connection_bytes += s.unconsumed_sizes.front().connection;
+    s.unconsumed_bytes -= s.unconsumed_sizes.front().stream;
     s.unconsumed_sizes.pop_front();
   }
   if (stream_bytes > 0)
     nghttp2_session_consume_stream(session, s.id, stream_bytes);
   if (connection_bytes > 0)
     nghttp2_session_consume_connection(session, connection_bytes);
+  sync_charge(s);
+}
+
+void grpc_connection::impl::sync_charge(stream_state& s) {
+  size_t holds = s.header_bytes + s.decoder.held_bytes() + s.json_body.capacity() +
+                 s.unconsumed_bytes + s.outbound_bytes;
+  if (holds > s.charged)
+    memory.charge(holds - s.charged);
+  else
+    memory.release(s.charged - holds);
+  s.charged = holds;
+}
+
+void grpc_connection::impl::enforce_budget() {
+  while (memory.over_budget() && calm_reason.empty() && !broken) {
+    bool own_limit = memory.over_connection_limit();
+    // The call holding the most goes first (what a call holds beyond its header list
+    // is what stopping it gives back).
+    stream_state* victim = nullptr;
+    for (const auto& s : open_streams)
+      if (!s->cut && s->charged > s->header_bytes &&
+          (victim == nullptr || s->charged > victim->charged))
+        victim = s.get();
+    if (victim != nullptr) {
+      cut(*victim, own_limit);
+      continue;
+    }
+    // What is left is the connection's own (nghttp2's buffers, header lists, the socket
+    // backlog). Over the peer-wide budget that is its fixed cost: keep it. Over its own
+    // limit, the connection goes.
+    if (own_limit)
+      calm("connection_memory", "connection holds " + std::to_string(memory.held()) +
+                                  " bytes, over its budget of " +
+                                  std::to_string(memory.limit()) + " bytes");
+    return;
+  }
+}
+
+void grpc_connection::impl::cut(stream_state& s, bool own_limit) {
+  s.cut = true;
+  observability::metrics()
+    .gateway_enforcements(own_limit ? "connection_memory" : "peer_memory")
+    .Increment();
+  spdlog::debug("gateway: stream {} stopped holding {} bytes: over the {} memory budget", s.id,
+                s.charged, own_limit ? "connection's" : "peer's");
+  s.decoder.discard();
+  s.json_body = std::string{};
+  if (s.response_submitted || !s.started) {
+    // Once the response began, its status could only follow in trailers, and those wait
+    // behind the queued DATA (for a client that grants no window: forever); without a
+    // call there is nobody to answer. A reset ends the stream at once; gRPC clients map
+    // ENHANCE_YOUR_CALM to RESOURCE_EXHAUSTED.
+    s.rejected = true;
+    release(s, SIZE_MAX, true);
+    s.outbound.clear();
+    s.outbound_offset = 0;
+    s.outbound_bytes = 0;
+    sync_charge(s);
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_ENHANCE_YOUR_CALM);
+    return;
+  }
+  auto status = make_status(grpc_code::resource_exhausted,
+                            own_limit ? "call stopped: the connection holds more than its memory "
+                                        "budget of " +
+                                          std::to_string(memory.limit()) + " bytes"
+                                      : std::string{"call stopped: the server holds more than "
+                                                    "its memory budget for all connections"});
+  reject(s, s.encoding == call_encoding::json ? http_status_for(status.code) : 200, status);
+  sync_charge(s);
 }
 
 void grpc_connection::impl::consume_now(int32_t stream_id, size_t bytes) {
@@ -689,6 +956,7 @@ ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t
       std::memcpy(buf + written, front.prefix + s->outbound_offset, take);
       written += take;
       s->outbound_offset += take;
+      s->outbound_bytes -= take;
     }
     auto body_offset = s->outbound_offset - std::min(s->outbound_offset, front.prefix_bytes);
     if (s->outbound_offset >= front.prefix_bytes) {
@@ -696,6 +964,7 @@ ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t
       std::memcpy(buf + written, front.body.data() + body_offset, take);
       written += take;
       s->outbound_offset += take;
+      s->outbound_bytes -= take;
     }
     if (s->outbound_offset == front.size()) {
       s->outbound.pop_front();
@@ -704,6 +973,7 @@ ssize_t grpc_connection::impl::read_body(int32_t stream_id, uint8_t* buf, size_t
         streams_with_sent.push_back(s->id);
     }
   }
+  sync_charge(*s);
   if (s->outbound.empty() && s->finished) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (s->trailers) {
@@ -755,11 +1025,14 @@ void grpc_connection::impl::submit_trailers(stream_state& s) {
 void grpc_connection::impl::drop_unsent(stream_state& s) {
   if (s.outbound_offset == 0) {
     s.outbound.clear();
-    return;
+    s.outbound_bytes = 0;
+  } else {
+    auto started = std::move(s.outbound.front());
+    s.outbound.clear();
+    s.outbound_bytes = started.size() - s.outbound_offset;
+    s.outbound.push_back(std::move(started));
   }
-  auto started = std::move(s.outbound.front());
-  s.outbound.clear();
-  s.outbound.push_back(std::move(started));
+  sync_charge(s);
 }
 
 void grpc_connection::impl::resume(stream_state& s) {
@@ -807,7 +1080,9 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
       body.push_back(c);
     }
     body += "\"}";
+    s.outbound_bytes += body.size();
     s.outbound.push_back(outbound_message{std::move(body)});
+    sync_charge(s);
     nghttp2_data_provider provider{};
     provider.read_callback = read_body_callback;
     nghttp2_submit_response(session, s.id, nva, header_count, &provider);
@@ -819,8 +1094,9 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
 // --- grpc_connection ------------------------------------------------------------
 
 grpc_connection::grpc_connection(grpc_connection_listener& listener,
-                                 const connection_limits& limits)
-    : impl_(std::make_unique<impl>(*this, listener, limits)) {}
+                                 const connection_limits& limits,
+                                 peer_memory_budget* peer_memory)
+    : impl_(std::make_unique<impl>(*this, listener, limits, peer_memory)) {}
 
 grpc_connection::~grpc_connection() = default;
 
@@ -844,11 +1120,21 @@ bool grpc_connection::receive(std::span<const uint8_t> bytes) {
     d.preface_checked += n;
   }
   auto rv = nghttp2_session_mem_recv(d.session, bytes.data(), bytes.size());
+  if (!d.calm_reason.empty() && !d.broken) {
+    spdlog::debug("gateway: connection closed for abuse: {}", d.calm_reason);
+    terminate(h2_error::enhance_your_calm, d.calm_reason);
+    return false;
+  }
   if (rv < 0) {
     spdlog::debug("gateway: HTTP/2 error from peer: {}", nghttp2_strerror(static_cast<int>(rv)));
     d.broken = true;
     if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
       terminate(h2_error::protocol_error, nghttp2_strerror(static_cast<int>(rv)));
+    return false;
+  }
+  d.enforce_budget();
+  if (!d.calm_reason.empty() && !d.broken) {
+    terminate(h2_error::enhance_your_calm, d.calm_reason);
     return false;
   }
   return !d.broken;
@@ -923,9 +1209,14 @@ bool grpc_connection::send_message(int32_t stream_id, std::string&& message) {
     out.prefix[4] = static_cast<uint8_t>(size);
     out.prefix_bytes = grpc_prefix_bytes;
   }
+  s->outbound_bytes += out.size();
   s->outbound.push_back(std::move(out));
+  d.sync_charge(*s);
   d.resume(*s);
-  return true;
+  d.enforce_budget();
+  if (!d.calm_reason.empty() && !d.broken)
+    terminate(h2_error::enhance_your_calm, d.calm_reason);
+  return !s->cut;
 }
 
 void grpc_connection::finish(int32_t stream_id, const grpc_status& status) {
@@ -993,6 +1284,33 @@ void grpc_connection::terminate(h2_error code, std::string_view debug) {
     d.session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(d.session),
     static_cast<uint32_t>(code), reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
   d.broken = true;
+}
+
+void grpc_connection::set_socket_backlog(size_t bytes) {
+  auto& d = *impl_;
+  if (bytes > d.socket_backlog)
+    d.memory.charge(bytes - d.socket_backlog);
+  else
+    d.memory.release(d.socket_backlog - bytes);
+  d.socket_backlog = bytes;
+  d.enforce_budget();
+  if (!d.calm_reason.empty() && !d.broken)
+    terminate(h2_error::enhance_your_calm, d.calm_reason);
+}
+
+size_t grpc_connection::memory_held() const {
+  return impl_->memory.held();
+}
+
+size_t grpc_connection::stream_memory_held() const {
+  size_t held = 0;
+  for (const auto& s : impl_->open_streams)
+    held += s->charged;
+  return held;
+}
+
+const std::string& grpc_connection::calm_reason() const {
+  return impl_->calm_reason;
 }
 
 size_t grpc_connection::open_streams() const {

@@ -6,6 +6,7 @@
 // control, and frames responses. Only this file and its .cpp know nghttp2.
 
 #include "transport/grpc_status.hpp"
+#include "transport/memory_budget.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -26,8 +27,12 @@ struct connection_limits {
   /// Largest request header list (RFC 9113 accounting: name + value + 32 per field).
   uint32_t max_header_list_bytes = 16u << 10;
   /// Output that may wait for a slow reader before the owner stops reading and
-  /// producing: the bound on what one connection buffers.
+  /// producing.
   size_t max_pending_output_bytes = 1u << 20;
+  /// Everything a client can make one connection hold (transport/memory_budget.hpp): over
+  /// it, the calls holding the most are stopped (RESOURCE_EXHAUSTED, or RST_STREAM when a
+  /// response is half sent), then the connection (GOAWAY ENHANCE_YOUR_CALM).
+  size_t max_connection_memory_bytes = 32u << 20;
 };
 
 /// HTTP/2 error codes the owner may send (RFC 9113 §7).
@@ -76,7 +81,9 @@ public:
 /// Server side of one HTTP/2 connection.
 class grpc_connection {
 public:
-  grpc_connection(grpc_connection_listener& listener, const connection_limits& limits);
+  /// @param peer_memory the peer-wide budget this connection draws from; null: none.
+  grpc_connection(grpc_connection_listener& listener, const connection_limits& limits,
+                  peer_memory_budget* peer_memory = nullptr);
   ~grpc_connection();
   grpc_connection(const grpc_connection&) = delete;
   grpc_connection& operator=(const grpc_connection&) = delete;
@@ -122,6 +129,16 @@ public:
   void go_away();
   /// GOAWAY with `code` and the connection ends once it is written.
   void terminate(h2_error code, std::string_view debug = {});
+  /// Bytes the owner holds for this connection outside it (written to the socket, not yet
+  /// sent): counted in the connection's memory budget.
+  void set_socket_backlog(size_t bytes);
+  /// Bytes the connection accounts now (its calls, nghttp2's allocations, the backlog).
+  size_t memory_held() const;
+  /// The part of memory_held() that its streams account (0 once every stream closed).
+  size_t stream_memory_held() const;
+  /// Set once the connection was closed for abuse (GOAWAY ENHANCE_YOUR_CALM): why.
+  const std::string& calm_reason() const;
+
   /// Open streams (calls in progress or being refused).
   size_t open_streams() const;
   /// Streams that on_call_start announced and that have not closed yet.

@@ -6,6 +6,14 @@
 
 namespace chroom::transport {
 
+namespace {
+
+/// Buffer reserved at once for a message announced larger than what has arrived: the
+/// rest is allocated as it comes.
+constexpr size_t eager_reserve_bytes = 64u << 10;
+
+} // namespace
+
 std::string_view to_string(grpc_code code) {
   static constexpr std::array<std::string_view, 17> names{
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -83,7 +91,9 @@ grpc_message_decoder::error grpc_message_decoder::feed(std::span<const uint8_t> 
       prefix_fill_ = 0;
       in_body_ = true;
       body_.clear();
-      body_.reserve(announced_);
+      // Not the announced size: a client may announce 4 MiB and send 5 bytes, on 100
+      // streams. The buffer grows with what arrives (at most twice that, by doubling).
+      body_.reserve(std::min<uint64_t>(announced_, std::max(bytes.size(), eager_reserve_bytes)));
     }
     auto take = std::min<size_t>(announced_ - body_.size(), bytes.size());
     body_.append(reinterpret_cast<const char*>(bytes.data()), take);
@@ -95,6 +105,13 @@ grpc_message_decoder::error grpc_message_decoder::feed(std::span<const uint8_t> 
     }
   }
   return error_;
+}
+
+void grpc_message_decoder::discard() {
+  body_ = std::string{};
+  prefix_fill_ = 0;
+  in_body_ = false;
+  error_ = error::discarded;
 }
 
 std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view value) {

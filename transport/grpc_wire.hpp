@@ -31,6 +31,7 @@ public:
     too_large,  ///< a prefix announced more than the maximum message size
     compressed, ///< a message has the compressed flag set
     bad_flag,   ///< the flag byte is neither 0 nor 1
+    discarded,  ///< discard() was called
   };
 
   /// @param max_message_bytes largest message accepted, in bytes.
@@ -47,6 +48,12 @@ public:
   size_t buffered_bytes() const {
     return in_body_ ? grpc_prefix_bytes + body_.size() : prefix_fill_;
   }
+  /// Memory the decoder holds for that message (its buffer's capacity).
+  size_t held_bytes() const { return in_body_ ? grpc_prefix_bytes + body_.capacity() : prefix_fill_; }
+
+  /// Drops the message in progress and its buffer; the decoder then fails every feed
+  /// (the stream it decoded for is being ended).
+  void discard();
 
   uint64_t announced_bytes() const { return announced_; }
 

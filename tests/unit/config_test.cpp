@@ -72,12 +72,7 @@ private:
 };
 
 std::filesystem::path source_root() {
-#ifdef CHROOM_SOURCE_DIR
-  return CHROOM_SOURCE_DIR;
-#else
-  // tests/unit/config_test.cpp -> the repository root.
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
-#endif
+  return CHROOM_SOURCE_DIR; // tests/CMakeLists.txt
 }
 
 std::string read_text(const std::filesystem::path& path) {
@@ -153,6 +148,8 @@ TEST_CASE("default_config fills in every default") {
   CHECK(config.limits().keepalive_interval_ms() == 30000);
   CHECK(config.limits().keepalive_timeout_ms() == 10000);
   CHECK(config.limits().max_pending_output_bytes() == 1048576);
+  CHECK(config.limits().max_connection_memory_bytes() == 33554432);
+  CHECK(config.limits().max_gateway_memory_bytes() == 2147483648);
   CHECK(config.log().level() == "info");
   CHECK(config.log().format() == "text");
   CHECK(config.shutdown_grace_ms() == 5000);
@@ -220,6 +217,8 @@ TEST_CASE("a full file sets every field") {
     "  keepalive_interval_ms: 15000\n"
     "  keepalive_timeout_ms: 5000\n"
     "  max_pending_output_bytes: 2097152\n"
+    "  max_connection_memory_bytes: 8388608\n"
+    "  max_gateway_memory_bytes: 6442450944\n"
     "log:\n"
     "  level: debug\n"
     "  format: json\n"
@@ -331,6 +330,8 @@ TEST_CASE("a full file sets every field") {
   CHECK(config.limits().keepalive_interval_ms() == 15000);
   CHECK(config.limits().keepalive_timeout_ms() == 5000);
   CHECK(config.limits().max_pending_output_bytes() == 2097152);
+  CHECK(config.limits().max_connection_memory_bytes() == 8388608);
+  CHECK(config.limits().max_gateway_memory_bytes() == 6442450944);
   CHECK(config.log().level() == "debug");
   CHECK(config.log().format() == "json");
   CHECK(config.shutdown_grace_ms() == 20000);
@@ -617,6 +618,12 @@ TEST_CASE("validation after defaults") {
           "cfg.yaml:2: limits.idle_timeout_ms: must be at least 100, got 10");
     CHECK(error_of("limits:\n  max_pending_output_bytes: 65535\n") ==
           "cfg.yaml:2: limits.max_pending_output_bytes: must be at least 65536, got 65535");
+    CHECK(error_of("limits:\n  max_connection_memory_bytes: 8388607\n") ==
+          "cfg.yaml:2: limits.max_connection_memory_bytes: must be at least 8388608, got "
+          "8388607");
+    CHECK(error_of("limits:\n  max_message_bytes: 1024\n  max_connection_memory_bytes: "
+                   "2048\n  max_gateway_memory_bytes: 2047\n") ==
+          "cfg.yaml:4: limits.max_gateway_memory_bytes: must be at least 2048, got 2047");
   }
   SUBCASE("top-level values") {
     CHECK(error_of("worker_threads: 0\n") ==

@@ -464,10 +464,12 @@ private:
 // --- fixtures ------------------------------------------------------------------------
 
 connection_limits limits_with(size_t max_message_bytes,
-                              uint32_t max_header_list_bytes = 16u << 10) {
+                              uint32_t max_header_list_bytes = 16u << 10,
+                              size_t max_connection_memory_bytes = 32u << 20) {
   connection_limits limits;
   limits.max_message_bytes = max_message_bytes;
   limits.max_header_list_bytes = max_header_list_bytes;
+  limits.max_connection_memory_bytes = max_connection_memory_bytes;
   return limits;
 }
 
@@ -482,8 +484,10 @@ public:
   }
 
   ~back_to_back() {
-    // Leftovers are bugs: a stream that never closed, bytes that never went out.
+    // Leftovers are bugs: a stream that never closed, bytes that never went out, memory
+    // still charged to a call.
     CHECK(server->open_streams() == 0);
+    CHECK(server->stream_memory_held() == 0);
     CHECK(server->open_calls().empty());
     CHECK_FALSE(server->wants_write());
     CHECK(client.open_streams() == 0);
@@ -1020,14 +1024,14 @@ TEST_CASE_FIXTURE(back_to_back, "a message truncated at END_STREAM is INTERNAL, 
   CHECK(listener.messages[in_body] == std::vector<std::string>{"ok"});
 }
 
-TEST_CASE_FIXTURE(
-  small_headers, "a header list over the limit is 431 / RESOURCE_EXHAUSTED; the connection lives") {
+TEST_CASE_FIXTURE(small_headers, "a header list over the limit is reset with ENHANCE_YOUR_CALM "
+                                 "(RESOURCE_EXHAUSTED in gRPC clients); the connection lives") {
   listener.echo();
   auto big = client.request(with(grpc_request(), "x-big", std::string(2000, 'b')));
   pump();
   auto& r = client.stream(big);
-  CHECK(r.header(":status") == "431");
-  CHECK(r.header("grpc-status") == "8");
+  CHECK(r.rst_error == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(r.headers.empty());
   CHECK(listener.heads.empty());
 
   auto next = client.open(grpc_request(), grpc_frame("after"), true);
@@ -1467,4 +1471,357 @@ TEST_CASE_FIXTURE(back_to_back, "concurrent calls end in any order; stream state
       CHECK(r.grpc_status() == std::to_string(i));
     }
   }
+}
+
+// --- abuse limits ----------------------------------------------------------------------
+
+namespace {
+
+/// One HTTP/2 frame as raw bytes.
+std::string raw_frame_bytes(uint8_t type, uint8_t flags, uint32_t stream_id,
+                            std::string_view payload) {
+  std::string out;
+  auto length = static_cast<uint32_t>(payload.size());
+  out.push_back(static_cast<char>(length >> 16));
+  out.push_back(static_cast<char>(length >> 8));
+  out.push_back(static_cast<char>(length));
+  out.push_back(static_cast<char>(type));
+  out.push_back(static_cast<char>(flags));
+  for (int shift : {24, 16, 8, 0})
+    out.push_back(static_cast<char>(stream_id >> shift));
+  out.append(payload);
+  return out;
+}
+
+std::string be32_bytes(uint32_t value) {
+  return {static_cast<char>(value >> 24), static_cast<char>(value >> 16),
+          static_cast<char>(value >> 8), static_cast<char>(value)};
+}
+
+/// A header block of literal fields without indexing (names and values under 127 bytes),
+/// so tests control every byte a client sends.
+std::string hpack_literals(const header_list& headers) {
+  std::string block;
+  for (const auto& [name, value] : headers) {
+    REQUIRE(name.size() < 127);
+    REQUIRE(value.size() < 127);
+    block.push_back(0);
+    block.push_back(static_cast<char>(name.size()));
+    block += name;
+    block.push_back(static_cast<char>(value.size()));
+    block += value;
+  }
+  return block;
+}
+
+/// A client made of raw frames, for abuse a well-behaved client session will not send.
+class raw_client {
+public:
+  explicit raw_client(const connection_limits& limits = {},
+                      chroom::transport::peer_memory_budget* peer = nullptr)
+      : server(listener, limits, peer) {
+    listener.connection = &server;
+    send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"s + raw_frame_bytes(NGHTTP2_SETTINGS, 0, 0, ""));
+  }
+
+  /// Feeds bytes; false once the server reads no more.
+  bool send(std::string_view bytes) {
+    bool ok = server.receive(as_bytes(bytes));
+    std::vector<char> out;
+    server.produce(out, SIZE_MAX);
+    received.append(out.begin(), out.end());
+    return ok;
+  }
+
+  /// HEADERS of a gRPC request on `stream_id`, END_STREAM when `end`.
+  bool open(uint32_t stream_id, bool end = false) {
+    return send(raw_frame_bytes(NGHTTP2_HEADERS,
+                                NGHTTP2_FLAG_END_HEADERS | (end ? NGHTTP2_FLAG_END_STREAM : 0),
+                                stream_id, hpack_literals(grpc_request())));
+  }
+
+  std::vector<raw_frame> frames() const { return parse_frames(received); }
+
+  /// The GOAWAY's error code, if one was sent.
+  std::optional<uint32_t> goaway_error() const {
+    for (const auto& f : frames())
+      if (f.type == NGHTTP2_GOAWAY && f.payload.size() >= 8)
+        return be32(std::string_view{f.payload}.substr(4));
+    return std::nullopt;
+  }
+  std::string goaway_debug() const {
+    for (const auto& f : frames())
+      if (f.type == NGHTTP2_GOAWAY && f.payload.size() >= 8)
+        return f.payload.substr(8);
+    return {};
+  }
+
+  recording_listener listener;
+  grpc_connection server;
+  std::string received;
+};
+
+} // namespace
+
+TEST_CASE("rapid reset: streams opened and reset at once close the connection") {
+  raw_client c;
+  // Half of the first 500 streams reset within 1 s of opening is the limit (Envoy's).
+  uint32_t id = 1;
+  for (int i = 0; i < 249; ++i, id += 2) {
+    REQUIRE(c.open(id));
+    REQUIRE(c.send(raw_frame_bytes(NGHTTP2_RST_STREAM, 0, id, be32_bytes(NGHTTP2_CANCEL))));
+  }
+  CHECK_FALSE(c.goaway_error().has_value());
+  CHECK(c.listener.closed.size() == 249);
+  REQUIRE(c.open(id));
+  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_RST_STREAM, 0, id, be32_bytes(NGHTTP2_CANCEL))));
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.goaway_debug().find("250 of 250 streams reset by the client") != std::string::npos);
+  CHECK(c.server.calm_reason() == c.goaway_debug());
+}
+
+TEST_CASE("streams the client resets after their answer are not premature") {
+  raw_client c;
+  c.listener.on_start = [&](int32_t id, const call_head&) {
+    c.server.finish(id, make_status(grpc_code::not_found, "no"));
+  };
+  uint32_t id = 1;
+  for (int i = 0; i < 600; ++i, id += 2) {
+    REQUIRE(c.open(id));
+    c.send(raw_frame_bytes(NGHTTP2_RST_STREAM, 0, id, be32_bytes(NGHTTP2_CANCEL)));
+  }
+  CHECK_FALSE(c.goaway_error().has_value());
+  CHECK(c.server.alive());
+}
+
+TEST_CASE("empty DATA frames in a row close the connection") {
+  raw_client c;
+  REQUIRE(c.open(1));
+  // One empty frame is tolerated (a client flushing an empty write); two in a row are not.
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, "")));
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, grpc_frame("x").substr(0, 3))));
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, "")));
+  CHECK_FALSE(c.goaway_error().has_value());
+  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, "")));
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.goaway_debug().find("without payload") != std::string::npos);
+}
+
+TEST_CASE("WINDOW_UPDATE frames that answer no data close the connection") {
+  raw_client c;
+  REQUIRE(c.open(1));
+  // 5 + 2 x (1 stream + 10 x 0 DATA frames sent) = 7 are allowed.
+  for (int i = 0; i < 7; ++i)
+    REQUIRE(c.send(raw_frame_bytes(NGHTTP2_WINDOW_UPDATE, 0, 0, be32_bytes(1))));
+  CHECK_FALSE(c.goaway_error().has_value());
+  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_WINDOW_UPDATE, 0, 1, be32_bytes(1))));
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.goaway_debug().find("WINDOW_UPDATE") != std::string::npos);
+}
+
+TEST_CASE("WINDOW_UPDATE frames for data received are fine") {
+  back_to_back t;
+  t.listener.on_half_close = [&](int32_t id) {
+    for (int i = 0; i < 40; ++i)
+      t.server->send_message(id, std::string(16000, 'w'));
+    t.server->finish(id, grpc_status::ok());
+  };
+  // 640 KB answered through the client's 64 KiB window: many WINDOW_UPDATEs, all earned.
+  for (int call = 0; call < 5; ++call) {
+    auto id = t.client.open(grpc_request(), grpc_frame("go"), true);
+    t.pump();
+    CHECK(t.client.stream(id).grpc_status() == "0");
+  }
+  CHECK_FALSE(t.client.goaway_error.has_value());
+}
+
+TEST_CASE("a PRIORITY flood closes the connection") {
+  raw_client c;
+  REQUIRE(c.open(1));
+  // 100 per stream opened, plus 100.
+  const std::string priority = be32_bytes(0) + "\x0f"s;
+  for (int i = 0; i < 200; ++i)
+    REQUIRE(c.send(raw_frame_bytes(NGHTTP2_PRIORITY, 0, 3 + 2 * static_cast<uint32_t>(i), priority)));
+  CHECK_FALSE(c.goaway_error().has_value());
+  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_PRIORITY, 0, 1001, priority)));
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.goaway_debug().find("PRIORITY") != std::string::npos);
+}
+
+TEST_CASE("header lists over the limit: each stream reset, then the connection closes") {
+  raw_client c(limits_with(4u << 20, 1024));
+  auto big = with(grpc_request(), "x-big", std::string(100, 'b'));
+  for (int i = 0; i < 12; ++i)
+    big.emplace_back("x-pad-" + std::to_string(i), std::string(100, 'p'));
+  uint32_t id = 1;
+  for (int i = 0; i < 8; ++i, id += 2)
+    REQUIRE(c.send(raw_frame_bytes(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM,
+                                   id, hpack_literals(big))));
+  CHECK(c.listener.heads.empty());
+  CHECK_FALSE(c.goaway_error().has_value());
+  size_t refused = 0;
+  for (const auto& f : c.frames())
+    refused += f.type == NGHTTP2_RST_STREAM &&
+                   be32(f.payload) == NGHTTP2_ENHANCE_YOUR_CALM
+                 ? 1
+                 : 0;
+  CHECK(refused == 8); // one RST_STREAM each, and no second one from nghttp2
+  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_HEADERS,
+                                     NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id,
+                                     hpack_literals(big))));
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.goaway_debug().find("header lists over SETTINGS_MAX_HEADER_LIST_SIZE") !=
+        std::string::npos);
+}
+
+TEST_CASE("an HPACK bomb: the block stops being delivered at the limit") {
+  // One 100-byte field into the dynamic table, then a block of 20,000 one-byte references
+  // to it (2.6 MB decoded): the header callback sees the fields up to the limit only, the
+  // stream is refused, the connection lives.
+  raw_client c(limits_with(4u << 20, 1024));
+  std::string block = hpack_literals(grpc_request());
+  block.push_back(0x40); // literal with incremental indexing, new name
+  block.push_back(6);
+  block += "x-bomb";
+  block.push_back(100);
+  block += std::string(100, 'b');
+  block += std::string(4000, '\xbe'); // indexed: dynamic table entry 1 (index 62)
+  std::string first = block.substr(0, 4000);
+  std::string rest = block.substr(4000);
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 1, first)));
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, rest)));
+  CHECK(c.listener.heads.empty());
+  auto frames = c.frames();
+  CHECK(std::any_of(frames.begin(), frames.end(), [](const raw_frame& f) {
+    return f.type == NGHTTP2_RST_STREAM && f.stream_id == 1 &&
+           be32(f.payload) == NGHTTP2_ENHANCE_YOUR_CALM;
+  }));
+  // The HPACK state is intact: a normal call on the same connection works.
+  c.listener.on_start = [&](int32_t id, const call_head&) { c.server.finish(id, grpc_status::ok()); };
+  REQUIRE(c.open(3, true));
+  CHECK(c.listener.heads.contains(3));
+  CHECK(c.server.alive());
+}
+
+TEST_CASE("too many CONTINUATION frames for one header block end the connection") {
+  raw_client c(limits_with(4u << 20, 16u << 10));
+  // A 16 KiB header list needs at most two frames; nghttp2 is told to allow 2 CONTINUATIONs.
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_HEADERS, 0, 1, hpack_literals(grpc_request()))));
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, 0, 1, "")));
+  REQUIRE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, 0, 1, "")));
+  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, 0, 1, "")));
+  CHECK(c.goaway_error().has_value());
+}
+
+// --- the memory budget -------------------------------------------------------------------
+
+TEST_CASE_FIXTURE(back_to_back, "a prefix announcing a large message reserves what arrived") {
+  auto id = client.open(grpc_request(), grpc_prefix(4u << 20) + std::string(10, 'x'));
+  pump();
+  CHECK(server->stream_memory_held() < (256u << 10));
+  client.reset(id, NGHTTP2_CANCEL);
+  pump();
+}
+
+TEST_CASE("partial messages past the connection budget: the largest calls are stopped") {
+  // Ten streams each half-way through a 64 KiB message: 320 KiB held, the budget is 200 KiB.
+  back_to_back t(limits_with(64u << 10, 16u << 10, 200u << 10));
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 10; ++i) {
+    ids.push_back(t.client.open(grpc_request(), grpc_prefix(64u << 10) + std::string(32u << 10, 'p')));
+    t.pump();
+  }
+  CHECK(t.server->memory_held() <= (200u << 10));
+  size_t stopped = 0;
+  for (auto id : ids)
+    if (t.client.stream(id).grpc_status() == "8") {
+      ++stopped;
+      CHECK(t.client.stream(id).grpc_message().find("memory budget") != std::string::npos);
+    }
+  CHECK(stopped >= 4);
+  CHECK(stopped < 10);
+  // The others complete.
+  t.listener.on_half_close = [&](int32_t id) { t.server->finish(id, grpc_status::ok()); };
+  for (auto id : ids)
+    if (!t.client.stream(id).closed)
+      t.client.send(id, std::string(32u << 10, 'q'), true);
+  t.pump();
+  for (auto id : ids)
+    if (t.client.stream(id).grpc_status() != "8")
+      CHECK(t.client.stream(id).grpc_status() == "0");
+  for (auto id : ids)
+    if (!t.client.stream(id).closed) {
+      t.client.reset(id, NGHTTP2_CANCEL);
+      t.pump();
+    }
+}
+
+TEST_CASE("responses to a client that grants no window: stopped at the connection budget") {
+  back_to_back t(limits_with(64u << 10, 16u << 10, 256u << 10));
+  nghttp2_settings_entry no_window{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
+  REQUIRE(nghttp2_submit_settings(t.client.session(), NGHTTP2_FLAG_NONE, &no_window, 1) == 0);
+  t.pump();
+  std::vector<bool> accepted;
+  t.listener.on_half_close = [&](int32_t id) {
+    for (int i = 0; i < 8; ++i)
+      accepted.push_back(t.server->send_message(id, std::string(60u << 10, 'r')));
+  };
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(t.client.open(grpc_request(), grpc_frame("go"), true));
+    t.pump();
+  }
+  CHECK(t.server->memory_held() <= (256u << 10));
+  CHECK(std::count(accepted.begin(), accepted.end(), false) > 0);
+  // A stopped call's response had begun: it is reset with ENHANCE_YOUR_CALM (gRPC clients
+  // report RESOURCE_EXHAUSTED), which needs no window.
+  size_t stopped = 0;
+  for (auto id : ids)
+    stopped += t.client.stream(id).rst_error == NGHTTP2_ENHANCE_YOUR_CALM ? 1 : 0;
+  CHECK(stopped >= 1);
+  for (auto id : ids)
+    if (!t.client.stream(id).closed) {
+      t.client.reset(id, NGHTTP2_CANCEL);
+      t.pump();
+    }
+}
+
+TEST_CASE("the peer-wide budget: calls are stopped beyond a connection's floor") {
+  chroom::transport::peer_memory_budget peer{256u << 10};
+  auto limits = limits_with(200u << 10, 16u << 10, 1u << 20);
+  raw_client big(limits, &peer);
+  raw_client small(limits, &peer);
+  const size_t floor_bytes = chroom::transport::connection_memory_floor;
+  // `big` holds partial messages on several streams until the peer is over its budget.
+  for (uint32_t id = 1; id <= 9; id += 2) {
+    REQUIRE(big.open(id));
+    big.send(raw_frame_bytes(NGHTTP2_DATA, 0, id, grpc_prefix(150u << 10) + std::string(16000, 'b')));
+    for (int k = 0; k < 5; ++k)
+      big.send(raw_frame_bytes(NGHTTP2_DATA, 0, id, std::string(16000, 'b')));
+  }
+  CHECK(peer.used() <= peer.limit() + floor_bytes);
+  CHECK(big.server.memory_held() <= std::max(floor_bytes, peer.limit()));
+  // A small call on the other connection still goes through.
+  small.listener.on_half_close = [&](int32_t id) {
+    small.server.send_message(id, "ok");
+    small.server.finish(id, grpc_status::ok());
+  };
+  REQUIRE(small.open(1));
+  REQUIRE(small.send(raw_frame_bytes(NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, grpc_frame("hi"))));
+  CHECK(small.listener.messages[1] == std::vector<std::string>{"hi"});
+  CHECK(small.server.alive());
+}
+
+TEST_CASE("the memory account returns to nothing when connections end") {
+  chroom::transport::peer_memory_budget peer{64u << 20};
+  {
+    back_to_back t(limits_with(64u << 10));
+    raw_client c({}, &peer);
+    REQUIRE(c.open(1));
+    c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, grpc_prefix(40000) + std::string(15000, 'z')));
+    c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, std::string(15000, 'z')));
+    CHECK(c.server.stream_memory_held() >= 30005);
+    CHECK(peer.used() == c.server.memory_held());
+  }
+  CHECK(peer.used() == 0);
 }
