@@ -61,11 +61,11 @@ peer_metrics::peer_metrics()
       streams_started(family<prometheus::Counter>(*registry_, "chroom_grpc_streams_started_total",
                                                   "gRPC calls started")
                         .Add({})),
-      gateway_memory_bytes(family<prometheus::Gauge>(
-                             *registry_, "chroom_gateway_memory_bytes",
-                             "Bytes the gateway's connections hold for their clients (calls, "
-                             "queued responses, HTTP/2 buffers)")
-                             .Add({})),
+      gateway_memory_bytes(
+        family<prometheus::Gauge>(*registry_, "chroom_gateway_memory_bytes",
+                                  "Bytes the gateway's connections hold for their clients (calls, "
+                                  "queued responses, HTTP/2 buffers)")
+          .Add({})),
       allocation_seconds(family<prometheus::Histogram>(
                            *registry_, "chroom_allocation_duration_seconds",
                            "Allocate calls: from arrival at the allocation service to the answer")

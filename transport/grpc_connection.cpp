@@ -255,7 +255,7 @@ struct stream_state {
   size_t outbound_bytes = 0;  // bytes of outbound not handed to nghttp2 yet
   /// What this stream has charged to the connection's memory account (sync_charge).
   size_t charged = 0;
-  size_t sent_messages = 0;   // not yet reported by take_sent_messages
+  size_t sent_messages = 0; // not yet reported by take_sent_messages
   std::optional<grpc_status> trailers;
   bool data_deferred = false;
 };
@@ -427,10 +427,13 @@ ssize_t read_body_callback(nghttp2_session*, int32_t stream_id, uint8_t* buf, si
 grpc_connection::impl::impl(grpc_connection& self, grpc_connection_listener& listener,
                             const connection_limits& limits, peer_memory_budget* peer_memory)
     : self(self), listener(listener), limits(limits),
-      memory(limits.max_connection_memory_bytes, peer_memory),
-      allocator{&memory, counted_malloc, counted_free, counted_calloc, counted_realloc} {
+      memory(limits.max_connection_memory_bytes, peer_memory), allocator{&memory, counted_malloc,
+                                                                         counted_free,
+                                                                         counted_calloc,
+                                                                         counted_realloc} {
   auto* options = server_options(limits);
-  auto created = nghttp2_session_server_new3(&session, server_callbacks(), this, options, &allocator);
+  auto created =
+    nghttp2_session_server_new3(&session, server_callbacks(), this, options, &allocator);
   nghttp2_option_del(options);
   if (created != 0)
     throw std::runtime_error{std::string{"cannot create an HTTP/2 session: "} +
@@ -599,9 +602,8 @@ int grpc_connection::impl::on_frame_recv(const nghttp2_frame* frame) {
     case NGHTTP2_WINDOW_UPDATE:
       if (++window_update_frames >
           5 + 2 * (streams_opened + window_updates_per_data_frame * data_frames_sent))
-        calm("window_updates", std::to_string(window_update_frames) +
-                                 " WINDOW_UPDATE frames for " + std::to_string(data_frames_sent) +
-                                 " DATA frames sent");
+        calm("window_updates", std::to_string(window_update_frames) + " WINDOW_UPDATE frames for " +
+                                 std::to_string(data_frames_sent) + " DATA frames sent");
       return 0;
     case NGHTTP2_PRIORITY:
       if (++priority_frames > priority_frames_per_stream * (1 + streams_opened))
@@ -875,8 +877,8 @@ void grpc_connection::impl::enforce_budget() {
     // limit, the connection goes.
     if (own_limit)
       calm("connection_memory", "connection holds " + std::to_string(memory.held()) +
-                                  " bytes, over its budget of " +
-                                  std::to_string(memory.limit()) + " bytes");
+                                  " bytes, over its budget of " + std::to_string(memory.limit()) +
+                                  " bytes");
     return;
   }
 }
@@ -1094,8 +1096,7 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
 // --- grpc_connection ------------------------------------------------------------
 
 grpc_connection::grpc_connection(grpc_connection_listener& listener,
-                                 const connection_limits& limits,
-                                 peer_memory_budget* peer_memory)
+                                 const connection_limits& limits, peer_memory_budget* peer_memory)
     : impl_(std::make_unique<impl>(*this, listener, limits, peer_memory)) {}
 
 grpc_connection::~grpc_connection() = default;

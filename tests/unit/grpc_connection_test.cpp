@@ -463,8 +463,7 @@ private:
 
 // --- fixtures ------------------------------------------------------------------------
 
-connection_limits limits_with(size_t max_message_bytes,
-                              uint32_t max_header_list_bytes = 16u << 10,
+connection_limits limits_with(size_t max_message_bytes, uint32_t max_header_list_bytes = 16u << 10,
                               size_t max_connection_memory_bytes = 32u << 20) {
   connection_limits limits;
   limits.max_message_bytes = max_message_bytes;
@@ -1641,7 +1640,8 @@ TEST_CASE("a PRIORITY flood closes the connection") {
   // 100 per stream opened, plus 100.
   const std::string priority = be32_bytes(0) + "\x0f"s;
   for (int i = 0; i < 200; ++i)
-    REQUIRE(c.send(raw_frame_bytes(NGHTTP2_PRIORITY, 0, 3 + 2 * static_cast<uint32_t>(i), priority)));
+    REQUIRE(
+      c.send(raw_frame_bytes(NGHTTP2_PRIORITY, 0, 3 + 2 * static_cast<uint32_t>(i), priority)));
   CHECK_FALSE(c.goaway_error().has_value());
   CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_PRIORITY, 0, 1001, priority)));
   CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
@@ -1655,20 +1655,17 @@ TEST_CASE("header lists over the limit: each stream reset, then the connection c
     big.emplace_back("x-pad-" + std::to_string(i), std::string(100, 'p'));
   uint32_t id = 1;
   for (int i = 0; i < 8; ++i, id += 2)
-    REQUIRE(c.send(raw_frame_bytes(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM,
-                                   id, hpack_literals(big))));
+    REQUIRE(
+      c.send(raw_frame_bytes(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM,
+                             id, hpack_literals(big))));
   CHECK(c.listener.heads.empty());
   CHECK_FALSE(c.goaway_error().has_value());
   size_t refused = 0;
   for (const auto& f : c.frames())
-    refused += f.type == NGHTTP2_RST_STREAM &&
-                   be32(f.payload) == NGHTTP2_ENHANCE_YOUR_CALM
-                 ? 1
-                 : 0;
+    refused += f.type == NGHTTP2_RST_STREAM && be32(f.payload) == NGHTTP2_ENHANCE_YOUR_CALM ? 1 : 0;
   CHECK(refused == 8); // one RST_STREAM each, and no second one from nghttp2
-  CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_HEADERS,
-                                     NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id,
-                                     hpack_literals(big))));
+  CHECK_FALSE(c.send(raw_frame_bytes(
+    NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id, hpack_literals(big))));
   CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
   CHECK(c.goaway_debug().find("header lists over SETTINGS_MAX_HEADER_LIST_SIZE") !=
         std::string::npos);
@@ -1697,7 +1694,9 @@ TEST_CASE("an HPACK bomb: the block stops being delivered at the limit") {
            be32(f.payload) == NGHTTP2_ENHANCE_YOUR_CALM;
   }));
   // The HPACK state is intact: a normal call on the same connection works.
-  c.listener.on_start = [&](int32_t id, const call_head&) { c.server.finish(id, grpc_status::ok()); };
+  c.listener.on_start = [&](int32_t id, const call_head&) {
+    c.server.finish(id, grpc_status::ok());
+  };
   REQUIRE(c.open(3, true));
   CHECK(c.listener.heads.contains(3));
   CHECK(c.server.alive());
@@ -1728,7 +1727,8 @@ TEST_CASE("partial messages past the connection budget: the largest calls are st
   back_to_back t(limits_with(64u << 10, 16u << 10, 200u << 10));
   std::vector<int32_t> ids;
   for (int i = 0; i < 10; ++i) {
-    ids.push_back(t.client.open(grpc_request(), grpc_prefix(64u << 10) + std::string(32u << 10, 'p')));
+    ids.push_back(
+      t.client.open(grpc_request(), grpc_prefix(64u << 10) + std::string(32u << 10, 'p')));
     t.pump();
   }
   CHECK(t.server->memory_held() <= (200u << 10));
@@ -1795,7 +1795,8 @@ TEST_CASE("the peer-wide budget: calls are stopped beyond a connection's floor")
   // `big` holds partial messages on several streams until the peer is over its budget.
   for (uint32_t id = 1; id <= 9; id += 2) {
     REQUIRE(big.open(id));
-    big.send(raw_frame_bytes(NGHTTP2_DATA, 0, id, grpc_prefix(150u << 10) + std::string(16000, 'b')));
+    big.send(
+      raw_frame_bytes(NGHTTP2_DATA, 0, id, grpc_prefix(150u << 10) + std::string(16000, 'b')));
     for (int k = 0; k < 5; ++k)
       big.send(raw_frame_bytes(NGHTTP2_DATA, 0, id, std::string(16000, 'b')));
   }
