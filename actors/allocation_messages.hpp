@@ -9,6 +9,8 @@
 //   room -> registry     (alloc_confirm_atom | alloc_release_atom, node_id, reservation_id)
 //   room -> registry     (room_closed_atom, node_id, node_room_id)
 //   request -> room      (allocate_atom, allocation_ask) -> allocation_reply
+//   service -> room      (allocate_atom, allocation_ask, direct_allocation): the room answers
+//                        the client's gateway itself
 
 #include "actors/proto_messages.hpp"
 #include "allocation/placement.hpp"
@@ -20,11 +22,25 @@
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace chroom::actors {
+
+/// Initial metadata of the answers to a room's calls (Allocate, KeepAlive, Release,
+/// GetRoom): the gRPC address of the peer that owns the room, which answered. A client that
+/// keeps a connection to it calls it directly next time (no forwarding hop); one that
+/// ignores the header still works.
+inline constexpr std::string_view owner_address_key = "chroom-owner-address";
+
+/// The owner hint of room_settings::owner_address, or nothing.
+inline transport::metadata owner_hint(const std::string& owner_address) {
+  if (owner_address.empty())
+    return {};
+  return {{std::string{owner_address_key}, owner_address}};
+}
 
 /// One participant (or a moving share of a room) to place.
 struct place_query {
@@ -98,10 +114,27 @@ struct allocation_ask {
   std::string client_country;
 };
 
+/// An Allocate the service hands to its room whole (apps without a before_allocation hook):
+/// the room answers the client's gateway, no actor relays the answer.
+struct direct_allocation {
+  transport::call_context call;
+  /// When the call reached the service (allocation latency).
+  std::chrono::steady_clock::time_point started;
+};
+
 /// The room's answer: a response for the client, or an error status.
 struct allocation_reply {
   transport::grpc_status status;
   chroom::allocation::v1::AllocateResponse response;
+  /// Initial metadata for the client (the owner hint).
+  transport::metadata headers;
+
+  /// The refusal `why`.
+  static allocation_reply refused(transport::grpc_status why) {
+    allocation_reply reply;
+    reply.status = std::move(why);
+    return reply;
+  }
 };
 
 } // namespace chroom::actors
@@ -112,6 +145,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::candidates_query)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::candidates_answer)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::allocation_ask)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::allocation_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::actors::direct_allocation)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::NodeChoice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::Room)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(chroom::allocation::v1::RoomUpdate)

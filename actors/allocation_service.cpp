@@ -1,6 +1,7 @@
 #include "actors/allocation_service.hpp"
 
 #include "actors/allocation_messages.hpp"
+#include "actors/allocation_metrics.hpp"
 #include "actors/app_policy.hpp"
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
@@ -156,30 +157,6 @@ client_position locate(const av1::ClientLocation& location, const allocation::ip
 
 // --- allocation_request: one per Allocate ---------------------------------------------
 
-/// The app label of calls that name no known app (or fail before their app is known):
-/// made-up app ids cannot grow the label set.
-const std::string unknown_app_label = "(none)";
-
-/// An Allocate answered here: chroom_allocations_total, the latency histogram, a debug line.
-void count_allocation(const call_context& call, const std::string& app_id, grpc_code code,
-                      steady::time_point started) {
-  auto& metrics = observability::metrics();
-  auto seconds = observability::seconds_since(started);
-  // The family's lookup builds a label map and takes a lock: each thread remembers the
-  // counters it used (they live as long as the registry).
-  thread_local std::unordered_map<std::string, prometheus::Counter*> counters;
-  const std::string& app = app_id.empty() ? unknown_app_label : app_id;
-  auto key = std::string(app).append(1, '\0').append(to_string(code));
-  auto& counter = counters[key];
-  if (counter == nullptr)
-    counter = &metrics.allocations(app, std::string(to_string(code)));
-  counter->Increment();
-  metrics.allocation_seconds.Observe(seconds);
-  observability::request_scope scope{call.metadata_value(observability::request_id_key)};
-  spdlog::debug("Allocate for app '{}' answered {} in {:.3f} ms", app_id, to_string(code),
-                seconds * 1000);
-}
-
 struct request_state {
   call_context call;
   /// The request as it came: routed again when the room moved to another peer.
@@ -231,7 +208,7 @@ void ask_room(request_actor* self, const caf::actor& room) {
           return fail_request(self, std::move(reply.status));
         count_allocation(st.call, st.app_id, grpc_code::ok, st.started);
         unary_replies replies{self};
-        replies.reply(st.call, reply.response);
+        replies.reply(st.call, reply.response, std::move(reply.headers));
         replies.flush();
         self->quit();
       },
@@ -533,7 +510,13 @@ struct service_state {
   std::shared_ptr<const room_settings> room_settings_;
   /// node_room_id ("app/room") -> room actor, and back.
   std::unordered_map<std::string, caf::actor> rooms;
-  std::unordered_map<caf::actor_addr, std::string> room_of;
+  struct room_record {
+    std::string key;
+    /// Calls handed to the room whole (direct_allocation): an idle room may go only once
+    /// it has seen them all.
+    uint64_t direct_asks = 0;
+  };
+  std::unordered_map<caf::actor_addr, room_record> room_of;
   std::unordered_map<std::string, caf::actor> leases;
   std::unordered_map<caf::actor_addr, std::string> lease_of;
   /// When each lease ends unless renewed (one sweep timer for all of them).
@@ -795,7 +778,7 @@ void track_room(service_actor* self, const std::string& key, const caf::actor& r
   auto& st = self->state;
   self->monitor(room);
   st.rooms[key] = room;
-  st.room_of[room.address()] = key;
+  st.room_of[room.address()] = {key, 0};
   send_replicas(self, key, room);
 }
 
@@ -1159,6 +1142,13 @@ std::optional<grpc_status> start_allocation(service_actor* self, unary_call& cal
           ask.client_country = found->country;
     }
   auto room = room_for(self, request.app_id(), request.room_id());
+  if (!ask.hook) {
+    // Nothing to do between the service and the room: the room answers the client.
+    ++st.room_of[room.address()].direct_asks;
+    self->send(room, allocate_atom::value, std::move(ask),
+               direct_allocation{std::move(call.context), started});
+    return std::nullopt;
+  }
   self->spawn(allocation_request, std::move(call.context), std::move(call.request), std::move(ask),
               request.app_id(), request.room_id(), room, caf::actor_cast<caf::actor>(self),
               st.settings.room.registry, started);
@@ -1466,7 +1456,8 @@ void keep_alive(service_actor* self, unary_replies& replies, unary_call& call) {
                  self->request(session, caf::infinite, keep_alive_atom::value)
                    .then(
                      [self, context](av1::KeepAliveResponse& response) {
-                       unary_replies{self}.reply(context, response);
+                       unary_replies{self}.reply(
+                         context, response, owner_hint(self->state.room_settings_->owner_address));
                      },
                      [self, context, lease](caf::error&) {
                        unary_replies{self}.fail(context, unknown_lease(lease));
@@ -1491,7 +1482,9 @@ void release(service_actor* self, unary_replies& replies, unary_call& call) {
                  self->request(session, caf::infinite, release_atom::value)
                    .then(
                      [self, context](grpc_status&) {
-                       unary_replies{self}.reply(context, av1::ReleaseResponse{});
+                       unary_replies{self}.reply(
+                         context, av1::ReleaseResponse{},
+                         owner_hint(self->state.room_settings_->owner_address));
                      },
                      [self, context, lease](caf::error&) {
                        unary_replies{self}.fail(context, unknown_lease(lease));
@@ -1522,7 +1515,8 @@ void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
           return unary_replies{self}.fail(context, std::move(status));
         av1::GetRoomResponse response;
         *response.mutable_room() = std::move(room);
-        unary_replies{self}.reply(context, response);
+        unary_replies{self}.reply(context, response,
+                                  owner_hint(self->state.room_settings_->owner_address));
       },
       [self, context = call.context](caf::error&) {
         unary_replies{self}.fail(context,
@@ -1606,7 +1600,7 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
       return;
     }
     if (auto it = st.room_of.find(msg.source); it != st.room_of.end()) {
-      if (auto room = st.rooms.find(it->second);
+      if (auto room = st.rooms.find(it->second.key);
           room != st.rooms.end() && room->second.address() == msg.source)
         st.rooms.erase(room);
       st.room_of.erase(it);
@@ -1808,13 +1802,19 @@ caf::behavior allocation_service(service_actor* self, allocation_service_setting
            const std::string& to_node_id, const std::string& from_node_id, uint32_t hops) {
       return migrate_room(self, app_id, room_id, to_node_id, from_node_id, hops);
     },
-    [self](room_idle_atom, const std::string& app_id, const std::string& room_id) {
+    [self](room_idle_atom, const std::string& app_id, const std::string& room_id,
+           uint64_t direct_asks_seen) {
+      // An idle room asks to go: forgotten unless a call handed to it is still on its way.
       auto& st = self->state;
       auto it = st.rooms.find(node_room_id(app_id, room_id));
-      if (it != st.rooms.end() && it->second.address() == self->current_sender()) {
-        st.room_of.erase(it->second.address());
-        st.rooms.erase(it);
-      }
+      if (it == st.rooms.end() || it->second.address() != self->current_sender())
+        return true; // not the room this peer runs for that key (any more)
+      if (auto record = st.room_of.find(it->second.address());
+          record != st.room_of.end() && record->second.direct_asks != direct_asks_seen)
+        return false;
+      st.room_of.erase(it->second.address());
+      st.rooms.erase(it);
+      return true;
     },
     [self](lease_open_atom, const std::string& lease_id, const caf::actor& session) {
       auto& st = self->state;

@@ -1,6 +1,7 @@
 #include "actors/room.hpp"
 
 #include "actors/allocation_messages.hpp"
+#include "actors/allocation_metrics.hpp"
 #include "actors/app_policy.hpp"
 #include "actors/atoms.hpp"
 #include "actors/client_session.hpp"
@@ -42,6 +43,9 @@ constexpr size_t max_batch = 256;
 constexpr int max_refusals = 2;
 /// GetRoom and RoomUpdate list at most this many members.
 constexpr size_t max_listed_members = 1000;
+/// How long an idle room waits for the service to let it go (it stays, and asks again
+/// after idle_linger, when no answer comes).
+constexpr auto idle_answer_timeout = std::chrono::seconds{5};
 
 struct member {
   lease_holder holder;
@@ -73,11 +77,18 @@ struct part {
   std::string secret;
 };
 
+/// Where the answer to a join goes: the allocation_request that asked (apps with a
+/// before_allocation hook), or the client's gateway (the service handed the call over).
+struct join_answer {
+  caf::response_promise promise;
+  std::optional<direct_allocation> direct;
+};
+
 /// One entry of a batch: a join (with the caller waiting) or a member to move.
 struct batch_item {
   bool is_join = false;
   allocation_ask ask;
-  caf::response_promise promise;
+  join_answer answer;
   std::string client_id; // a move
   std::string reason;    // a move: why
   /// A move an operator asked for (MigrateRoom): only to this node when set, and a
@@ -123,10 +134,10 @@ struct room_state {
   uint64_t changes = 0;
   uint64_t replicated = 0;
   bool replicating = false;
-  /// Answers held until the replicas have the change they report: (change, promise, reply).
+  /// Answers held until the replicas have the change they report.
   struct held_answer {
     uint64_t change;
-    caf::response_promise promise;
+    join_answer to;
     allocation_reply reply;
   };
   std::vector<held_answer> held;
@@ -134,9 +145,29 @@ struct room_state {
   /// Set when the room is to move to another peer (after the batch in flight).
   caf::actor handoff_to;
   bool handing_off = false;
+  /// Calls the service handed over (direct_allocation): it lets an idle room go only once
+  /// the room has seen every call it sent.
+  uint64_t direct_asks = 0;
 };
 
 using room_actor = caf::stateful_actor<room_state>;
+
+/// Answers a join: its allocation_request, or its client's gateway through `replies`.
+void answer_join(room_actor* self, unary_replies& replies, join_answer& to,
+                 allocation_reply reply) {
+  if (reply.status.is_ok())
+    reply.headers = owner_hint(self->state.settings->owner_address);
+  if (!to.direct) {
+    to.promise.deliver(std::move(reply));
+    return;
+  }
+  const auto& direct = *to.direct;
+  count_allocation(direct.call, self->state.app_id, reply.status.code, direct.started);
+  if (reply.status.is_ok())
+    replies.reply(direct.call, reply.response, std::move(reply.headers));
+  else
+    replies.fail(direct.call, std::move(reply.status));
+}
 
 std::string new_lease_id() {
   unsigned char bytes[16];
@@ -349,8 +380,9 @@ void deliver_replicated(room_actor* self) {
   auto& st = self->state;
   auto done = std::stable_partition(st.held.begin(), st.held.end(),
                                     [&](const auto& held) { return held.change > st.replicated; });
+  unary_replies replies{self};
   for (auto it = done; it != st.held.end(); ++it)
-    it->promise.deliver(std::move(it->reply));
+    answer_join(self, replies, it->to, std::move(it->reply));
   st.held.erase(done, st.held.end());
 }
 
@@ -657,7 +689,7 @@ std::optional<grpc_status> admission_refusal(const room_state& st, const std::st
   return std::nullopt;
 }
 
-void join(room_actor* self, batch_item& item, place_answer& answer) {
+void join(room_actor* self, unary_replies& replies, batch_item& item, place_answer& answer) {
   auto& st = self->state;
   auto& ask = item.ask;
   if (auto it = st.members.find(ask.client_id); it != st.members.end()) {
@@ -665,18 +697,19 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
     if (answer.result.ok())
       self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
                  answer.reservation_id);
-    item.promise.deliver(existing_lease(self, it->second));
+    answer_join(self, replies, item.answer, existing_lease(self, it->second));
     return;
   }
   if (!answer.result.ok()) {
-    item.promise.deliver(allocation_reply{failure_status(answer.result), {}});
+    answer_join(self, replies, item.answer,
+                allocation_reply::refused(failure_status(answer.result)));
     return;
   }
   // Again, exactly: the joins of one batch are seated in turn.
   if (auto refused = admission_refusal(st, ask.role)) {
     self->send(st.settings->registry, alloc_release_atom::value, answer.chosen.node_id(),
                answer.reservation_id);
-    item.promise.deliver(allocation_reply{std::move(*refused), {}});
+    answer_join(self, replies, item.answer, allocation_reply::refused(std::move(*refused)));
     return;
   }
   member m;
@@ -702,7 +735,7 @@ void join(room_actor* self, batch_item& item, place_answer& answer) {
   for (auto& warning : ask.warnings)
     response.add_warnings(std::move(warning));
   // The change is counted by the batch (on_batch): held until the replicas have it.
-  self->state.held.push_back({st.changes + 1, std::move(item.promise), std::move(reply)});
+  self->state.held.push_back({st.changes + 1, std::move(item.answer), std::move(reply)});
 }
 
 void move(room_actor* self, batch_item& item, place_answer& answer, std::vector<av1::Move>& moves) {
@@ -851,9 +884,10 @@ void on_batch(room_actor* self, std::vector<batch_item>& items, place_batch_answ
   std::vector<av1::Move> moves;
   bool joined = false;
   std::string move_reason;
+  unary_replies replies{self};
   for (size_t i = 0; i < items.size(); ++i) {
     if (items[i].is_join) {
-      join(self, items[i], result.answers[i]);
+      join(self, replies, items[i], result.answers[i]);
       joined = true;
     } else {
       move(self, items[i], result.answers[i], moves);
@@ -946,9 +980,10 @@ void pump(room_actor* self) {
             st.in_flight = false;
             auto status =
               make_status(grpc_code::unavailable, "registry: " + self->system().render(err));
+            unary_replies replies{self};
             for (auto& item : *shared)
               if (item.is_join)
-                item.promise.deliver(allocation_reply{status, {}});
+                answer_join(self, replies, item.answer, allocation_reply::refused(status));
             spdlog::warn("room {}: placement failed: {}", st.node_room_id, status.message);
             pump(self);
             check_idle(self);
@@ -1106,9 +1141,19 @@ void hand_off(room_actor* self) {
         st.replicated = st.changes;
         deliver_replicated(self);
         auto moved = make_status(grpc_code::unavailable, std::string{room_moved_message});
-        for (auto& item : st.queue)
-          if (item.is_join)
-            item.promise.deliver(allocation_reply{moved, {}});
+        std::vector<unary_call> reroute;
+        for (auto& item : st.queue) {
+          if (!item.is_join)
+            continue;
+          if (item.answer.direct)
+            reroute.push_back(
+              {std::move(item.answer.direct->call), item.ask.request.SerializeAsString()});
+          else
+            item.answer.promise.deliver(allocation_reply::refused(moved));
+        }
+        // Calls handed over whole go back to the service, which routes them to the owner.
+        if (!reroute.empty())
+          self->send(st.settings->service, call_unary_atom::value, std::move(reroute));
         st.queue.clear();
         if (st.migration)
           st.migration->promise.deliver(moved, std::string{});
@@ -1122,6 +1167,20 @@ void hand_off(room_actor* self) {
         st.handoff_to = nullptr;
         pump(self);
       });
+}
+
+/// Ends a room the service forgot: replicas get a tombstone, the room quits.
+void close_idle_room(room_actor* self) {
+  auto& st = self->state;
+  if (!st.replicas.empty()) {
+    auto tombstone = snapshot(self);
+    cluster::count_change(tombstone, st.writer);
+    tombstone.set_closed(true);
+    auto bytes = tombstone.SerializeAsString();
+    for (const auto& replica : st.replicas) // answers reach nobody: the room is gone
+      caf::anon_send(replica, replicate_atom::value, st.node_room_id, bytes);
+  }
+  self->quit();
 }
 
 void init_room(room_actor* self, std::string app_id, std::string room_id,
@@ -1160,22 +1219,37 @@ caf::behavior room(room_actor* self, std::string app_id, std::string room_id,
   return room_behavior(self);
 }
 
+/// A join arrives: answered at once (a lease held already, a refusal) or queued for the
+/// next placement batch.
+void queue_join(room_actor* self, allocation_ask& ask, join_answer to) {
+  auto& st = self->state;
+  ++st.idle_generation;
+  unary_replies replies{self};
+  if (auto it = st.members.find(ask.client_id); it != st.members.end())
+    return answer_join(self, replies, to, existing_lease(self, it->second));
+  if (auto refused = admission_refusal(st, ask.role))
+    return answer_join(self, replies, to, allocation_reply::refused(std::move(*refused)));
+  batch_item item;
+  item.is_join = true;
+  item.ask = std::move(ask);
+  item.answer = std::move(to);
+  st.queue.push_back(std::move(item));
+  pump(self);
+}
+
 caf::behavior room_behavior(room_actor* self) {
   return {
     [self](allocate_atom, allocation_ask& ask) -> caf::result<allocation_reply> {
-      auto& st = self->state;
-      ++st.idle_generation;
-      if (auto it = st.members.find(ask.client_id); it != st.members.end())
-        return existing_lease(self, it->second);
-      if (auto refused = admission_refusal(st, ask.role))
-        return allocation_reply{std::move(*refused), {}};
-      batch_item item;
-      item.is_join = true;
-      item.ask = std::move(ask);
-      item.promise = self->make_response_promise();
-      st.queue.push_back(std::move(item));
-      pump(self);
+      join_answer to;
+      to.promise = self->make_response_promise();
+      queue_join(self, ask, std::move(to));
       return caf::result<allocation_reply>{caf::delegated<allocation_reply>{}};
+    },
+    [self](allocate_atom, allocation_ask& ask, direct_allocation& direct) {
+      ++self->state.direct_asks;
+      join_answer to;
+      to.direct = std::move(direct);
+      queue_join(self, ask, std::move(to));
     },
     [self](release_atom, const std::string& client_id, const std::string& lease_id,
            const std::string& reason) {
@@ -1243,16 +1317,19 @@ caf::behavior room_behavior(room_actor* self) {
       if (generation != st.idle_generation || !st.members.empty() || !st.watchers.empty() ||
           !st.queue.empty() || st.in_flight)
         return;
-      self->send(st.settings->service, room_idle_atom::value, st.app_id, st.room_id);
-      if (!st.replicas.empty()) {
-        auto tombstone = snapshot(self);
-        cluster::count_change(tombstone, st.writer);
-        tombstone.set_closed(true);
-        auto bytes = tombstone.SerializeAsString();
-        for (const auto& replica : st.replicas) // answers reach nobody: the room is gone
-          caf::anon_send(replica, replicate_atom::value, st.node_room_id, bytes);
-      }
-      self->quit();
+      // The service lets the room go once it has seen every call the service sent it;
+      // otherwise a call is on its way and the room stays for it.
+      self
+        ->request(st.settings->service, idle_answer_timeout, room_idle_atom::value, st.app_id,
+                  st.room_id, st.direct_asks)
+        .then(
+          [self](bool forgotten) {
+            if (forgotten)
+              close_idle_room(self);
+            else
+              check_idle(self); // the calls on their way arrived before this answer
+          },
+          [self](caf::error&) { check_idle(self); });
     },
     [self](cluster_view_atom, std::vector<caf::actor>& replicas, std::string& writer) {
       auto& st = self->state;

@@ -80,6 +80,10 @@ struct room_settings {
   std::function<caf::actor(const std::string& app_id)> policy_of;
   /// This peer (in event ids).
   std::string peer_id;
+  /// This peer's gRPC address as clients reach it ("host:port"): answers to a room's calls
+  /// name it (owner_address_key), so a client calls the owner directly next time. Empty
+  /// (a peer alone, or an ephemeral port): no hint.
+  std::string owner_address;
   /// Gets (usage_atom, app_id, UsageCounters bytes): rooms opened, relay links set up.
   caf::actor app_directory;
 };

@@ -226,20 +226,27 @@ actors::registry_settings registry_settings_from(const config::v1::OrchestratorC
   return settings;
 }
 
-actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorConfig& cfg,
-                                               uint16_t grpc_port) {
+/// This peer's gRPC address as other peers and clients reach it; empty for an ephemeral
+/// port (0), which is not known before the gateway binds.
+std::string advertised_grpc_address(const config::v1::OrchestratorConfig& cfg) {
+  auto port = static_cast<uint16_t>(cfg.listen().port());
+  if (port == 0)
+    return {};
+  const auto& cluster = cfg.cluster();
+  auto grpc_host = cfg.listen().host();
+  if (grpc_host == "0.0.0.0" || grpc_host == "::")
+    grpc_host = cluster.advertise_host().empty() ? cluster.listen_host() : cluster.advertise_host();
+  return cluster::peer_address{grpc_host, port}.to_string();
+}
+
+actors::cluster_settings cluster_settings_from(const config::v1::OrchestratorConfig& cfg) {
   const auto& cluster = cfg.cluster();
   actors::cluster_settings settings;
   settings.peer_id = cfg.peer_id();
   settings.incarnation = static_cast<uint64_t>(unix_ms_now());
   settings.listen = {cluster.listen_host(), static_cast<uint16_t>(cluster.listen_port())};
-  auto advertised =
-    cluster.advertise_host().empty() ? cluster.listen_host() : cluster.advertise_host();
   settings.cluster_address = advertised_cluster_address(cfg);
-  auto grpc_host = cfg.listen().host();
-  if (grpc_host == "0.0.0.0" || grpc_host == "::")
-    grpc_host = advertised;
-  settings.grpc_address = cluster::peer_address{grpc_host, grpc_port}.to_string();
+  settings.grpc_address = advertised_grpc_address(cfg);
   for (const auto& seed : cluster.seeds()) {
     std::string problem; // validated with the config
     if (auto address = cluster::parse_peer_address(seed, problem))
@@ -278,6 +285,9 @@ allocation_settings_from(const config::v1::OrchestratorConfig& cfg, caf::actor r
   // A replica that has not answered within the failure timeout is about to be declared dead.
   settings.room.replication_timeout = std::chrono::milliseconds{cfg.cluster().failure_timeout_ms()};
   settings.peer_id = cfg.peer_id();
+  // Alone, every room is this peer's: no hint to give.
+  if (cfg.cluster().seeds_size() > 0 || cfg.cluster().listen_port() != 0)
+    settings.room.owner_address = advertised_grpc_address(cfg);
   const auto& database = allocation.geoip_database();
   if (database != "none") {
     auto locator = std::make_shared<allocation::ip_locator>();
@@ -407,7 +417,7 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   auto allocation_service = actors::spawn_allocation_service(system, std::move(service_settings));
   auto settings = gateway_settings_from(cfg);
   // The gateway binds later; an ephemeral gRPC port (0) is not known to the cluster.
-  auto membership_settings = cluster_settings_from(cfg, settings->port);
+  auto membership_settings = cluster_settings_from(cfg);
   membership_settings.allocation_service = allocation_service;
   membership_settings.registry = registry;
   membership_settings.app_directory = app_directory;

@@ -127,6 +127,20 @@ def test_peers_share_members_nodes_and_rooms(cluster):
     counts = {clients.get_cluster(i).peer_id: clients.get_cluster(i) for i in range(3)}
     assert counts[owner].rooms_owned == 1
     assert counts[replica].room_replicas == 1
+    # Every peer's answer names the owner, which answered (owner hints): a client that
+    # follows it reaches the owner directly.
+    owner_address = f"127.0.0.1:{running.grpc_port(int(owner.split('-')[1]))}"
+    for k in range(3):
+        placed, call = clients.alloc[k].Allocate.with_call(clients.pb.AllocateRequest(
+            app_id="default", room_id="shared", client_id=f"hinted-{k}",
+            location=clients.pb.ClientLocation(latitude=50, longitude=10, has_point=True)),
+            timeout=5)
+        assert dict(call.initial_metadata()).get("chroom-owner-address") == owner_address
+        lease = placed.lease_id
+        _, call = clients.alloc[int(owner.split("-")[1])].KeepAlive.with_call(
+            clients.pb.KeepAliveRequest(lease_id=lease), timeout=5)
+        assert dict(call.initial_metadata()).get("chroom-owner-address") == owner_address
+        clients.alloc[k].Release(clients.pb.ReleaseRequest(lease_id=lease), timeout=5)
     # Leases are renewed and released through any peer.
     for client, (k, lease, _) in leases.items():
         renewed = clients.alloc[(k + 1) % 3].KeepAlive(
