@@ -38,6 +38,13 @@ private:
 /// connection (64 KiB x 10,000 connections = 640 MiB with the defaults).
 inline constexpr size_t connection_memory_floor = 64u << 10;
 
+/// What a connection draws from the peer-wide budget at a time. The shared counter is
+/// touched when a connection's holdings cross a quantum rather than at every allocation
+/// (nghttp2 allocates a dozen times per call: an atomic add each cost ~0.2 us of a 6 us
+/// Echo). The peer-wide figure is what connections drew: at most two quanta per connection
+/// above what they hold, well inside connection_memory_floor.
+inline constexpr size_t peer_draw_quantum = 16u << 10;
+
 /// One connection's account.
 class connection_memory {
 public:
@@ -46,20 +53,28 @@ public:
   connection_memory(size_t limit, peer_memory_budget* peer) : limit_(limit), peer_(peer) {}
   ~connection_memory() {
     if (peer_ != nullptr)
-      peer_->remove(held_);
+      peer_->remove(drawn_);
   }
   connection_memory(const connection_memory&) = delete;
   connection_memory& operator=(const connection_memory&) = delete;
 
   void charge(size_t bytes) {
     held_ += bytes;
-    if (peer_ != nullptr)
-      peer_->add(bytes);
+    if (peer_ != nullptr && held_ > drawn_) {
+      auto needed = round_up(held_);
+      peer_->add(needed - drawn_);
+      drawn_ = needed;
+    }
   }
   void release(size_t bytes) {
     held_ -= bytes;
-    if (peer_ != nullptr)
-      peer_->remove(bytes);
+    // Given back only past a quantum of slack, so a connection going up and down by one
+    // call's bytes does not touch the shared counter every time.
+    if (peer_ != nullptr && drawn_ > held_ + 2 * peer_draw_quantum) {
+      auto keep = round_up(held_) + peer_draw_quantum;
+      peer_->remove(drawn_ - keep);
+      drawn_ = keep;
+    }
   }
 
   size_t held() const { return held_; }
@@ -74,7 +89,13 @@ public:
   bool over_budget() const { return over_connection_limit() || over_peer_limit(); }
 
 private:
+  static size_t round_up(size_t bytes) {
+    return (bytes + peer_draw_quantum - 1) / peer_draw_quantum * peer_draw_quantum;
+  }
+
   size_t held_ = 0;
+  /// What this connection drew from the peer's budget (a multiple of the quantum).
+  size_t drawn_ = 0;
   size_t limit_;
   peer_memory_budget* peer_;
 };

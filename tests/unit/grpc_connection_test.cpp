@@ -1822,7 +1822,37 @@ TEST_CASE("the memory account returns to nothing when connections end") {
     c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, grpc_prefix(40000) + std::string(15000, 'z')));
     c.send(raw_frame_bytes(NGHTTP2_DATA, 0, 1, std::string(15000, 'z')));
     CHECK(c.server.stream_memory_held() >= 30005);
-    CHECK(peer.used() == c.server.memory_held());
+    // The peer's figure is what the connection drew: whole quanta, at most two above
+    // what it holds.
+    CHECK(peer.used() >= c.server.memory_held());
+    CHECK(peer.used() <= c.server.memory_held() + 2 * chroom::transport::peer_draw_quantum);
+  }
+  CHECK(peer.used() == 0);
+}
+
+TEST_CASE("a connection draws from the peer's budget in quanta") {
+  using chroom::transport::peer_draw_quantum;
+  chroom::transport::peer_memory_budget peer{1u << 20};
+  {
+    chroom::transport::connection_memory account(1u << 20, &peer);
+    account.charge(100);
+    CHECK(peer.used() == peer_draw_quantum);
+    account.charge(peer_draw_quantum); // crosses into a second quantum
+    CHECK(peer.used() == 2 * peer_draw_quantum);
+    // Small ups and downs inside the slack leave the shared counter alone.
+    for (int i = 0; i < 100; ++i) {
+      account.release(500);
+      account.charge(500);
+    }
+    CHECK(peer.used() == 2 * peer_draw_quantum);
+    account.charge(5 * peer_draw_quantum);
+    CHECK(peer.used() == 7 * peer_draw_quantum);
+    CHECK(account.held() == 100 + 6 * peer_draw_quantum);
+    // Falling far below what it drew gives the excess back, keeping one quantum of slack.
+    account.release(6 * peer_draw_quantum);
+    CHECK(account.held() == 100);
+    CHECK(peer.used() == 2 * peer_draw_quantum);
+    CHECK_FALSE(account.over_budget());
   }
   CHECK(peer.used() == 0);
 }
