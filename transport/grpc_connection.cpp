@@ -277,6 +277,9 @@ struct grpc_connection::impl {
   size_t streams_opened = 0;
   size_t streams_closed = 0;
   size_t premature_resets = 0;
+  /// When the bytes being processed arrived: one clock read per receive() rather than one
+  /// per stream (a stream's age only matters at the scale of premature_reset_lifetime).
+  std::chrono::steady_clock::time_point received_at;
   size_t oversized_header_lists = 0;
   size_t consecutive_empty_frames = 0;
   size_t window_update_frames = 0;
@@ -476,7 +479,7 @@ int grpc_connection::impl::on_begin_headers(const nghttp2_frame* frame) {
     state->recycle(id, limits.max_message_bytes);
   }
   state->open_index = open_streams.size();
-  state->opened_at = std::chrono::steady_clock::now();
+  state->opened_at = received_at;
   ++streams_opened;
   observability::metrics().streams_open.Increment();
   nghttp2_session_set_stream_user_data(session, id, state.get());
@@ -775,7 +778,7 @@ int grpc_connection::impl::on_stream_close(int32_t stream_id, uint32_t) {
     return 0;
   ++streams_closed;
   if (s->reset_by_client && !s->finished &&
-      std::chrono::steady_clock::now() - s->opened_at < premature_reset_lifetime) {
+      received_at - s->opened_at < premature_reset_lifetime) {
     ++premature_resets;
     // As Envoy: half of the first 500 streams, or half of all once past 500.
     if (premature_resets * 2 >= std::max(streams_closed, premature_reset_streams))
@@ -1120,6 +1123,7 @@ bool grpc_connection::receive(std::span<const uint8_t> bytes) {
     }
     d.preface_checked += n;
   }
+  d.received_at = std::chrono::steady_clock::now();
   auto rv = nghttp2_session_mem_recv(d.session, bytes.data(), bytes.size());
   if (!d.calm_reason.empty() && !d.broken) {
     spdlog::debug("gateway: connection closed for abuse: {}", d.calm_reason);
