@@ -345,8 +345,8 @@ OrchestratorConfig make_default_config() {
   auto& admin_http = *config.mutable_admin()->mutable_http();
   admin_http.set_host(std::string(default_admin_http_host));
   admin_http.set_port(default_admin_http_port);
-  // tokens stay empty: AdminService is open, as the gRPC port is on localhost.
   config.mutable_admin()->set_reflection(std::string(default_reflection));
+  // tokens stay empty: AdminService is open, as the gRPC port is on localhost.
   // signing_key_file stays empty: a key made on first start in data_dir.
   auto& app = *config.add_apps();
   app.set_app_id(std::string(default_app_id));
