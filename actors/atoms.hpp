@@ -47,6 +47,7 @@ using cordon_atom = caf::atom_constant<caf::atom("n_cordon")>;
 using uncordon_atom = caf::atom_constant<caf::atom("n_uncordon")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using fleet_summary_atom = caf::atom_constant<caf::atom("n_summary")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 
 // Allocation (actors/allocation_messages.hpp, actors/room.hpp, actors/client_session.hpp).

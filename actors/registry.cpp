@@ -7,6 +7,7 @@
 #include "actors/atoms.hpp"
 #include "actors/cluster_membership.hpp"
 #include "actors/exception_log.hpp"
+#include "actors/fleet_summary.hpp"
 #include "actors/media_node.hpp"
 #include "actors/proto_messages.hpp"
 #include "actors/room.hpp"
@@ -128,6 +129,10 @@ struct registry_state {
   /// Where clients of unknown location go (region_centre is O(nodes): cached a while).
   std::optional<allocation::geo_point> fallback_point;
   clock::time_point fallback_computed_at;
+  /// A fleet summary is scheduled (the table changed since the last one).
+  bool fleet_summary_due = false;
+  /// The summary last logged: an unchanged one (a node suspect and back) is not repeated.
+  std::string last_fleet_summary;
 };
 
 using registry_actor = caf::stateful_actor<registry_state>;
@@ -144,12 +149,17 @@ void end_session(registry_actor* self, uint64_t session, grpc_status status) {
 void publish(registry_actor* self, std::vector<node_event>& events, clock::time_point now) {
   auto& st = self->state;
   for (auto& event : events) {
-    spdlog::info("registry: node {} {} -> {} ({}){}", event.node_id,
-                 chroom::admin::v1::NodeState_Name(event.previous_state),
-                 chroom::admin::v1::NodeState_Name(event.state), event.reason,
-                 event.lost_rooms.empty()
-                   ? std::string{}
-                   : ", rooms lost: " + std::to_string(event.lost_rooms.size()));
+    // A line per node and change is for debugging: at info, 300 nodes starting would bury
+    // everything else (the fleet summary says what a person needs). A death stays a
+    // warning of its own.
+    spdlog::log(event.state == chroom::admin::v1::NODE_STATE_DEAD ? spdlog::level::warn
+                                                                  : spdlog::level::debug,
+                "registry: node {} {} -> {} ({}){}", event.node_id,
+                chroom::admin::v1::NodeState_Name(event.previous_state),
+                chroom::admin::v1::NodeState_Name(event.state), event.reason,
+                event.lost_rooms.empty()
+                  ? std::string{}
+                  : ", rooms lost: " + std::to_string(event.lost_rooms.size()));
     if (const auto* record = st.table.find(event.node_id); record && record->connected) {
       // A frozen node may still hold its stream: end it, the node must re-register. A
       // drained node is done: its stream ends cleanly.
@@ -163,6 +173,10 @@ void publish(registry_actor* self, std::vector<node_event>& events, clock::time_
     auto message = to_proto(event, now);
     for (const auto& subscriber : st.subscribers)
       self->send(subscriber, node_event_atom::value, message);
+  }
+  if (!events.empty() && !st.fleet_summary_due) {
+    st.fleet_summary_due = true;
+    send_later(self, fleet_summary_interval, fleet_summary_atom::value);
   }
   events.clear();
 }
@@ -788,6 +802,14 @@ caf::behavior registry(registry_actor* self, registry_settings settings) {
            const chroom::medianode::v1::Event& event) {
       // The allocation engine (issue 4) acts on these; until then they are logged.
       spdlog::debug("registry: node {} reports {}", node_id, event.ShortDebugString());
+    },
+    [self](fleet_summary_atom) {
+      auto& st = self->state;
+      st.fleet_summary_due = false;
+      auto summary = fleet_summary(st.table);
+      if (summary != st.last_fleet_summary)
+        spdlog::info("fleet: {}", summary);
+      st.last_fleet_summary = std::move(summary);
     },
     [self](sweep_atom) {
       auto& st = self->state;

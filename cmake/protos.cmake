@@ -2,19 +2,23 @@ set(CHROOM_PROTO_ROOT ${PROJECT_SOURCE_DIR}/messages)
 set(CHROOM_GENERATED_DIR ${CMAKE_BINARY_DIR}/generated)
 file(MAKE_DIRECTORY ${CHROOM_GENERATED_DIR})
 
-# chroom_add_protos(TARGET <lib> PROTOS <paths under messages/>)
-# Compiles .proto files into a static library of protobuf messages.
+# chroom_add_protos(TARGET <lib> [ROOT <dir>] PROTOS <paths under ROOT>)
+# Compiles .proto files into a static library of protobuf messages. ROOT defaults to
+# messages/; another one is for standard protos a Debian package ships (grpc-proto).
 function(chroom_add_protos)
-  cmake_parse_arguments(arg "" "TARGET" "PROTOS" ${ARGN})
+  cmake_parse_arguments(arg "" "TARGET;ROOT" "PROTOS" ${ARGN})
+  if(NOT arg_ROOT)
+    set(arg_ROOT ${CHROOM_PROTO_ROOT})
+  endif()
   set(sources)
   foreach(proto ${arg_PROTOS})
     string(REGEX REPLACE "\\.proto$" "" stem ${proto})
     set(outputs ${CHROOM_GENERATED_DIR}/${stem}.pb.cc ${CHROOM_GENERATED_DIR}/${stem}.pb.h)
     add_custom_command(
       OUTPUT ${outputs}
-      COMMAND protobuf::protoc --proto_path=${CHROOM_PROTO_ROOT}
-              --cpp_out=${CHROOM_GENERATED_DIR} ${CHROOM_PROTO_ROOT}/${proto}
-      DEPENDS ${CHROOM_PROTO_ROOT}/${proto} protobuf::protoc
+      COMMAND protobuf::protoc --proto_path=${arg_ROOT}
+              --cpp_out=${CHROOM_GENERATED_DIR} ${arg_ROOT}/${proto}
+      DEPENDS ${arg_ROOT}/${proto} protobuf::protoc
       COMMENT "protoc --cpp_out ${proto}")
     list(APPEND sources ${outputs})
   endforeach()

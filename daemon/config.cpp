@@ -162,6 +162,10 @@ constexpr std::uint32_t default_admin_http_port = 7480;
 constexpr std::size_t min_admin_token_length = 16;
 constexpr std::size_t max_admin_token_length = 256;
 constexpr std::size_t max_admin_tokens = 16;
+// Reflection describes every service, the operator API included: a convenience on the
+// developer's machine, a choice to make on a network (docs/operations.md).
+constexpr std::string_view default_reflection = "auto";
+constexpr std::string_view reflection_modes[] = {"auto", "on", "off"};
 
 // Cluster (cluster.*).
 constexpr std::string_view default_cluster_listen_host = "127.0.0.1";
@@ -341,6 +345,7 @@ OrchestratorConfig make_default_config() {
   auto& admin_http = *config.mutable_admin()->mutable_http();
   admin_http.set_host(std::string(default_admin_http_host));
   admin_http.set_port(default_admin_http_port);
+  config.mutable_admin()->set_reflection(std::string(default_reflection));
   // tokens stay empty: AdminService is open, as the gRPC port is on localhost.
   // signing_key_file stays empty: a key made on first start in data_dir.
   auto& app = *config.add_apps();
@@ -1326,6 +1331,7 @@ void validate_admin(const chroom::config::v1::AdminConfig& admin, const validato
     if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
       check.fail(path, "must be printable ASCII without spaces (it travels in a header)");
   }
+  check.check_one_of("admin.reflection", admin.reflection(), reflection_modes);
 }
 
 void validate(const OrchestratorConfig& config, const validator& check) {
@@ -1416,6 +1422,15 @@ template <class Body> auto only_config_errors(std::string_view source, Body&& bo
 }
 
 } // namespace
+
+bool is_loopback_host(std::string_view host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+bool reflection_enabled(const OrchestratorConfig& config) {
+  const auto& mode = config.admin().reflection();
+  return mode == "on" || (mode == "auto" && is_loopback_host(config.listen().host()));
+}
 
 OrchestratorConfig default_config() {
   return make_default_config();

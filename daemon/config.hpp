@@ -50,6 +50,14 @@ chroom::config::v1::OrchestratorConfig parse_config(std::string_view yaml_text,
 // Throws config_error and nothing else.
 chroom::config::v1::OrchestratorConfig load_config_file(const std::string& path);
 
+// True for a host name or address that only this machine reaches: "localhost", "::1",
+// 127.0.0.0/8.
+bool is_loopback_host(std::string_view host);
+
+// Whether the peer serves gRPC server reflection: admin.reflection "on", or "auto" with the
+// gRPC listener on a loopback address.
+bool reflection_enabled(const chroom::config::v1::OrchestratorConfig& config);
+
 // The reflection walker behind parse_config, for any protobuf message: decodes one YAML
 // document into `message` (which is cleared first) with the same key, type and duplicate
 // checks, but applies no defaults and no validation. Nested messages are YAML maps,

@@ -13,6 +13,7 @@
 #include "actors/diagnostics_service.hpp"
 #include "actors/health_service.hpp"
 #include "actors/media_node.hpp"
+#include "actors/reflection_service.hpp"
 #include "actors/registry.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "chroom/allocation/v1/allocation_service.pb.h"
@@ -436,8 +437,7 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   auto admin = actors::spawn_admin_service(
     system, registry, membership, allocation_service, app_directory,
     std::vector<std::string>{cfg.admin().tokens().begin(), cfg.admin().tokens().end()});
-  if (cfg.admin().tokens().empty() && cfg.listen().host() != "127.0.0.1" &&
-      cfg.listen().host() != "::1" && cfg.listen().host() != "localhost")
+  if (cfg.admin().tokens().empty() && !daemon::is_loopback_host(cfg.listen().host()))
     spdlog::warn("AdminService takes calls without credentials on {}: set admin.tokens",
                  cfg.listen().host());
   auto diagnostics = actors::spawn_diagnostics_service(system);
@@ -460,8 +460,21 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
     router->add_service(descriptor, actor);
     service_names.push_back(descriptor->full_name());
   }
+  const auto reflection_descriptors = daemon::reflection_enabled(cfg)
+                                        ? actors::reflection_services()
+                                        : decltype(actors::reflection_services()){};
+  for (const auto* descriptor : reflection_descriptors)
+    service_names.push_back(descriptor->full_name());
   auto health = actors::spawn_health_service(system, service_names);
   router->add_service(health_descriptor, health);
+  caf::actor reflection;
+  if (!reflection_descriptors.empty()) {
+    reflection = actors::spawn_reflection_service(
+      system, std::make_shared<const transport::reflection_catalog>(service_names),
+      std::vector<std::string>{cfg.admin().tokens().begin(), cfg.admin().tokens().end()});
+    for (const auto* descriptor : reflection_descriptors)
+      router->add_service(descriptor, reflection);
+  }
   const bool clustered = cfg.cluster().listen_port() != 0;
   if (clustered) // serving once the peer knows the cluster: its rooms, its nodes
     actors::set_serving(health, false);
@@ -469,7 +482,7 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
   settings->router = router;
   auto stop_services = [&] {
     for (const auto& actor : {registry, media_nodes, allocation_service, admin, diagnostics, health,
-                              membership, app_directory})
+                              reflection, membership, app_directory})
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   };
   transport::gateway_listener listener;

@@ -123,3 +123,46 @@ def test_the_data_dir_defaults_to_chroom_data_of_the_peer(tmp_path):
     database = tmp_path / "chroom-data" / "store-peer" / "apps.db"
     assert database.is_file()
     assert database.stat().st_mode & 0o077 == 0, oct(database.stat().st_mode)
+
+
+def test_a_fleet_starting_is_summed_up_not_listed_node_by_node(tmp_path):
+    """At info (the default level) a peer with a fleet says how many nodes are active and
+    where, at most once a second, instead of a line per node and state change."""
+    from datetime import datetime
+    nodes, secret_key = 40, "startup-fleet-secret-key-0123"
+    port = harness.free_port()
+    config = tmp_path / "fleet.yaml"
+    config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\nshutdown_grace_ms: 500\n"
+                      f"media_nodes: {{secret_key: {secret_key}, stats_interval_ms: 200}}\n"
+                      f"{ANY_ADMIN_PORT}")
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config),
+                                 "--log-format", "json"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
+    fleet = None
+    try:
+        assert harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
+        fleet = harness.NodeSim(f"127.0.0.1:{port}", nodes, secret_key)
+        assert harness.wait_until(
+            lambda: f"fleet: {nodes} nodes active: " in stderr_path.read_text(), timeout=30), \
+            stderr_path.read_text()[-3000:]
+    finally:
+        if fleet is not None:
+            assert fleet.quit() == 0
+        proc.terminate()
+        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
+    records = [json.loads(line) for line in stderr_path.read_text().splitlines() if line.strip()]
+    messages = [r["msg"] for r in records]
+    # No line per node: registrations and state changes are debug.
+    assert not [m for m in messages if m.startswith(("registry: node", "media node"))], messages
+    summaries = [r for r in records if r["msg"].startswith("fleet: ")]
+    final = next(r["msg"] for r in summaries if r["msg"].startswith(f"fleet: {nodes} nodes"))
+    # The simulator's nodes are in regions; each named with its count, the counts add up.
+    named, _, rest = final.split(": ", 2)[2].split(";")[0].partition(" and ")
+    total = sum(int(c.rsplit(" ", 1)[1]) for c in named.split(", "))
+    assert total + (int(rest.split()[0]) if rest else 0) == nodes, final
+    assert "suspect" not in final and "joining" not in final, final
+    times = [datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%S.%f%z") for r in summaries]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    assert all(gap >= 0.99 for gap in gaps), gaps

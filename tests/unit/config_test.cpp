@@ -300,6 +300,7 @@ TEST_CASE("a full file sets every field") {
     "}\n"
     "  tokens: [abcdefghijklmnop0123, qrstuvwxyz0123456789]\n"
     "  disable_http: true\n"
+    "  reflection: \"on\"\n"
     "cluster:\n"
     "  listen_host: 0.0.0.0\n"
     "  listen_port: 7100\n"
@@ -434,6 +435,7 @@ TEST_CASE("a full file sets every field") {
   CHECK(config.admin().http().cert_file() == key.path());
   CHECK(config.admin().tokens_size() == 2);
   CHECK(config.admin().disable_http());
+  CHECK(config.admin().reflection() == "on");
 
   // Every field of the schema must differ from its default above: when a field is added to
   // the proto, this names it until the test (and the example file and docs) cover it. A
@@ -1090,6 +1092,23 @@ TEST_CASE("load_config_file") {
     const temp_file file("good.yaml", "listen:\n  port: 8443\n");
     CHECK(load_config_file(file.path()).listen().port() == 8443);
   }
+}
+
+TEST_CASE("admin.reflection: auto, on or off; auto serves it on loopback only") {
+  using chroom::daemon::reflection_enabled;
+  CHECK(default_config().admin().reflection() == "auto");
+  CHECK(reflection_enabled(default_config()));
+  CHECK(reflection_enabled(parse_config("listen: {host: \"::1\"}", "cfg.yaml")));
+  CHECK(reflection_enabled(parse_config("listen: {host: 127.0.0.2}", "cfg.yaml")));
+  CHECK(reflection_enabled(parse_config("listen: {host: localhost}", "cfg.yaml")));
+  CHECK_FALSE(reflection_enabled(parse_config("listen: {host: 0.0.0.0}", "cfg.yaml")));
+  CHECK_FALSE(reflection_enabled(parse_config("listen: {host: 10.1.2.3}", "cfg.yaml")));
+  // YAML 1.1 readers take bare on/off for booleans; the loader keeps a string's text.
+  CHECK(reflection_enabled(
+    parse_config("listen: {host: 0.0.0.0}\nadmin: {reflection: on}", "cfg.yaml")));
+  CHECK_FALSE(reflection_enabled(parse_config("admin: {reflection: off}", "cfg.yaml")));
+  const auto error = error_of("admin:\n  reflection: yes\n");
+  CHECK(contains(error, "cfg.yaml:2: admin.reflection: must be one of auto, on, off"));
 }
 
 TEST_CASE("the shipped example file loads, holds the defaults and mentions every key") {
