@@ -12,6 +12,12 @@
 //        {"event":"result", node, state, transitions, reloaded, errors, screenshots, ...};
 //      "expect-status S": waits until the connection badge says S ("disconnected" once the
 //        peer is gone), answers {"event":"status", status, reloaded, ...};
+//      "consistency ROUNDS": ROUNDS times, fetches api/v1/snapshot (seq S) in the page and
+//        compares it with the page's own copy when the page holds S (built from one snapshot
+//        and then deltas), and every dot with its node; answers {"event":"consistency",
+//        rounds: [{seq, nodes, equal, dom_mismatches, first_difference}], ...};
+//      "timing SECONDS": the page's update times over that long (from an event's arrival
+//        to the page updated), answers {"event":"timing", deltas, mean_ms, max_ms, ...};
 //      "quit" or the end of stdin: exits 0.
 //   "reloaded" is true if the page was reloaded or navigated since step 1: it must update
 //   live. Any failure prints {"event":"error", message, ...} (and a screenshot when it can)
@@ -87,7 +93,8 @@ function pageState() {
     members_rows: document.querySelectorAll('#members-body tr').length,
     regions_rows: document.querySelectorAll('#regions-body tr').length,
     charts: document.querySelectorAll('.uplot canvas').length,
-    render: window.__chroomDashboard,
+    // The figures only (the page's copy of the snapshot is large).
+    render: (({ model, afterApply, expectedFill, ...figures }) => figures)(window.__chroomDashboard || {}),
     kpi_rate: document.getElementById('kpi-rate')?.textContent,
     kpi_latency: document.getElementById('kpi-latency')?.textContent,
     // Dots off the map (NaN or outside the viewBox) would mean a projection bug.
@@ -176,6 +183,110 @@ async function main() {
              badge: await page.evaluate(() => document.getElementById('conn')?.dataset.status) };
   };
 
+  // consistency ROUNDS: the page's delta-built copy against fresh snapshots.
+  const consistency = async (rounds) => page.evaluate(async ({ rounds, waitMs }) => {
+    const d = window.__chroomDashboard;
+    // JSON with sorted keys, and nodes and rooms in a fixed order: two copies of one
+    // snapshot give the same text.
+    const stable = (v) => {
+      if (Array.isArray(v)) return `[${v.map(stable).join(',')}]`;
+      if (v && typeof v === 'object') {
+        return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stable(v[k])}`).join(',')}}`;
+      }
+      return JSON.stringify(v);
+    };
+    const canon = (s) => {
+      const { seq, ...rest } = s;
+      rest.nodes = [...(s.nodes || [])].sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0));
+      const key = (r) => JSON.stringify([r.app_id, r.room_id]);
+      rest.rooms = [...(s.rooms || [])].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+      return stable(rest);
+    };
+    // The dots against the page's copy: one per node, its state and colour.
+    const domMismatches = () => {
+      const view = d.model.view();
+      const dots = new Map([...document.querySelectorAll('circle[data-node-id]')].map((c) => [c.dataset.nodeId, c]));
+      const bad = [];
+      if (dots.size !== view.nodes.length) bad.push(`${dots.size} dots for ${view.nodes.length} nodes`);
+      for (const n of view.nodes) {
+        const c = dots.get(n.node_id);
+        if (!c) bad.push(`${n.node_id}: no dot`);
+        else if (c.dataset.state !== n.state || c.getAttribute('fill') !== d.expectedFill(n)) {
+          bad.push(`${n.node_id}: dot ${c.dataset.state} ${c.getAttribute('fill')}, node ${n.state} ${d.expectedFill(n)}`);
+        }
+      }
+      return bad;
+    };
+    // The page's copy is recorded (canonical text and dot check) only at one chosen seq, a
+    // future one: recording every update would cost more than the updates at 10,000 nodes.
+    const out = [];
+    try {
+      for (let i = 0; i < rounds; i++) {
+        let target = d.model.seq + 1;
+        let mine = null;
+        d.afterApply = (seq) => { if (seq === target) mine = { text: canon(d.model.view()), dom: domMismatches() }; };
+        let snap = null;
+        const until = Date.now() + waitMs;
+        while (Date.now() < until) {
+          const fetched = await (await fetch('api/v1/snapshot', { cache: 'no-store' })).json();
+          if (fetched.seq === target) {
+            snap = fetched;
+            break;
+          }
+          // Fetched past the target between two polls: aim at the next one.
+          if (fetched.seq > target) target = fetched.seq + 1;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        while (snap && !mine && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+        d.afterApply = null;
+        const theirs = snap ? canon(snap) : null;
+        let firstDifference = null;
+        if (mine && theirs && mine.text !== theirs) {
+          let k = 0;
+          while (k < mine.text.length && mine.text[k] === theirs[k]) k++;
+          firstDifference = { page: mine.text.slice(Math.max(0, k - 80), k + 80), server: theirs.slice(Math.max(0, k - 80), k + 80) };
+        }
+        out.push({ seq: target, fetched: !!snap, page_seq: d.model.seq, held: !!mine,
+                   nodes: snap ? snap.nodes.length : null, equal: !!mine && mine.text === theirs,
+                   dom_mismatches: mine ? mine.dom.slice(0, 5) : null, first_difference: firstDifference });
+      }
+    } finally {
+      d.afterApply = null;
+    }
+    return { event: 'consistency', rounds: out, deltas: d.deltas, snapshots: d.snapshots, resyncs: d.resyncs };
+  }, { rounds, waitMs: 10000 });
+
+  // timing SECONDS: the page's update times over that long.
+  const timing = async (seconds) => {
+    const before = await page.evaluate(() => (({ model, afterApply, expectedFill, ...figures }) => figures)(window.__chroomDashboard));
+    const times = await page.evaluate(async (ms) => {
+      const d = window.__chroomDashboard;
+      const seen = [];
+      let last = d.deltas;
+      const until = Date.now() + ms;
+      while (Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 20));
+        if (d.deltas !== last) {
+          last = d.deltas;
+          seen.push(d.last_delta_ms);
+        }
+      }
+      return seen;
+    }, seconds * 1000);
+    const after = await page.evaluate(() => (({ model, afterApply, expectedFill, ...figures }) => figures)(window.__chroomDashboard));
+    const deltas = after.deltas - before.deltas;
+    const sorted = [...times].sort((a, b) => a - b);
+    return {
+      event: 'timing', seconds, deltas, sampled: times.length,
+      mean_ms: deltas ? (after.delta_ms_total - before.delta_ms_total) / deltas : null,
+      median_ms: sorted.length ? sorted[Math.floor(sorted.length / 2)] : null,
+      max_ms: sorted.length ? sorted[sorted.length - 1] : null,
+      snapshots: after.snapshots - before.snapshots,
+      resyncs: after.resyncs - before.resyncs, nodes: await page.evaluate(() => document.querySelectorAll('circle[data-node-id]').length),
+      errors,
+    };
+  };
+
   let navigationsAtReady = 0;
   const reloaded = async () =>
     (await page.evaluate(() => window.__chroomDriveMarker)) !== 'still-here' || navigations !== navigationsAtReady;
@@ -213,7 +324,9 @@ async function main() {
       let reply;
       if (verb === 'watch' && arg) reply = await watch(arg);
       else if (verb === 'expect-status' && arg) reply = await expectStatus(arg);
-      else throw new Error(`unknown command ${JSON.stringify(line)} (watch ID | expect-status S | quit)`);
+      else if (verb === 'consistency' && Number(arg) > 0) reply = await consistency(Number(arg));
+      else if (verb === 'timing' && Number(arg) > 0) reply = await timing(Number(arg));
+      else throw new Error(`unknown command ${JSON.stringify(line)} (watch ID | expect-status S | consistency N | timing S | quit)`);
       emit(reply);
       if (reply.event === 'error') return 1;
     }
