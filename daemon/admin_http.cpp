@@ -181,6 +181,18 @@ struct admin_http::impl {
     for (const auto& node : view.nodes)
       nodes[{node_state_word(node.state()), node.location().region()}] += 1;
     metrics.set_nodes(nodes);
+    // Regions with nodes but none active read 0: a region without capacity.
+    std::map<std::string, observability::peer_metrics::region_capacity> regions;
+    for (const auto& node : view.nodes) {
+      auto& region = regions[node.location().region()];
+      if (node.state() != adm::NODE_STATE_ACTIVE)
+        continue;
+      auto max = node.capacity().max_participants();
+      auto taken = node.load().last_stats().participants() + node.load().reserved_participants();
+      region.participants += max;
+      region.free += max > taken ? max - taken : 0;
+    }
+    metrics.set_region_capacity(regions);
     std::map<std::string, double> members;
     for (const auto& peer : view.cluster.peers())
       members[peer_state_word(peer.state())] += 1;
