@@ -226,15 +226,19 @@ async function main() {
         let mine = null;
         d.afterApply = (seq) => { if (seq === target) mine = { text: canon(d.model.view()), dom: domMismatches() }; };
         let snap = null;
+        const seen = [];
         const until = Date.now() + waitMs;
         while (Date.now() < until) {
+          const started = Date.now();
           const fetched = await (await fetch('api/v1/snapshot', { cache: 'no-store' })).json();
+          seen.push([fetched.seq, Date.now() - started]);
           if (fetched.seq === target) {
             snap = fetched;
             break;
           }
-          // Fetched past the target between two polls: aim at the next one.
-          if (fetched.seq > target) target = fetched.seq + 1;
+          // Fetched past the target between two polls, or the page got past it while a
+          // fetch was slow (a loaded machine): aim at the next one.
+          if (fetched.seq > target || d.model.seq > target) target = Math.max(fetched.seq, d.model.seq) + 1;
           await new Promise((r) => setTimeout(r, 100));
         }
         while (snap && !mine && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
@@ -246,7 +250,7 @@ async function main() {
           while (k < mine.text.length && mine.text[k] === theirs[k]) k++;
           firstDifference = { page: mine.text.slice(Math.max(0, k - 80), k + 80), server: theirs.slice(Math.max(0, k - 80), k + 80) };
         }
-        out.push({ seq: target, fetched: !!snap, page_seq: d.model.seq, held: !!mine,
+        out.push({ seq: target, fetched: !!snap, fetches: seen.slice(-12), page_seq: d.model.seq, held: !!mine,
                    nodes: snap ? snap.nodes.length : null, equal: !!mine && mine.text === theirs,
                    dom_mismatches: mine ? mine.dom.slice(0, 5) : null, first_difference: firstDifference });
       }
@@ -254,7 +258,7 @@ async function main() {
       d.afterApply = null;
     }
     return { event: 'consistency', rounds: out, deltas: d.deltas, snapshots: d.snapshots, resyncs: d.resyncs };
-  }, { rounds, waitMs: 10000 });
+  }, { rounds, waitMs: 15000 });
 
   // timing SECONDS: the page's update times over that long.
   const timing = async (seconds) => {

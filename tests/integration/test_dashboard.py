@@ -327,11 +327,12 @@ def test_dashboard_shows_the_fleet_and_a_crash_live(start_allocation_peer, tmp_p
 
 def assert_consistent(drive: Drive, rounds: int) -> dict:
     drive.send(f"consistency {rounds}")
-    answer = drive.read(ANSWER_TIMEOUT_S)
+    answer = drive.read(ANSWER_TIMEOUT_S + 15 * rounds)   # drive.mjs waits up to 15 s a round
     assert answer["event"] == "consistency", answer
     assert answer["deltas"] > 0, answer
     for r in answer["rounds"]:
-        assert r["fetched"], f"snapshot {r['seq']} was never fetched (the page is at {r['page_seq']})"
+        assert r["fetched"], (f"snapshot {r['seq']} was never fetched (the page is at "
+                              f"{r['page_seq']}; the last fetches' seq and ms: {r['fetches']})")
         assert r["held"], f"the page never held snapshot {r['seq']} (it is at {r['page_seq']})"
         assert r["equal"], r["first_difference"]
         assert r["dom_mismatches"] == [], r["dom_mismatches"]
