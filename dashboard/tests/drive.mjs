@@ -217,42 +217,44 @@ async function main() {
       }
       return bad;
     };
-    // The page's copy is recorded (canonical text and dot check) only at one chosen seq, a
-    // future one: recording every update would cost more than the updates at 10,000 nodes.
+    // The page's copy at every update during the check (a deep copy: nodes change in
+    // place), the last few kept: a fetch of the snapshot may take seconds on a loaded
+    // machine, and then returns one the page held a while ago.
+    const held = new Map();
+    const record = (seq) => {
+      held.set(seq, structuredClone(d.model.view()));
+      for (const k of held.keys()) if (held.size > 16) held.delete(k);
+    };
     const out = [];
+    record(d.model.seq);
+    d.afterApply = record;
     try {
       for (let i = 0; i < rounds; i++) {
-        let target = d.model.seq + 1;
-        let mine = null;
-        d.afterApply = (seq) => { if (seq === target) mine = { text: canon(d.model.view()), dom: domMismatches() }; };
-        let snap = null;
-        const seen = [];
+        const started = Date.now();
+        const snap = await (await fetch('api/v1/snapshot', { cache: 'no-store' })).json();
+        const fetchMs = Date.now() - started;
         const until = Date.now() + waitMs;
-        while (Date.now() < until) {
-          const started = Date.now();
-          const fetched = await (await fetch('api/v1/snapshot', { cache: 'no-store' })).json();
-          seen.push([fetched.seq, Date.now() - started]);
-          if (fetched.seq === target) {
-            snap = fetched;
-            break;
-          }
-          // Fetched past the target between two polls, or the page got past it while a
-          // fetch was slow (a loaded machine): aim at the next one.
-          if (fetched.seq > target || d.model.seq > target) target = Math.max(fetched.seq, d.model.seq) + 1;
-          await new Promise((r) => setTimeout(r, 100));
+        while (!held.has(snap.seq) && d.model.seq < snap.seq && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, 20));
         }
-        while (snap && !mine && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-        d.afterApply = null;
-        const theirs = snap ? canon(snap) : null;
+        const copy = held.get(snap.seq);
+        const mine = copy ? canon(copy) : null;
+        const theirs = canon(snap);
         let firstDifference = null;
-        if (mine && theirs && mine.text !== theirs) {
+        if (mine && mine !== theirs) {
           let k = 0;
-          while (k < mine.text.length && mine.text[k] === theirs[k]) k++;
-          firstDifference = { page: mine.text.slice(Math.max(0, k - 80), k + 80), server: theirs.slice(Math.max(0, k - 80), k + 80) };
+          while (k < mine.length && mine[k] === theirs[k]) k++;
+          firstDifference = { page: mine.slice(Math.max(0, k - 80), k + 80), server: theirs.slice(Math.max(0, k - 80), k + 80) };
         }
-        out.push({ seq: target, fetched: !!snap, fetches: seen.slice(-12), page_seq: d.model.seq, held: !!mine,
-                   nodes: snap ? snap.nodes.length : null, equal: !!mine && mine.text === theirs,
-                   dom_mismatches: mine ? mine.dom.slice(0, 5) : null, first_difference: firstDifference });
+        // The dots against the page's copy now (updates are synchronous: they agree
+        // between two of them, or the in-place updates missed something).
+        out.push({ seq: snap.seq, fetch_ms: fetchMs, page_seq: d.model.seq, held: !!copy,
+                   held_seqs: [...held.keys()], nodes: snap.nodes.length,
+                   equal: mine === theirs, dom_mismatches: domMismatches().slice(0, 5),
+                   first_difference: firstDifference });
+        // The next round on another snapshot.
+        const next = Date.now() + waitMs;
+        while (d.model.seq <= snap.seq && Date.now() < next) await new Promise((r) => setTimeout(r, 50));
       }
     } finally {
       d.afterApply = null;

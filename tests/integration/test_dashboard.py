@@ -327,13 +327,12 @@ def test_dashboard_shows_the_fleet_and_a_crash_live(start_allocation_peer, tmp_p
 
 def assert_consistent(drive: Drive, rounds: int) -> dict:
     drive.send(f"consistency {rounds}")
-    answer = drive.read(ANSWER_TIMEOUT_S + 15 * rounds)   # drive.mjs waits up to 15 s a round
+    answer = drive.read(ANSWER_TIMEOUT_S + 30 * rounds)   # drive.mjs waits up to 2 x 15 s a round
     assert answer["event"] == "consistency", answer
     assert answer["deltas"] > 0, answer
     for r in answer["rounds"]:
-        assert r["fetched"], (f"snapshot {r['seq']} was never fetched (the page is at "
-                              f"{r['page_seq']}; the last fetches' seq and ms: {r['fetches']})")
-        assert r["held"], f"the page never held snapshot {r['seq']} (it is at {r['page_seq']})"
+        assert r["held"], (f"the page did not hold snapshot {r['seq']} (fetched in "
+                           f"{r['fetch_ms']} ms; it is at {r['page_seq']}, held {r['held_seqs']})")
         assert r["equal"], r["first_difference"]
         assert r["dom_mismatches"] == [], r["dom_mismatches"]
     return answer
