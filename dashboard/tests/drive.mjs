@@ -12,10 +12,10 @@
 //        {"event":"result", node, state, transitions, reloaded, errors, screenshots, ...};
 //      "expect-status S": waits until the connection badge says S ("disconnected" once the
 //        peer is gone), answers {"event":"status", status, reloaded, ...};
-//      "consistency ROUNDS": ROUNDS times, fetches api/v1/snapshot (seq S) in the page and
-//        compares it with the page's own copy when the page holds S (built from one snapshot
-//        and then deltas), and every dot with its node; answers {"event":"consistency",
-//        rounds: [{seq, nodes, equal, dom_mismatches, first_difference}], ...};
+//      "consistency ROUNDS": keeps a copy of the page's snapshot at each update (built from
+//        one snapshot and then deltas); ROUNDS times, fetches api/v1/snapshot (seq S) in the
+//        page and compares it with the copy of S, and every dot with its node; answers
+//        {"event":"consistency", rounds: [{seq, held, equal, dom_mismatches, ...}], ...};
 //      "timing SECONDS": the page's update times over that long (from an event's arrival
 //        to the page updated), answers {"event":"timing", deltas, mean_ms, max_ms, ...};
 //      "quit" or the end of stdin: exits 0.
