@@ -223,10 +223,10 @@ void ask_room_owner(admin_actor* self, const admin_actors& actors, const call_co
 /// INVALID_ARGUMENT when app_id or room_id is missing or malformed.
 bool has_room_key(unary_replies& replies, const call_context& context, const std::string& app_id,
                   const std::string& room_id) {
-  auto problem = room_key_problem(app_id, room_id);
-  if (problem.empty())
+  auto refused = room_key_refusal(app_id, room_id);
+  if (!refused)
     return true;
-  replies.fail(context, make_status(grpc_code::invalid_argument, std::move(problem)));
+  replies.fail(context, std::move(*refused));
   return false;
 }
 

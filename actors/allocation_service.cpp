@@ -15,6 +15,7 @@
 #include "observability/metrics.hpp"
 #include "observability/request_id.hpp"
 #include "transport/call_protocol.hpp"
+#include "transport/status_details.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -93,13 +94,27 @@ std::string id_problem(std::string_view field, std::string_view value, size_t ma
 
 constexpr std::string_view id_alphabet = "A-Z a-z 0-9 . _ -";
 
+/// INVALID_ARGUMENT for one invalid request field (`field` as protobuf JSON names it), the
+/// details saying which (docs/errors.md: INVALID_FIELD).
+grpc_status invalid_field(std::string field, std::string problem) {
+  return transport::invalid_fields(problem, "INVALID_FIELD", {{std::move(field), problem}});
+}
+
 } // namespace
 
+std::optional<grpc_status> room_key_refusal(std::string_view app_id, std::string_view room_id) {
+  if (auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
+      !problem.empty())
+    return invalid_field("app_id", std::move(problem));
+  if (auto problem = id_problem("room_id", room_id, max_room_id, is_id_char, id_alphabet);
+      !problem.empty())
+    return invalid_field("room_id", std::move(problem));
+  return std::nullopt;
+}
+
 std::string room_key_problem(std::string_view app_id, std::string_view room_id) {
-  auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
-  if (problem.empty())
-    problem = id_problem("room_id", room_id, max_room_id, is_id_char, id_alphabet);
-  return problem;
+  auto refused = room_key_refusal(app_id, room_id);
+  return refused ? refused->message : std::string{};
 }
 
 namespace {
@@ -240,17 +255,21 @@ void ask_room(request_actor* self, const caf::actor& room) {
 std::optional<grpc_status> role_refusal(const apps::app_definition& app, const std::string& role) {
   if (const auto* rules = app.role(role); rules != nullptr && rules->allowed)
     return std::nullopt;
-  return make_status(grpc_code::permission_denied,
-                     "app '" + app.config.app_id() + "' has no role '" + role + "'");
+  return transport::with_error_info(
+    make_status(grpc_code::permission_denied,
+                "app '" + app.config.app_id() + "' has no role '" + role + "'"),
+    "ROLE_NOT_ALLOWED", {{"app_id", app.config.app_id()}, {"policy", "roles"}, {"role", role}});
 }
 
 /// Applies what the app's before_allocation hook decided, then asks the room.
 void apply_hook(request_actor* self, const caf::actor& room, apps::allocation_hook_result& result) {
   auto& st = self->state;
   if (result.deny)
-    return fail_request(self,
-                        make_status(grpc_code::permission_denied,
-                                    "denied by app '" + st.app_id + "': " + result.deny_reason));
+    return fail_request(
+      self, transport::with_error_info(
+              make_status(grpc_code::permission_denied,
+                          "denied by app '" + st.app_id + "': " + result.deny_reason),
+              "DENIED_BY_HOOK", {{"app_id", st.app_id}, {"policy", "before_allocation"}}));
   if (result.role) {
     st.ask.role = *result.role;
     st.ask.request.set_role(*result.role);
@@ -431,8 +450,8 @@ caf::behavior room_watcher(watcher_actor* self, call_context call, caf::actor se
                               "request is not a valid chroom.allocation.v1.WatchRoomRequest"));
         return;
       }
-      if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty()) {
-        end_watch(self, make_status(grpc_code::invalid_argument, problem));
+      if (auto refused = room_key_refusal(request.app_id(), request.room_id())) {
+        end_watch(self, std::move(*refused));
         return;
       }
       st.subscribed = true;
@@ -635,7 +654,7 @@ app_or_refusal(service_actor* self, const call_context& call, const std::string&
                std::string_view room_id = {}) {
   if (auto problem = id_problem("app_id", app_id, max_app_id, is_id_char, id_alphabet);
       !problem.empty())
-    return make_status(grpc_code::invalid_argument, std::move(problem));
+    return invalid_field("app_id", std::move(problem));
   auto app = self->state.catalog->shared(app_id);
   if (!app)
     return unknown_app(app_id);
@@ -980,16 +999,27 @@ std::optional<grpc_status> count_quota_refusal(service_actor* self, const apps::
       total.set_participants(total.participants() + it->second.participants());
     }
   const std::string app_name = "app '" + app.config.app_id() + "'";
+  // No retry time: places come back when rooms end and participants leave.
+  auto exceeded = [&](std::string reason, std::string quota, uint64_t limit, uint64_t now,
+                      std::string message) {
+    return transport::with_error_info(
+      make_status(grpc_code::resource_exhausted, std::move(message)), std::move(reason),
+      {{"app_id", app.config.app_id()},
+       {"quota", "quotas." + quota},
+       {"limit", std::to_string(limit)},
+       {"current", std::to_string(now)}});
+  };
   if (new_room && quotas.max_rooms() > 0 && total.rooms() >= quotas.max_rooms())
-    return make_status(grpc_code::resource_exhausted,
-                       app_name + " has " + std::to_string(total.rooms()) +
-                         " rooms open, its quota (quotas.max_rooms " +
-                         std::to_string(quotas.max_rooms()) + ")");
+    return exceeded("ROOM_QUOTA_EXCEEDED", "max_rooms", quotas.max_rooms(), total.rooms(),
+                    app_name + " has " + std::to_string(total.rooms()) +
+                      " rooms open, its quota (quotas.max_rooms " +
+                      std::to_string(quotas.max_rooms()) + ")");
   if (quotas.max_participants() > 0 && total.participants() >= quotas.max_participants())
-    return make_status(grpc_code::resource_exhausted,
-                       app_name + " has " + std::to_string(total.participants()) +
-                         " participants, its quota (quotas.max_participants " +
-                         std::to_string(quotas.max_participants()) + ")");
+    return exceeded("PARTICIPANT_QUOTA_EXCEEDED", "max_participants", quotas.max_participants(),
+                    total.participants(),
+                    app_name + " has " + std::to_string(total.participants()) +
+                      " participants, its quota (quotas.max_participants " +
+                      std::to_string(quotas.max_participants()) + ")");
   return std::nullopt;
 }
 
@@ -1012,12 +1042,18 @@ std::optional<grpc_status> rate_refusal(service_actor* self, const apps::app_def
     it->second.reshape(rate, std::max(burst, 1.0), now);
   if (it->second.try_take(now))
     return std::nullopt;
+  const double wait_s = it->second.wait_s(now);
   char wait[32];
-  std::snprintf(wait, sizeof wait, "%.2f", it->second.wait_s(now));
-  return make_status(grpc_code::resource_exhausted,
-                     "app '" + app.config.app_id() + "' is over its allocation rate (quotas." +
-                       "allocations_per_second " + std::to_string(quotas.allocations_per_second()) +
-                       "); retry in " + wait + " s");
+  std::snprintf(wait, sizeof wait, "%.2f", wait_s);
+  char limit[32];
+  std::snprintf(limit, sizeof limit, "%g", quotas.allocations_per_second());
+  return transport::with_error_info(
+    make_status(grpc_code::resource_exhausted,
+                "app '" + app.config.app_id() + "' is over its allocation rate (quotas." +
+                  "allocations_per_second " + limit + "); retry in " + wait + " s"),
+    "RATE_LIMITED",
+    {{"app_id", app.config.app_id()}, {"quota", "quotas.allocations_per_second"}, {"limit", limit}},
+    std::chrono::milliseconds{static_cast<int64_t>(std::ceil(wait_s * 1000))});
 }
 
 /// Participant-minutes of the leases held here since the last sample, per app, to the
@@ -1068,11 +1104,8 @@ std::optional<grpc_status> start_allocation(service_actor* self, unary_call& cal
   if (!request.ParseFromString(call.request))
     return make_status(grpc_code::invalid_argument,
                        "request is not a valid " + request.GetTypeName() + " message");
-  auto invalid = [&](std::string problem) {
-    return make_status(grpc_code::invalid_argument, std::move(problem));
-  };
-  if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
-    return invalid(std::move(problem));
+  if (auto refused = room_key_refusal(request.app_id(), request.room_id()))
+    return std::move(*refused);
   auto found = app_or_refusal(self, call.context, request.app_id(), request.room_id());
   if (auto* refused = std::get_if<grpc_status>(&found))
     return std::move(*refused);
@@ -1081,32 +1114,35 @@ std::optional<grpc_status> start_allocation(service_actor* self, unary_call& cal
   if (auto problem = id_problem("client_id", request.client_id(), max_client_id, is_client_char,
                                 "A-Z a-z 0-9 . _ @ -");
       !problem.empty())
-    return invalid(std::move(problem));
+    return invalid_field("client_id", std::move(problem));
   std::string role = request.role().empty() ? "participant" : request.role();
   if (std::find(std::begin(roles), std::end(roles), role) == std::end(roles))
-    return invalid("role must be host, presenter, participant or viewer, got '" +
-                   role.substr(0, 32) + "'");
+    return invalid_field("role", "role must be host, presenter, participant or viewer, got '" +
+                                   role.substr(0, 32) + "'");
   // With a before_allocation hook the role is checked once the hook has had its say.
   const bool hooked = st.before_allocation_hooks.count(request.app_id()) > 0;
   if (!hooked)
     if (auto refused = role_refusal(*app, role))
       return std::move(*refused);
   if (auto problem = location_problem(request.location()); !problem.empty())
-    return invalid(std::move(problem));
+    return invalid_field("location", std::move(problem));
   if (request.probes_size() > max_probes)
-    return invalid("at most " + std::to_string(max_probes) + " probes");
-  for (const auto& probe : request.probes()) {
+    return invalid_field("probes", "at most " + std::to_string(max_probes) + " probes");
+  for (int i = 0; i < request.probes_size(); ++i) {
+    const auto& probe = request.probes(i);
+    auto field = "probes[" + std::to_string(i) + "]";
     if (probe.node_id().empty() || probe.node_id().size() > 128)
-      return invalid("probes[].node_id must be 1 to 128 characters");
+      return invalid_field(field + ".node_id", "probes[].node_id must be 1 to 128 characters");
     if (!std::isfinite(probe.rtt_ms()) || probe.rtt_ms() <= 0 || probe.rtt_ms() > max_probe_rtt_ms)
-      return invalid("probes[].rtt_ms must be above 0 and at most " +
-                     std::to_string(static_cast<int>(max_probe_rtt_ms)));
+      return invalid_field(field + ".rtt_ms", "probes[].rtt_ms must be above 0 and at most " +
+                                                std::to_string(static_cast<int>(max_probe_rtt_ms)));
   }
   allocation::feature_needs needs;
   if (auto problem = features_problem(request.required_features(), needs); !problem.empty())
-    return invalid(std::move(problem));
+    return invalid_field("required_features", std::move(problem));
   if (request.expected_kbps() > max_expected_kbps)
-    return invalid("expected_kbps is at most " + std::to_string(max_expected_kbps));
+    return invalid_field("expected_kbps",
+                         "expected_kbps is at most " + std::to_string(max_expected_kbps));
   // The allocation rate is counted where a call enters the cluster.
   bool entered_here =
     std::none_of(call.context.request_metadata.begin(), call.context.request_metadata.end(),
@@ -1497,8 +1533,8 @@ void get_room(service_actor* self, unary_replies& replies, unary_call& call) {
   av1::GetRoomRequest request;
   if (!replies.parse(call, request))
     return;
-  if (auto problem = room_key_problem(request.app_id(), request.room_id()); !problem.empty())
-    return replies.fail(call.context, make_status(grpc_code::invalid_argument, problem));
+  if (auto refused = room_key_refusal(request.app_id(), request.room_id()))
+    return replies.fail(call.context, std::move(*refused));
   if (!app_of_call(self, replies, call.context, request.app_id(), request.room_id()))
     return;
   if (forward(self, call, node_room_id(request.app_id(), request.room_id())))

@@ -28,12 +28,14 @@
 #include "allocation/ip_locator.hpp"
 #include "allocation/placement.hpp"
 #include "apps/app_catalog.hpp"
+#include "transport/grpc_status.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace chroom::actors {
@@ -56,5 +58,10 @@ caf::actor spawn_allocation_service(caf::actor_system& system,
 /// Why (app_id, room_id) cannot name a room ("room_id is required", "... may hold only
 /// ..."), empty when it can.
 std::string room_key_problem(std::string_view app_id, std::string_view room_id);
+
+/// The status a call naming an invalid room key fails with: INVALID_ARGUMENT with the
+/// field (app_id or room_id) in its details (docs/errors.md); nothing when it is valid.
+std::optional<transport::grpc_status> room_key_refusal(std::string_view app_id,
+                                                       std::string_view room_id);
 
 } // namespace chroom::actors

@@ -13,10 +13,13 @@
 #include "actors/room.hpp"
 #include "actors/send_later.hpp"
 #include "chroom/cluster/v1/cluster.pb.h"
+#include "observability/metrics.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -146,6 +149,17 @@ void end_session(registry_actor* self, uint64_t session, grpc_status status) {
   self->state.sessions.erase(it);
 }
 
+/// NODE_STATE_DEAD -> "dead", the metrics' label (as /metrics' chroom_nodes writes states).
+std::string node_state_label(chroom::admin::v1::NodeState state) {
+  constexpr std::string_view prefix = "NODE_STATE_";
+  auto label = chroom::admin::v1::NodeState_Name(state);
+  if (label.starts_with(prefix))
+    label.erase(0, prefix.size());
+  std::transform(label.begin(), label.end(), label.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return label;
+}
+
 void publish(registry_actor* self, std::vector<node_event>& events, clock::time_point now) {
   auto& st = self->state;
   for (auto& event : events) {
@@ -170,6 +184,7 @@ void publish(registry_actor* self, std::vector<node_event>& events, clock::time_
                st.drain_in_flight.count(event.node_id) == 0)
         end_session(self, record->session, make_status(grpc_code::ok, "gone: " + event.reason));
     }
+    observability::metrics().node_state_changes(node_state_label(event.state)).Increment();
     auto message = to_proto(event, now);
     for (const auto& subscriber : st.subscribers)
       self->send(subscriber, node_event_atom::value, message);

@@ -14,6 +14,7 @@
 #include "cluster/room_state.hpp"
 #include "common/unix_time.hpp"
 #include "observability/metrics.hpp"
+#include "transport/status_details.hpp"
 
 #include <caf/all.hpp>
 #include <openssl/rand.h>
@@ -600,8 +601,10 @@ allocation_reply existing_lease(room_actor* self, const member& m) {
 }
 
 grpc_status failure_status(const allocation::placement_result& result) {
-  return make_status(grpc_code::resource_exhausted,
-                     "no media node can take the client: " + result.reason);
+  return transport::with_error_info(
+    make_status(grpc_code::resource_exhausted,
+                "no media node can take the client: " + result.reason),
+    "NO_NODE_AVAILABLE");
 }
 
 /// Tells the app's policy on this peer what happened (its hooks, webhook and audit log).
@@ -667,10 +670,16 @@ std::optional<grpc_status> admission_refusal(const room_state& st, const std::st
     return std::nullopt;
   const auto& config = app->config;
   const std::string room = "room '" + st.room_id + "' of app '" + st.app_id + "'";
+  // What a client program branches on: the reason, and the app's policy that refused.
+  auto refused = [&](grpc_code code, std::string message, std::string reason, std::string policy) {
+    return transport::with_error_info(
+      make_status(code, std::move(message)), std::move(reason),
+      {{"app_id", st.app_id}, {"room_id", st.room_id}, {"policy", std::move(policy)}});
+  };
   if (config.max_room_size() > 0 && st.members.size() >= config.max_room_size())
-    return make_status(grpc_code::resource_exhausted, room + " is full (max_room_size " +
-                                                        std::to_string(config.max_room_size()) +
-                                                        ")");
+    return refused(grpc_code::resource_exhausted,
+                   room + " is full (max_room_size " + std::to_string(config.max_room_size()) + ")",
+                   "ROOM_FULL", "max_room_size");
   size_t in_role = 0;
   bool host_present = false;
   for (const auto& [id, m] : st.members) {
@@ -679,13 +688,15 @@ std::optional<grpc_status> admission_refusal(const room_state& st, const std::st
   }
   if (const auto* rules = app->role(role);
       rules != nullptr && rules->max_per_room > 0 && in_role >= rules->max_per_room)
-    return make_status(grpc_code::resource_exhausted, room + " has " + std::to_string(in_role) +
-                                                        " " + role +
-                                                        "(s) already, the most its app allows");
+    return refused(grpc_code::resource_exhausted,
+                   room + " has " + std::to_string(in_role) + " " + role +
+                     "(s) already, the most its app allows",
+                   "ROLE_LIMIT_REACHED", "roles.max_per_room");
   if (config.admission() == "host" && role != "host" && !host_present)
-    return make_status(grpc_code::failed_precondition,
-                       room + " admits participants only while a host is in it; try again "
-                              "once the host has joined");
+    return refused(grpc_code::failed_precondition,
+                   room + " admits participants only while a host is in it; try again "
+                          "once the host has joined",
+                   "HOST_NOT_PRESENT", "admission");
   return std::nullopt;
 }
 

@@ -5,6 +5,7 @@
 #include "actors/proto_messages.hpp"
 #include "chroom/admin/v1/admin_service.pb.h"
 #include "common/unix_time.hpp"
+#include "daemon/dashboard_feed.hpp"
 #include "dashboard/assets.hpp"
 #include "observability/metrics.hpp"
 
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <optional>
@@ -88,6 +90,12 @@ struct peer_view {
   uint32_t participants = 0;
 };
 
+/// A node's load (0..1) rounded to a percent: finer figures are noise on the page, and
+/// every one of them would be a change in the next delta.
+double load_percent(double load) {
+  return std::round(std::clamp(load, 0.0, 1.0) * 100) / 100;
+}
+
 /// A histogram sample and when it was taken.
 struct timed_sample {
   steady::time_point at;
@@ -137,9 +145,9 @@ struct admin_http::impl {
   std::condition_variable stop_signal;
   bool stopping = false;
 
-  /// The last snapshot and the latency history it was computed from.
+  /// The snapshots and their deltas, and the latency history they were computed from.
   std::mutex snapshot_mutex;
-  std::string snapshot_body;
+  dashboard_feed feed;
   steady::time_point snapshot_at{};
   std::deque<timed_sample> latency_history;
 
@@ -173,6 +181,18 @@ struct admin_http::impl {
     for (const auto& node : view.nodes)
       nodes[{node_state_word(node.state()), node.location().region()}] += 1;
     metrics.set_nodes(nodes);
+    // Regions with nodes but none active read 0: a region without capacity.
+    std::map<std::string, observability::peer_metrics::region_capacity> regions;
+    for (const auto& node : view.nodes) {
+      auto& region = regions[node.location().region()];
+      if (node.state() != adm::NODE_STATE_ACTIVE)
+        continue;
+      auto max = node.capacity().max_participants();
+      auto taken = node.load().last_stats().participants() + node.load().reserved_participants();
+      region.participants += max;
+      region.free += max > taken ? max - taken : 0;
+    }
+    metrics.set_region_capacity(regions);
     std::map<std::string, double> members;
     for (const auto& peer : view.cluster.peers())
       members[peer_state_word(peer.state())] += 1;
@@ -233,7 +253,7 @@ struct admin_http::impl {
             {"by_result", by_result}};
   }
 
-  std::string build_snapshot() {
+  json build_snapshot() {
     auto view = collect(true);
     refresh_gauges(view);
     auto [serialized_rooms] =
@@ -263,7 +283,7 @@ struct admin_http::impl {
                        {"country", node.location().country()},
                        {"participants", participants},
                        {"max_participants", max},
-                       {"load", std::clamp(std::max(share, stats.cpu_load()), 0.0, 1.0)},
+                       {"load", load_percent(std::max(share, stats.cpu_load()))},
                        {"rooms", node.room_ids_size()},
                        {"home_peer_id", node.home_peer_id()}});
     }
@@ -296,18 +316,41 @@ struct admin_http::impl {
                         {"links", std::move(links)}});
     }
     out["allocations"] = allocation_figures();
-    return out.dump();
+    return out;
   }
 
-  /// The latest snapshot, rebuilt when older than snapshot_max_age.
-  std::string snapshot() {
-    std::lock_guard lock{snapshot_mutex};
+  /// Rebuilds the snapshot (and its delta) when older than snapshot_max_age; the caller
+  /// holds snapshot_mutex.
+  void refresh_snapshot() {
     auto now = steady::now();
-    if (snapshot_body.empty() || now - snapshot_at >= snapshot_max_age) {
-      snapshot_body = build_snapshot();
+    if (feed.seq() == 0 || now - snapshot_at >= snapshot_max_age) {
+      feed.advance(build_snapshot());
       snapshot_at = now;
     }
-    return snapshot_body;
+  }
+
+  /// The latest snapshot, serialised.
+  std::shared_ptr<const std::string> snapshot() {
+    std::lock_guard lock{snapshot_mutex};
+    refresh_snapshot();
+    return feed.snapshot_text();
+  }
+
+  /// The events that bring a viewer holding snapshot `*seen` up to date (the deltas, or the
+  /// full snapshot when it has none or is too far behind), and the seq it then holds.
+  std::string next_events(uint64_t& seen) {
+    std::lock_guard lock{snapshot_mutex};
+    refresh_snapshot();
+    auto catch_up = feed.deltas_since(seen);
+    std::string events;
+    if (catch_up.complete) {
+      for (const auto& delta : catch_up.deltas)
+        events += "event: delta\ndata: " + *delta + "\n\n";
+    } else {
+      events = "event: snapshot\ndata: " + *feed.snapshot_text() + "\n\n";
+    }
+    seen = feed.seq();
+    return events;
   }
 
   /// Waits `interval` or until the server stops; false once it stops.
@@ -349,7 +392,7 @@ struct admin_http::impl {
     srv.Get("/api/v1/snapshot", [this](const httplib::Request&, httplib::Response& res) {
       try {
         res.set_header("Cache-Control", "no-store");
-        res.set_content(snapshot(), "application/json");
+        res.set_content(*snapshot(), "application/json");
       } catch (const std::exception& e) {
         res.status = 503;
         res.set_content(json{{"error", e.what()}}.dump(), "application/json");
@@ -366,16 +409,18 @@ struct admin_http::impl {
       }
       res.set_header("Cache-Control", "no-store");
       res.set_header("X-Accel-Buffering", "no");
+      // The snapshot this viewer holds: it gets one whole, then each second's delta.
+      auto seen = std::make_shared<uint64_t>(0);
       res.set_chunked_content_provider(
         "text/event-stream",
-        [this](size_t, httplib::DataSink& sink) {
-          std::string event;
+        [this, seen](size_t, httplib::DataSink& sink) {
+          std::string events;
           try {
-            event = "event: snapshot\ndata: " + snapshot() + "\n\n";
+            events = next_events(*seen);
           } catch (const std::exception& e) {
-            event = "event: unavailable\ndata: " + json{{"error", e.what()}}.dump() + "\n\n";
+            events = "event: unavailable\ndata: " + json{{"error", e.what()}}.dump() + "\n\n";
           }
-          if (!sink.write(event.data(), event.size()))
+          if (!events.empty() && !sink.write(events.data(), events.size()))
             return false;
           if (!wait_unless_stopping(event_interval)) {
             sink.done();

@@ -10,7 +10,8 @@
 //   GET /readyz            200 once the peer loaded its apps, joined its cluster and
 //                          serves; 503 naming what it waits for (also while shutting down)
 //   GET /api/v1/snapshot   the cluster as this peer sees it (JSON, docs/dashboard.md)
-//   GET /api/v1/events     the same snapshot every second (text/event-stream)
+//   GET /api/v1/events     text/event-stream: that snapshot once, then each second a delta
+//                          (what changed, docs/dashboard.md); all viewers share them
 //   GET /, /assets/...     the dashboard (bundled at build time, dashboard/)
 
 #include "transport/memory_budget.hpp"

@@ -44,6 +44,15 @@ peer_metrics::peer_metrics()
       enforcements_family_(family<prometheus::Counter>(
         *registry_, "chroom_gateway_enforcements_total",
         "Calls stopped and connections closed by the gateway's abuse limits, by reason")),
+      node_changes_family_(family<prometheus::Counter>(
+        *registry_, "chroom_node_state_changes_total",
+        "Media node state changes made by this peer's registry, by the state entered")),
+      region_capacity_family_(
+        family<prometheus::Gauge>(*registry_, "chroom_region_capacity_participants",
+                                  "Participants the active media nodes of a region can hold")),
+      region_free_family_(family<prometheus::Gauge>(
+        *registry_, "chroom_region_free_participants",
+        "Free places (not taken, not reserved) on the active media nodes of a region")),
       connections_open(family<prometheus::Gauge>(*registry_, "chroom_grpc_connections",
                                                  "Open gRPC (HTTP/2) connections")
                          .Add({})),
@@ -115,6 +124,27 @@ prometheus::Counter& peer_metrics::gateway_enforcements(std::string_view reason)
 prometheus::Counter& peer_metrics::allocations(const std::string& app_id,
                                                const std::string& result) {
   return allocations_family_.Add({{"app", app_id}, {"result", result}});
+}
+
+prometheus::Counter& peer_metrics::node_state_changes(std::string_view state) {
+  return node_changes_family_.Add({{"state", std::string{state}}});
+}
+
+void peer_metrics::set_region_capacity(const std::map<std::string, region_capacity>& by_region) {
+  std::lock_guard lock{gauges_mutex_};
+  for (auto& [region, gauges] : region_gauges_)
+    if (by_region.count(region) == 0) {
+      gauges.first->Set(0);
+      gauges.second->Set(0);
+    }
+  for (const auto& [region, capacity] : by_region) {
+    auto& gauges = region_gauges_[region];
+    if (gauges.first == nullptr)
+      gauges = {&region_capacity_family_.Add({{"region", region}}),
+                &region_free_family_.Add({{"region", region}})};
+    gauges.first->Set(capacity.participants);
+    gauges.second->Set(capacity.free);
+  }
 }
 
 prometheus::Counter& peer_metrics::participant_moves(const std::string& reason) {

@@ -39,10 +39,14 @@ class peer_metrics {
   prometheus::Family<prometheus::Gauge>& nodes_family_;
   prometheus::Family<prometheus::Gauge>& members_family_;
   prometheus::Family<prometheus::Counter>& enforcements_family_;
+  prometheus::Family<prometheus::Counter>& node_changes_family_;
+  prometheus::Family<prometheus::Gauge>& region_capacity_family_;
+  prometheus::Family<prometheus::Gauge>& region_free_family_;
   std::mutex gauges_mutex_;
   /// Label sets set before: a combination that disappears is set to 0, not left stale.
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> node_gauges_;
   std::map<std::string, prometheus::Gauge*> member_gauges_;
+  std::map<std::string, std::pair<prometheus::Gauge*, prometheus::Gauge*>> region_gauges_;
 
 public:
   peer_metrics();
@@ -83,11 +87,24 @@ public:
   /// Peers this peer saw die.
   prometheus::Counter& peer_failures;
 
+  // --- media nodes (actors/registry.cpp) ------------------------------------------------
+  /// Media node state changes this peer's registry made, by the state entered ("dead",
+  /// "suspect", "active", ...). Every registry knows every node of the cluster, so every
+  /// peer counts every node's changes. The lookup takes a lock: changes are rare events.
+  prometheus::Counter& node_state_changes(std::string_view state);
+
   // --- state, set at scrape time ----------------------------------------------------------
   /// Media nodes by state and region (every node the peer knows, cluster-wide).
   void set_nodes(const std::map<std::pair<std::string, std::string>, double>& by_state_region);
   /// Cluster members by state, as this peer sees them.
   void set_members(const std::map<std::string, double>& by_state);
+  /// Participants the active nodes of each region can hold, and how many of those places
+  /// are free (neither taken nor reserved), by region.
+  struct region_capacity {
+    double participants = 0;
+    double free = 0;
+  };
+  void set_region_capacity(const std::map<std::string, region_capacity>& by_region);
   prometheus::Gauge& rooms_owned;
   prometheus::Gauge& room_replicas;
   prometheus::Gauge& participants;

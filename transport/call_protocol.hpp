@@ -86,7 +86,8 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
 }
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, grpc_status& x) {
-  return f(caf::meta::type_name("grpc_status"), x.code, x.message, x.trailers);
+  // The details too: a room's owner peer answers a forwarded call's gateway itself.
+  return f(caf::meta::type_name("grpc_status"), x.code, x.message, x.trailers, x.details);
 }
 
 /// Identifies a call among all gateways: the gateway's address and the stream id.

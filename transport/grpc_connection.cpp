@@ -1018,10 +1018,15 @@ void grpc_connection::impl::submit_trailers(stream_state& s) {
   auto& encoded = encoded_scratch;
   nva.clear();
   encoded.clear();
-  encoded.reserve(status.trailers.size());
+  // Its strings must not move while nva points into them.
+  encoded.reserve(status.trailers.size() + 1);
   nva.push_back(make_nv("grpc-status", code));
   if (!message.empty())
     nva.push_back(make_nv("grpc-message", message));
+  if (!status.details.empty()) {
+    encoded.push_back(base64_encode(status.details));
+    nva.push_back(make_nv(status_details_key, encoded.back()));
+  }
   append_metadata(status.trailers);
   nghttp2_submit_trailer(session, s.id, nva.data(), nva.size());
   s.trailers.reset();
@@ -1064,6 +1069,7 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
   std::string code_text = std::to_string(http_status);
   std::string grpc_code_text = std::to_string(static_cast<int>(status.code));
   std::string message = percent_encode(status.message);
+  std::string details = status.details.empty() ? std::string{} : base64_encode(status.details);
   nghttp2_nv nva[] = {
     make_nv(":status", code_text),
     make_nv("content-type",
@@ -1071,9 +1077,14 @@ void grpc_connection::impl::reject(stream_state& s, int http_status, const grpc_
     make_nv("grpc-accept-encoding", "identity"),
     make_nv("grpc-status", grpc_code_text),
     make_nv("grpc-message", message),
+    make_nv(status_details_key, details),
   };
-  // An empty grpc-message is left out rather than sent empty.
-  size_t header_count = message.empty() ? std::size(nva) - 1 : std::size(nva);
+  // An empty grpc-message or details is left out rather than sent empty.
+  size_t header_count = 4;
+  if (!message.empty())
+    nva[header_count++] = nva[4];
+  if (!details.empty())
+    nva[header_count++] = nva[5];
   if (s.encoding == call_encoding::json) {
     // JSON clients get the error in the body too, shaped like google.rpc.Status.
     std::string body = "{\"code\":" + grpc_code_text + ",\"message\":\"";

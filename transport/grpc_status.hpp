@@ -47,18 +47,25 @@ grpc_code grpc_code_from_int(int64_t value);
 /// HTTP mapping (OK → 200, NOT_FOUND → 404, UNAVAILABLE → 503, ...).
 int http_status_for(grpc_code code);
 
-/// How a call ended: code, developer-facing message, optional trailing metadata.
+/// The trailer that carries a status's details (google.rpc.Status, base64 on the wire).
+inline constexpr std::string_view status_details_key = "grpc-status-details-bin";
+
+/// How a call ended: code, developer-facing message, optional trailing metadata, and
+/// optional machine-readable details (transport/status_details.hpp).
 struct grpc_status {
   grpc_code code = grpc_code::ok;
   std::string message;
   metadata trailers;
+  /// A serialized google.rpc.Status with the same code and message, or empty; sent as
+  /// grpc-status-details-bin (a reserved key, which `trailers` may not use).
+  std::string details;
 
   static grpc_status ok() { return {}; }
   bool is_ok() const { return code == grpc_code::ok; }
 };
 
 inline grpc_status make_status(grpc_code code, std::string message) {
-  return grpc_status{code, std::move(message), {}};
+  return grpc_status{code, std::move(message), {}, {}};
 }
 
 } // namespace chroom::transport

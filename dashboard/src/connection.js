@@ -1,4 +1,6 @@
-// The live feed: Server-Sent Events from api/v1/events, one `snapshot` event a second.
+// The live feed: Server-Sent Events from api/v1/events, a `snapshot` event first, then a
+// `delta` event a second (docs/dashboard.md). A delta that does not follow the snapshot the
+// page holds (`onDelta` says so) reopens the stream, which starts with a full snapshot.
 //
 // EventSource reconnects by itself after a dropped stream; it gives up for good when the
 // server answers with an error or another content type, so then we open a new one ourselves
@@ -13,10 +15,12 @@ const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 10000;
 
 /**
- * @param {(snapshot: object) => void} onSnapshot
+ * @param {(snapshot: object, receivedAt: number) => void} onSnapshot
+ * @param {(delta: object, receivedAt: number) => boolean} onDelta false: not applicable
  * @param {(status: 'connecting'|'live'|'disconnected') => void} onStatus
+ * receivedAt is performance.now() when the event arrived, before parsing.
  */
-export function connect(onSnapshot, onStatus) {
+export function connect(onSnapshot, onDelta, onStatus) {
   let source = null;
   let status = '';
   let lastSnapshotAt = 0;
@@ -31,18 +35,21 @@ export function connect(onSnapshot, onStatus) {
     }
   };
 
-  const deliver = (text) => {
-    let snapshot;
+  // Parses an event's data and hands it on; false when it was bad.
+  const deliver = (text, handler) => {
+    const receivedAt = performance.now();
+    let data;
     try {
-      snapshot = JSON.parse(text);
+      data = JSON.parse(text);
     } catch (e) {
-      console.warn('dashboard: bad snapshot', e);
-      return;
+      console.warn('dashboard: bad event data', e);
+      return false;
     }
+    if (handler(data, receivedAt) === false) return false;
     lastSnapshotAt = Date.now();
     retryMs = RETRY_MIN_MS;
     setStatus('live');
-    onSnapshot(snapshot);
+    return true;
   };
 
   const open = () => {
@@ -50,7 +57,13 @@ export function connect(onSnapshot, onStatus) {
     if (source) source.close();
     openedAt = Date.now();
     source = new EventSource(EVENTS_URL);
-    source.addEventListener('snapshot', (e) => deliver(e.data));
+    source.addEventListener('snapshot', (e) => deliver(e.data, onSnapshot));
+    source.addEventListener('delta', (e) => {
+      if (!deliver(e.data, onDelta)) {
+        console.warn('dashboard: a delta that does not follow the snapshot held; resynchronising');
+        open();
+      }
+    });
     // The peer is up but could not ask its actors (overloaded, shutting down): not live.
     source.addEventListener('unavailable', (e) => {
       console.warn('dashboard: the peer cannot build a snapshot now:', e.data);
@@ -75,7 +88,7 @@ export function connect(onSnapshot, onStatus) {
   // A first picture at once, even before the stream is up (the stream starts with one too).
   fetch(SNAPSHOT_URL, { cache: 'no-store' })
     .then((r) => (r.ok ? r.text() : Promise.reject(new Error(`HTTP ${r.status}`))))
-    .then((text) => { if (!lastSnapshotAt) deliver(text); })
+    .then((text) => { if (!lastSnapshotAt) deliver(text, onSnapshot); })
     .catch((e) => console.warn('dashboard: snapshot', e.message));
   open();
 }

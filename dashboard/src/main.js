@@ -6,6 +6,7 @@ import { STATES, STATE_COLORS, loadColor } from './colors.js';
 import { connect } from './connection.js';
 import { ago, fixed, int } from './format.js';
 import { WorldMap } from './map.js';
+import { Model } from './model.js';
 import { syncRows } from './table.js';
 
 const ROOMS_SHOWN = 15;
@@ -115,23 +116,54 @@ function main() {
   buildLegend();
   const map = new WorldMap($('map'), $('tooltip'));
   const charts = new Charts($('chart-rate'), $('chart-latency'));
+  const model = new Model();
   let lastAt = 0;
-  // Render cost, for the browser test and for anyone looking in the console.
-  const stats = { renders: 0, last_render_ms: 0, max_render_ms: 0 };
+  // Update cost (from the event's arrival, parsing included, to the page updated), for the
+  // browser test and for anyone looking in the console. `afterApply(seq)`, when a test
+  // sets it, is called after each update, outside the timing.
+  const stats = {
+    renders: 0, first_render_ms: 0, last_render_ms: 0, max_render_ms: 0,
+    snapshots: 0, deltas: 0, resyncs: 0, last_delta_ms: 0, max_delta_ms: 0, delta_ms_total: 0,
+    seq: 0, model, afterApply: null,
+    expectedFill: (n) => (n.state === 'active' ? loadColor(n.load) : STATE_COLORS[n.state] || '#999'),
+  };
   window.__chroomDashboard = stats;
-  connect((s) => {
-    const t0 = performance.now();
+  const render = (change, receivedAt) => {
+    const s = model.view();
     text('peer-id', s.peer_id || '?');
     document.title = `Chroom · ${s.peer_id || '?'}`;
-    map.update(s.nodes || [], s.rooms || []);
+    map.update(s.nodes, s.rooms, change);
     renderKpis(s);
     renderTables(s);
     charts.push(s.at_unix_ms, s.allocations);
     lastAt = s.at_unix_ms;
+    stats.seq = model.seq;
     stats.renders++;
-    stats.last_render_ms = performance.now() - t0;
+    stats.last_render_ms = performance.now() - receivedAt;
     // The first render builds the map's dots: not the steady cost.
+    if (stats.renders === 1) stats.first_render_ms = stats.last_render_ms;
     if (stats.renders > 1) stats.max_render_ms = Math.max(stats.max_render_ms, stats.last_render_ms);
+    if (change) {
+      stats.deltas++;
+      stats.last_delta_ms = stats.last_render_ms;
+      stats.max_delta_ms = Math.max(stats.max_delta_ms, stats.last_delta_ms);
+      stats.delta_ms_total += stats.last_delta_ms;
+    } else {
+      stats.snapshots++;
+    }
+    if (stats.afterApply) stats.afterApply(model.seq);
+  };
+  connect((snapshot, receivedAt) => {
+    model.reset(snapshot);
+    render(null, receivedAt);
+  }, (delta, receivedAt) => {
+    const change = model.apply(delta);
+    if (!change) {
+      stats.resyncs++;
+      return false;
+    }
+    render(change, receivedAt);
+    return true;
   }, (status) => {
     const badge = $('conn');
     badge.textContent = status;

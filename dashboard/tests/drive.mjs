@@ -12,6 +12,12 @@
 //        {"event":"result", node, state, transitions, reloaded, errors, screenshots, ...};
 //      "expect-status S": waits until the connection badge says S ("disconnected" once the
 //        peer is gone), answers {"event":"status", status, reloaded, ...};
+//      "consistency ROUNDS": keeps a copy of the page's snapshot at each update (built from
+//        one snapshot and then deltas); ROUNDS times, fetches api/v1/snapshot (seq S) in the
+//        page and compares it with the copy of S, and every dot with its node; answers
+//        {"event":"consistency", rounds: [{seq, held, equal, dom_mismatches, ...}], ...};
+//      "timing SECONDS": the page's update times over that long (from an event's arrival
+//        to the page updated), answers {"event":"timing", deltas, mean_ms, max_ms, ...};
 //      "quit" or the end of stdin: exits 0.
 //   "reloaded" is true if the page was reloaded or navigated since step 1: it must update
 //   live. Any failure prints {"event":"error", message, ...} (and a screenshot when it can)
@@ -87,7 +93,8 @@ function pageState() {
     members_rows: document.querySelectorAll('#members-body tr').length,
     regions_rows: document.querySelectorAll('#regions-body tr').length,
     charts: document.querySelectorAll('.uplot canvas').length,
-    render: window.__chroomDashboard,
+    // The figures only (the page's copy of the snapshot is large).
+    render: (({ model, afterApply, expectedFill, ...figures }) => figures)(window.__chroomDashboard || {}),
     kpi_rate: document.getElementById('kpi-rate')?.textContent,
     kpi_latency: document.getElementById('kpi-latency')?.textContent,
     // Dots off the map (NaN or outside the viewBox) would mean a projection bug.
@@ -176,6 +183,116 @@ async function main() {
              badge: await page.evaluate(() => document.getElementById('conn')?.dataset.status) };
   };
 
+  // consistency ROUNDS: the page's delta-built copy against fresh snapshots.
+  const consistency = async (rounds) => page.evaluate(async ({ rounds, waitMs }) => {
+    const d = window.__chroomDashboard;
+    // JSON with sorted keys, and nodes and rooms in a fixed order: two copies of one
+    // snapshot give the same text.
+    const stable = (v) => {
+      if (Array.isArray(v)) return `[${v.map(stable).join(',')}]`;
+      if (v && typeof v === 'object') {
+        return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stable(v[k])}`).join(',')}}`;
+      }
+      return JSON.stringify(v);
+    };
+    const canon = (s) => {
+      const { seq, ...rest } = s;
+      rest.nodes = [...(s.nodes || [])].sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0));
+      const key = (r) => JSON.stringify([r.app_id, r.room_id]);
+      rest.rooms = [...(s.rooms || [])].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+      return stable(rest);
+    };
+    // The dots against the page's copy: one per node, its state and colour.
+    const domMismatches = () => {
+      const view = d.model.view();
+      const dots = new Map([...document.querySelectorAll('circle[data-node-id]')].map((c) => [c.dataset.nodeId, c]));
+      const bad = [];
+      if (dots.size !== view.nodes.length) bad.push(`${dots.size} dots for ${view.nodes.length} nodes`);
+      for (const n of view.nodes) {
+        const c = dots.get(n.node_id);
+        if (!c) bad.push(`${n.node_id}: no dot`);
+        else if (c.dataset.state !== n.state || c.getAttribute('fill') !== d.expectedFill(n)) {
+          bad.push(`${n.node_id}: dot ${c.dataset.state} ${c.getAttribute('fill')}, node ${n.state} ${d.expectedFill(n)}`);
+        }
+      }
+      return bad;
+    };
+    // The page's copy at every update during the check (a deep copy: nodes change in
+    // place), the last few kept: a fetch of the snapshot may take seconds on a loaded
+    // machine, and then returns one the page held a while ago.
+    const held = new Map();
+    const record = (seq) => {
+      held.set(seq, structuredClone(d.model.view()));
+      for (const k of held.keys()) if (held.size > 16) held.delete(k);
+    };
+    const out = [];
+    record(d.model.seq);
+    d.afterApply = record;
+    try {
+      for (let i = 0; i < rounds; i++) {
+        const started = Date.now();
+        const snap = await (await fetch('api/v1/snapshot', { cache: 'no-store' })).json();
+        const fetchMs = Date.now() - started;
+        const until = Date.now() + waitMs;
+        while (!held.has(snap.seq) && d.model.seq < snap.seq && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const copy = held.get(snap.seq);
+        const mine = copy ? canon(copy) : null;
+        const theirs = canon(snap);
+        let firstDifference = null;
+        if (mine && mine !== theirs) {
+          let k = 0;
+          while (k < mine.length && mine[k] === theirs[k]) k++;
+          firstDifference = { page: mine.slice(Math.max(0, k - 80), k + 80), server: theirs.slice(Math.max(0, k - 80), k + 80) };
+        }
+        // The dots against the page's copy now (updates are synchronous: they agree
+        // between two of them, or the in-place updates missed something).
+        out.push({ seq: snap.seq, fetch_ms: fetchMs, page_seq: d.model.seq, held: !!copy,
+                   held_seqs: [...held.keys()], nodes: snap.nodes.length,
+                   equal: mine === theirs, dom_mismatches: domMismatches().slice(0, 5),
+                   first_difference: firstDifference });
+        // The next round on another snapshot.
+        const next = Date.now() + waitMs;
+        while (d.model.seq <= snap.seq && Date.now() < next) await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      d.afterApply = null;
+    }
+    return { event: 'consistency', rounds: out, deltas: d.deltas, snapshots: d.snapshots, resyncs: d.resyncs };
+  }, { rounds, waitMs: 15000 });
+
+  // timing SECONDS: the page's update times over that long.
+  const timing = async (seconds) => {
+    const before = await page.evaluate(() => (({ model, afterApply, expectedFill, ...figures }) => figures)(window.__chroomDashboard));
+    const times = await page.evaluate(async (ms) => {
+      const d = window.__chroomDashboard;
+      const seen = [];
+      let last = d.deltas;
+      const until = Date.now() + ms;
+      while (Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 20));
+        if (d.deltas !== last) {
+          last = d.deltas;
+          seen.push(d.last_delta_ms);
+        }
+      }
+      return seen;
+    }, seconds * 1000);
+    const after = await page.evaluate(() => (({ model, afterApply, expectedFill, ...figures }) => figures)(window.__chroomDashboard));
+    const deltas = after.deltas - before.deltas;
+    const sorted = [...times].sort((a, b) => a - b);
+    return {
+      event: 'timing', seconds, deltas, sampled: times.length,
+      mean_ms: deltas ? (after.delta_ms_total - before.delta_ms_total) / deltas : null,
+      median_ms: sorted.length ? sorted[Math.floor(sorted.length / 2)] : null,
+      max_ms: sorted.length ? sorted[sorted.length - 1] : null,
+      snapshots: after.snapshots - before.snapshots,
+      resyncs: after.resyncs - before.resyncs, nodes: await page.evaluate(() => document.querySelectorAll('circle[data-node-id]').length),
+      errors,
+    };
+  };
+
   let navigationsAtReady = 0;
   const reloaded = async () =>
     (await page.evaluate(() => window.__chroomDriveMarker)) !== 'still-here' || navigations !== navigationsAtReady;
@@ -213,7 +330,9 @@ async function main() {
       let reply;
       if (verb === 'watch' && arg) reply = await watch(arg);
       else if (verb === 'expect-status' && arg) reply = await expectStatus(arg);
-      else throw new Error(`unknown command ${JSON.stringify(line)} (watch ID | expect-status S | quit)`);
+      else if (verb === 'consistency' && Number(arg) > 0) reply = await consistency(Number(arg));
+      else if (verb === 'timing' && Number(arg) > 0) reply = await timing(Number(arg));
+      else throw new Error(`unknown command ${JSON.stringify(line)} (watch ID | expect-status S | consistency N | timing S | quit)`);
       emit(reply);
       if (reply.event === 'error') return 1;
     }

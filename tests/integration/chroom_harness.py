@@ -71,6 +71,8 @@ class _Stubs:
         self.alloc_pb2 = self.alloc_grpc = None
         # chroom.config.v1 (the admin proto's app methods carry AppConfig).
         self.config_pb2 = None
+        # google.rpc.Status and its error details (grpc-status-details-bin, docs/errors.md).
+        self.rpc_status_pb2 = self.rpc_details_pb2 = None
 
     def load(self) -> "_Stubs":
         if self._dir is not None:
@@ -81,11 +83,15 @@ class _Stubs:
         atexit.register(shutil.rmtree, out, True)
         # The protos are copied flat: generating grpc/health/v1/health_pb2.py in place would
         # make a `grpc` package that clashes with grpcio's. The proto packages (and so the
-        # method paths) are unchanged; neither file imports another .proto.
+        # method paths) are unchanged; none of them imports another of ours (google.rpc's
+        # import only well-known types, which grpc_tools brings).
         messages = SOURCE_DIR / "messages"
         sources = {
             "chroom_diagnostics.proto": messages / "chroom/diag/v1/diagnostics.proto",
             "chroom_health.proto": messages / "grpc/health/v1/health.proto",
+            # Flat too: a `google` package here would hide python3-protobuf's google.protobuf.
+            "chroom_rpc_status.proto": messages / "google/rpc/status.proto",
+            "chroom_rpc_error_details.proto": messages / "google/rpc/error_details.proto",
         }
         # The chroom.medianode.v1 / chroom.admin.v1 protos keep their directories: one imports
         # the other by that path, and their modules land in a `chroom` namespace package
@@ -111,6 +117,8 @@ class _Stubs:
         import chroom_diagnostics_pb2_grpc
         import chroom_health_pb2
         import chroom_health_pb2_grpc
+        import chroom_rpc_error_details_pb2
+        import chroom_rpc_status_pb2
 
         from chroom.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
         from chroom.allocation.v1 import allocation_service_pb2, allocation_service_pb2_grpc
@@ -123,6 +131,7 @@ class _Stubs:
         self.admin_pb2, self.admin_grpc = admin_service_pb2, admin_service_pb2_grpc
         self.alloc_pb2, self.alloc_grpc = allocation_service_pb2, allocation_service_pb2_grpc
         self.config_pb2 = config_pb2
+        self.rpc_status_pb2, self.rpc_details_pb2 = chroom_rpc_status_pb2, chroom_rpc_error_details_pb2
         self._dir = out
         return self
 

@@ -140,6 +140,19 @@ def test_metrics_count_nodes_allocations_and_errors(fleet_peer, admin_pb):
     assert value(samples, "chroom_grpc_streams_started_total") >= 12
     assert value(samples, "chroom_grpc_connections") >= 1
     assert value(samples, "chroom_grpc_connections_accepted_total") >= 1
+    # Capacity by region (for the "region without capacity" alert): every node active,
+    # 9 places taken in all.
+    capacity = {n.location.region: 0 for n in peer.list(page_size=5000).nodes}
+    for node in peer.list(page_size=5000).nodes:
+        capacity[node.location.region] += node.capacity.max_participants
+    for region, places in capacity.items():
+        assert value(samples, "chroom_region_capacity_participants", region=region) == places
+    taken = lambda s: total(s, "chroom_region_capacity_participants") - \
+        total(s, "chroom_region_free_participants")
+    # Places taken: reserved until the node's next Stats reports them admitted.
+    assert h.wait_until(lambda: taken(scrape(url)) == 9, 5), taken(scrape(url))
+    assert value(samples, "chroom_node_state_changes_total", state="active") >= NODES
+    assert value(samples, "chroom_node_state_changes_total", state="dead") == 0
 
     # A node hosting a room crashes: the gauges follow, its participants are moved.
     hosting = peer.server.allocation().GetRoom(
@@ -152,6 +165,10 @@ def test_metrics_count_nodes_allocations_and_errors(fleet_peer, admin_pb):
         total(samples, "chroom_nodes", state="dead") == 1
     assert h.wait_until(lambda: value(scrape(url), "chroom_participant_moves_total",
                                       reason="node lost") >= 1, 15)
+    # Its death is counted (the "nodes dying faster than usual" alert's counter).
+    assert h.wait_until(lambda: value(scrape(url), "chroom_node_state_changes_total",
+                                      state="dead") == 1, 10)
+    assert value(scrape(url), "chroom_node_state_changes_total", state="suspect") >= 1
 
 
 def test_migrate_room_moves_everyone_and_says_why_it_cannot(fleet_peer, admin_pb):

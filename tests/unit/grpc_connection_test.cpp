@@ -689,6 +689,44 @@ TEST_CASE_FIXTURE(back_to_back,
   CHECK(r.trailer("grpc-message") == "no such thing: 100%25 caf%C3%A9%0A");
 }
 
+TEST_CASE_FIXTURE(back_to_back, "status details go in grpc-status-details-bin, base64, with "
+                                "trailers-only errors and after headers") {
+  // Unpadded base64 like every -bin value: "\x08\x08" is google.rpc.Status{code: 8}.
+  const auto details = "\x08\x08"s;
+  listener.on_start = [&](int32_t id, const call_head& head) {
+    if (head.path == "/after/headers")
+      server->send_headers(id, {});
+  };
+  listener.on_half_close = [&](int32_t id) {
+    auto status = make_status(grpc_code::resource_exhausted, "slow down");
+    status.details = details;
+    server->finish(id, status);
+  };
+  auto only = client.open(grpc_request(), {}, true);
+  auto after = client.open(grpc_request("/after/headers"), {}, true);
+  pump();
+
+  auto& trailers_only = client.stream(only);
+  CHECK(trailers_only.headers_ended_stream);
+  CHECK(trailers_only.header("grpc-status") == "8");
+  CHECK(trailers_only.header("grpc-message") == "slow down");
+  CHECK(trailers_only.header("grpc-status-details-bin") == "CAg");
+  auto& with_headers = client.stream(after);
+  CHECK_FALSE(with_headers.headers_ended_stream);
+  CHECK(with_headers.trailer("grpc-status") == "8");
+  CHECK(with_headers.trailer("grpc-status-details-bin") == "CAg");
+}
+
+TEST_CASE_FIXTURE(back_to_back, "a status without details sends no grpc-status-details-bin") {
+  listener.on_half_close = [&](int32_t id) {
+    server->finish(id, make_status(grpc_code::not_found, "no"));
+  };
+  auto id = client.open(grpc_request(), {}, true);
+  pump();
+  CHECK(client.stream(id).header("grpc-status") == "5");
+  CHECK(client.stream(id).header("grpc-status-details-bin") == "<absent>");
+}
+
 // --- message framing across DATA frames ----------------------------------------------
 
 TEST_CASE_FIXTURE(back_to_back, "a message split across many DATA frames is reassembled") {

@@ -119,6 +119,32 @@ TEST_CASE("node gauges by state and region: a combination that disappears reads 
   CHECK(now.find(R"(chroom_nodes{region="unit-region",state="suspect"} 1)") != std::string::npos);
 }
 
+TEST_CASE("capacity by region: a region that disappears reads 0") {
+  auto& metrics = observability::metrics();
+  auto text = [&] { return prometheus::TextSerializer{}.Serialize(metrics.registry()->Collect()); };
+  metrics.set_region_capacity({{"unit-cap-a", {100, 40}}, {"unit-cap-b", {50, 50}}});
+  auto first = text();
+  CHECK(first.find(R"(chroom_region_capacity_participants{region="unit-cap-a"} 100)") !=
+        std::string::npos);
+  CHECK(first.find(R"(chroom_region_free_participants{region="unit-cap-a"} 40)") !=
+        std::string::npos);
+  metrics.set_region_capacity({{"unit-cap-b", {0, 0}}});
+  auto now = text();
+  CHECK(now.find(R"(chroom_region_capacity_participants{region="unit-cap-a"} 0)") !=
+        std::string::npos);
+  CHECK(now.find(R"(chroom_region_free_participants{region="unit-cap-b"} 0)") != std::string::npos);
+}
+
+TEST_CASE("node state changes are counted by the state entered") {
+  auto& metrics = observability::metrics();
+  auto before = metrics.node_state_changes("dead").Value();
+  metrics.node_state_changes("dead").Increment();
+  metrics.node_state_changes("suspect").Increment();
+  CHECK(metrics.node_state_changes("dead").Value() == before + 1);
+  auto text = prometheus::TextSerializer{}.Serialize(metrics.registry()->Collect());
+  CHECK(text.find(R"(chroom_node_state_changes_total{state="dead"})") != std::string::npos);
+}
+
 TEST_CASE("gRPC responses are counted by code; unknown codes as UNKNOWN") {
   auto& metrics = observability::metrics();
   auto before = metrics.responses(2).Value();
