@@ -33,6 +33,8 @@ import h2.settings
 
 HERE = Path(__file__).resolve().parent
 SOURCE_DIR = Path(os.environ.get("CHROOM_SOURCE_DIR", HERE.parent.parent)).resolve()
+# google.rpc's Status and error details as Debian ships them (golang-github-gogo-googleapis-dev).
+GOOGLE_RPC_PROTOS = Path("/usr/share/gocode/src/github.com/gogo/googleapis")
 BIN_DIR = Path(os.environ.get("CHROOM_BIN_DIR", SOURCE_DIR / "build" / "debug" / "bin")).resolve()
 ORCHESTRATOR = BIN_DIR / "chroom-orchestrator"
 GRPCPP_CLIENT_TESTS = BIN_DIR / "chroom-grpcpp-client-tests"
@@ -90,8 +92,8 @@ class _Stubs:
             "chroom_diagnostics.proto": messages / "chroom/diag/v1/diagnostics.proto",
             "chroom_health.proto": messages / "grpc/health/v1/health.proto",
             # Flat too: a `google` package here would hide python3-protobuf's google.protobuf.
-            "chroom_rpc_status.proto": messages / "google/rpc/status.proto",
-            "chroom_rpc_error_details.proto": messages / "google/rpc/error_details.proto",
+            "chroom_rpc_status.proto": GOOGLE_RPC_PROTOS / "google/rpc/status.proto",
+            "chroom_rpc_error_details.proto": GOOGLE_RPC_PROTOS / "google/rpc/error_details.proto",
         }
         # The chroom.medianode.v1 / chroom.admin.v1 protos keep their directories: one imports
         # the other by that path, and their modules land in a `chroom` namespace package

@@ -1,6 +1,6 @@
 """Errors a client program branches on carry google.rpc.Status details (docs/errors.md) in
 the grpc-status-details-bin trailer, read here as any grpcio client would: the trailing
-metadata's bytes parsed with the google.rpc protos (generated from messages/google/rpc).
+metadata's bytes parsed with the google.rpc protos (generated from Debian's google/rpc protos).
 The Status's code and message are the call's; ErrorInfo gives a stable reason in domain
 chroom.dev, RetryInfo when to retry, BadRequest which field is invalid."""
 from __future__ import annotations
