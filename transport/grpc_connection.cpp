@@ -35,10 +35,6 @@ std::string http1_response() {
          std::string{http1_body};
 }
 
-/// Response messages a handler may have queued at the gateway per stream before it
-/// waits for credit: enough to keep a stream busy, small enough to bound memory.
-constexpr size_t initial_stream_credit = 8;
-
 /// Headers accounted per field on top of name and value (RFC 9113 §6.5.2).
 constexpr size_t header_field_overhead = 32;
 
