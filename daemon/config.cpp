@@ -28,12 +28,14 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <system_error>
 #include <thread>
 #include <type_traits>
 #include <unistd.h>
 #include <vector>
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace chroom::daemon {
@@ -685,13 +687,9 @@ public:
 
   // Decodes `yaml_text` into `message`, which must be empty.
   void decode(std::string_view yaml_text, pb::Message& message) {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml_text));
-    if (documents.empty())
-      return; // empty, or only comments
-    if (documents.size() > 1)
-      fail(line_of(documents[1].Mark()), "",
-           "the file holds more than one YAML document (\"---\"); only one is allowed");
-    const YAML::Node& root = documents.front();
+    const std::string text(yaml_text);
+    check_single_document(text);
+    const YAML::Node root = YAML::Load(text);
     if (root.IsNull())
       return;
     if (!root.IsMap())
@@ -703,6 +701,71 @@ public:
   const key_lines& present() const { return present_; }
 
 private:
+  // Where each document starts, and where its root node does (nothing else is kept).
+  class document_starts final : public YAML::EventHandler {
+  public:
+    struct document {
+      YAML::Mark start;
+      YAML::Mark root;
+    };
+    std::vector<document> documents;
+
+    void OnDocumentStart(const YAML::Mark& mark) override {
+      documents.push_back({mark, mark});
+      root_seen_ = false;
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+      node(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+      node(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+      node(mark);
+    }
+    void OnMapEnd() override {}
+
+  private:
+    void node(const YAML::Mark& mark) {
+      if (!root_seen_ && !documents.empty())
+        documents.back().root = mark;
+      root_seen_ = true;
+    }
+    bool root_seen_ = false;
+  };
+
+  // One document at most. Not with YAML::LoadAll: yaml-cpp 0.7 hands out an empty document
+  // for a ',' outside any [...] or {...} without consuming it, again and again, so
+  // LoadAll(",") never returns (found by fuzz/config_yaml_fuzz.cpp), and Load(",") takes
+  // it for an empty file. The documents are counted by events instead, three at most: a
+  // document that starts where the one before it started is that stuck parser.
+  void check_single_document(const std::string& text) const {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    document_starts starts;
+    const auto& documents = starts.documents;
+    while (documents.size() < 3 && parser.HandleNextDocument(starts)) {
+      const auto count = documents.size();
+      if (count >= 2 && documents[count - 1].start.pos == documents[count - 2].start.pos) {
+        const auto& stuck = documents.back().start;
+        const auto at = static_cast<std::size_t>(stuck.pos);
+        fail(line_of(stuck), "",
+             "invalid YAML at column " + std::to_string(stuck.column + 1) + ": unexpected " +
+               (at < text.size() ? quote(text.substr(at, 1)) : std::string("end of file")));
+      }
+    }
+    if (documents.size() > 1)
+      fail(line_of(documents[1].root), "",
+           "the file holds more than one YAML document (\"---\"); only one is allowed");
+  }
+
   [[noreturn]] void fail(int line, std::string_view path, std::string_view problem) const {
     throw config_error(format_error(source_, line, path, problem));
   }

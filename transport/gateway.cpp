@@ -4,12 +4,12 @@
 #include "actors/send_later.hpp"
 #include "observability/metrics.hpp"
 #include "transport/call_protocol.hpp"
+#include "transport/json_mapping.hpp"
 #include "transport/tls.hpp"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <google/protobuf/message.h>
-#include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -230,20 +230,16 @@ struct gateway_state : grpc_connection_listener {
       return;
     }
     if (call.encoding == call_encoding::json) {
-      std::unique_ptr<google::protobuf::Message> request{call.method->request_prototype->New()};
-      // Unknown fields are ignored, as in binary protobuf (DESIGN.md): a client built
-      // against a newer .proto keeps working with an older peer.
-      google::protobuf::util::JsonParseOptions options;
-      options.ignore_unknown_fields = true;
-      auto parsed =
-        google::protobuf::util::JsonStringToMessage(call.unary_request, request.get(), options);
-      if (!parsed.ok()) {
-        fail(stream_id, make_status(grpc_code::invalid_argument, "request is not valid JSON for " +
-                                                                   request->GetTypeName() + ": " +
-                                                                   std::string{parsed.message()}));
+      std::string binary;
+      if (auto problem =
+            json_request_to_binary(*call.method->request_prototype, call.unary_request, binary)) {
+        fail(stream_id,
+             make_status(grpc_code::invalid_argument,
+                         "request is not valid JSON for " +
+                           call.method->request_prototype->GetTypeName() + ": " + *problem));
         return;
       }
-      call.unary_request = request->SerializeAsString();
+      call.unary_request = std::move(binary);
     }
     call.handler = call.method->target;
     call.dispatched = true;
@@ -283,14 +279,12 @@ struct gateway_state : grpc_connection_listener {
   bool to_wire(int32_t stream_id, gateway_call& call, std::string& message) {
     if (call.encoding != call_encoding::json)
       return true;
-    std::unique_ptr<google::protobuf::Message> response{call.method->response_prototype->New()};
-    std::string json;
-    if (!response->ParseFromString(message) ||
-        !google::protobuf::util::MessageToJsonString(*response, &json).ok()) {
+    auto json = binary_response_to_json(*call.method->response_prototype, message);
+    if (!json) {
       fail(stream_id, make_status(grpc_code::internal, "response could not be converted to JSON"));
       return false;
     }
-    message = std::move(json);
+    message = std::move(*json);
     return true;
   }
 

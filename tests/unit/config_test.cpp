@@ -550,6 +550,16 @@ TEST_CASE("YAML syntax errors report the line") {
         "cfg.yaml:3: the file holds more than one YAML document (\"---\"); only one is allowed");
 }
 
+TEST_CASE("a ',' outside [...] and {...} is an error, not a hang") {
+  // yaml-cpp 0.7's LoadAll never returned on these (fuzz/regressions/config_yaml/), and its
+  // Load took them for an empty file.
+  CHECK(error_of(",") == "cfg.yaml:1: invalid YAML at column 1: unexpected \",\"");
+  CHECK(error_of("  ,x") == "cfg.yaml:1: invalid YAML at column 3: unexpected \",\"");
+  CHECK(error_of("[log]\n,\n") == "cfg.yaml:2: invalid YAML at column 1: unexpected \",\"");
+  CHECK(error_of("log: {}\n---\n,\n") ==
+        "cfg.yaml:3: the file holds more than one YAML document (\"---\"); only one is allowed");
+}
+
 TEST_CASE("nothing but config_error escapes, whatever the input") {
   const std::string deep(20000, '[');
   for (const std::string& text :

@@ -1,0 +1,2 @@
+3
+eu-west/room-1eu-west/room-1c
