@@ -540,6 +540,7 @@ def short_connections(port: int, until: float, p: dict) -> Report:
         conn.wait(lambda: conn.finished(sid), 2.0)
         ok += conn.grpc_status(sid) == 0
         report.connections += 1
+        report.bytes_sent += conn.bytes_sent
         report.streams += 1
         if i % 2 == 0:
             conn.send(frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0)), timeout=0.2)

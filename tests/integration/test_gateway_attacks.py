@@ -378,6 +378,23 @@ def test_streams_whose_client_grants_no_window(start_server, pb):
     assert run.enforced("connection_memory") >= 4, a
 
 
+def test_default_allocator_reuses_what_an_attack_left(start_server, pb, monkeypatch):
+    """As deployed (tcmalloc keeping freed spans): after closed-window streams filled two
+    connections' budgets the RSS stays up (tcmalloc's free lists, not the gateway: its
+    account is back to almost nothing), bounded by the budget; a second attack reuses that
+    memory instead of growing."""
+    monkeypatch.delenv("TCMALLOC_AGGRESSIVE_DECOMMIT")
+    server = start_server(limits())
+    if sanitized(server):
+        pytest.skip("RSS under sanitizers says nothing about tcmalloc")
+    params = {"connections": 2, "streams_per_connection": 8, "window": 0}
+    first = run_attack(server, pb, "closed_windows", 2.0, params, label="closed_windows(round 1)")
+    assert_held(first, server, 2 * CONNECTION_BUDGET, rss_return=2 * CONNECTION_BUDGET + RSS_ALLOWANCE)
+    second = run_attack(server, pb, "closed_windows", 2.0, params, label="closed_windows(round 2)")
+    assert_held(second, server, 2 * CONNECTION_BUDGET, rss_return=8 * MiB)
+    assert second.rss_peak <= first.rss_peak + 8 * MiB, (first.figures, second.figures)
+
+
 def test_thousands_of_short_connections(start_server, pb):
     """Connections one after another, each making one call and leaving: live actors and
     RSS come back to where they were (each dead gateway's monitors of the service actors
