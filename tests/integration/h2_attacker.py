@@ -448,7 +448,16 @@ def hpack_bomb(port: int, until: float, p: dict) -> Report:
             sids.append(sid)
             blocks += 1
             conn.poll(0)
+    # The lanes still open go on until the peer closes them (each takes a few blocks at
+    # most), so that every connection's end is the peer's reaction.
     for conn, sids in lanes:
+        for _ in range(p.get("last_blocks", 20)):
+            if conn.closed or conn.goaway is not None:
+                break
+            sids.append(conn.open_stream(request_fields(port, DIAG + "Echo") + bomb_tail,
+                                         end_stream=True))
+            blocks += 1
+            conn.poll(0.01)
         finish(conn, 0.5)
         report.add(conn, sids)
         conn.close()
