@@ -114,10 +114,16 @@ class Conn:
     """One raw HTTP/2 connection: frames out as given, frames in parsed and recorded."""
 
     def __init__(self, port: int, settings: Optional[dict] = None, ack_pings: bool = True,
-                 ack_settings: bool = True):
+                 ack_settings: bool = True, receive_buffer: int = 0):
+        """receive_buffer: SO_RCVBUF in bytes (0: the kernel's), small for a client whose
+        not reading must soon be felt by the peer."""
         self.port = port
         self.ack_settings = ack_settings
-        self.sock = socket.create_connection((LOOPBACK, port), timeout=3.0)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(3.0)
+        self.sock.connect((LOOPBACK, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ack_pings = ack_pings
         self.inbuf = bytearray()
@@ -567,7 +573,8 @@ def _reconnecting(port: int, until: float, p: dict, attack_one: Callable[[Conn],
             break
         try:
             conn = Conn(port, ack_pings=p.get("ack_pings", True),
-                        ack_settings=p.get("ack_settings", True))
+                        ack_settings=p.get("ack_settings", True),
+                        receive_buffer=p.get("receive_buffer", 0))
         except OSError:
             report.extra["connect_failures"] = report.extra.get("connect_failures", 0) + 1
             time.sleep(0.05)
@@ -651,15 +658,16 @@ def continuation_flood(port: int, until: float, p: dict) -> Report:
 
 
 def settings_flood(port: int, until: float, p: dict) -> Report:
-    """SETTINGS frames (each needs an ACK) as fast as the socket takes them; the attacker
-    reads only what arrives meanwhile (`ack_pings` false also leaves PINGs unanswered)."""
+    """SETTINGS frames (each needs an ACK) as fast as the socket takes them, 2,000 (30 KB)
+    per write, so the peer's reads find more than 1,000 at once; the attacker reads only
+    what arrives meanwhile."""
     def one(conn: Conn, until: float) -> list:
         settings = frame(SETTINGS, 0, 0, struct.pack(">HI", SETTINGS_MAX_CONCURRENT_STREAMS, 100))
         sent = 0
         while sent < p.get("frames", 50000):
-            if not conn.send(settings * 500, timeout=0.5) or conn.goaway:
+            if not conn.send(settings * 2000, timeout=0.5) or conn.goaway:
                 break
-            sent += 500
+            sent += 2000
         return []
     return _reconnecting(port, until, p, one)
 

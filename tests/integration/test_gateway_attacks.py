@@ -473,7 +473,7 @@ def test_ping_flood_without_reading(start_server, pb):
     server = start_server(limits())
     run = run_attack(server, pb, "ping_flood", 2.0,
                      {"ack_pings": False, "finish_s": 0.2, "frames": 1_000_000,
-                      "max_connections": 3})
+                      "max_connections": 3, "receive_buffer": 64 * KiB})
     assert_held(run, server, PEER_BUDGET)
     a = run.attacker
     assert a["connections"] >= 1, a
