@@ -346,7 +346,8 @@ def test_partial_messages_fill_one_connection(start_server, pb):
     the calls holding the most are stopped (RESOURCE_EXHAUSTED) until the connection is
     within its 32 MiB; the rest stay held until the attacker leaves."""
     server = start_server(limits())
-    run = run_attack(server, pb, "partial_messages", 4.0, {"connections": 1, "streams": 100})
+    run = run_attack(server, pb, "partial_messages", 4.0, {"connections": 1, "streams": 100},
+                     label="partial_messages(1 connection)")
     assert_held(run, server, CONNECTION_BUDGET)
     a = run.attacker
     # At most 16 halves (2 MiB each) fit in 32 MiB: the other calls were stopped.
@@ -365,7 +366,8 @@ def test_partial_messages_fill_the_peer(start_server, pb):
     budget = 16 * MiB
     server = start_server({"limits": {"max_connection_memory_bytes": budget,
                                       "max_gateway_memory_bytes": budget}})
-    run = run_attack(server, pb, "partial_messages", 4.0, {"connections": 4, "streams": 6})
+    run = run_attack(server, pb, "partial_messages", 4.0, {"connections": 4, "streams": 6},
+                     label="partial_messages(4 connections, peer budget)")
     assert_held(run, server, budget + 5 * 64 * KiB)
     a = run.attacker
     assert a["streams"] == 24, a
