@@ -125,6 +125,21 @@ nghttp2_nv make_nv(std::string_view name, std::string_view value) {
                     value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
+/// nghttp2's own abuse limits end the session inside nghttp2_session_mem_recv: a header
+/// block with more CONTINUATIONs than set by nghttp2_option_set_max_continuations, or more
+/// than 1,000 SETTINGS/PING ACKs waiting to be sent (its outbound-ACK flood limit). They are
+/// counted and answered like ours (an empty reason: any other error, a protocol error).
+std::string_view nghttp2_limit_reason(ssize_t error) {
+  switch (error) {
+    case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+      return "continuations";
+    case NGHTTP2_ERR_FLOODED:
+      return "ack_flood";
+    default:
+      return {};
+  }
+}
+
 bool starts_like_http1(std::span<const uint8_t> bytes) {
   // A request line begins with an uppercase method token and a space.
   size_t i = 0;
@@ -1141,6 +1156,11 @@ bool grpc_connection::receive(std::span<const uint8_t> bytes) {
   auto rv = nghttp2_session_mem_recv(d.session, bytes.data(), bytes.size());
   if (!d.calm_reason.empty() && !d.broken) {
     spdlog::debug("gateway: connection closed for abuse: {}", d.calm_reason);
+    terminate(h2_error::enhance_your_calm, d.calm_reason);
+    return false;
+  }
+  if (auto reason = nghttp2_limit_reason(rv); !reason.empty()) {
+    d.calm(reason, nghttp2_strerror(static_cast<int>(rv)));
     terminate(h2_error::enhance_your_calm, d.calm_reason);
     return false;
   }

@@ -1747,7 +1747,22 @@ TEST_CASE("too many CONTINUATION frames for one header block end the connection"
   REQUIRE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, 0, 1, "")));
   REQUIRE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, 0, 1, "")));
   CHECK_FALSE(c.send(raw_frame_bytes(NGHTTP2_CONTINUATION, 0, 1, "")));
-  CHECK(c.goaway_error().has_value());
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.server.calm_reason() == c.goaway_debug());
+  CHECK(c.goaway_debug().find("CONTINUATION") != std::string::npos);
+}
+
+TEST_CASE("a SETTINGS flood read at once closes the connection") {
+  raw_client c;
+  // nghttp2 ends the session once more than 1,000 ACKs wait to be sent (one read's worth of
+  // SETTINGS frames: 15 bytes each, 1,092 in 16 KiB).
+  std::string flood;
+  for (int i = 0; i < 1100; ++i)
+    flood += raw_frame_bytes(NGHTTP2_SETTINGS, 0, 0, "\x00\x03\x00\x00\x00\x64"s);
+  CHECK_FALSE(c.send(flood));
+  CHECK(c.goaway_error() == NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK(c.server.calm_reason() == c.goaway_debug());
+  CHECK(c.goaway_debug().find("Flooding") != std::string::npos);
 }
 
 // --- the memory budget -------------------------------------------------------------------
