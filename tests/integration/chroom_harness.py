@@ -1447,3 +1447,19 @@ class AllocationWorld:
     def node_room(room: str, app: str = "default") -> str:
         """The room's id on media nodes."""
         return f"{app}/{room}"
+
+
+def metric_samples(text: str) -> dict:
+    """Prometheus text format as {(name, frozenset(labels)): value} (prometheus_client's
+    parser, Debian's python3-prometheus-client)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric_value(samples: dict, name: str, **labels) -> float:
+    """A sample of metric_samples' result; 0 when absent (a counter not yet incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

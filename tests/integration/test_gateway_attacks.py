@@ -31,7 +31,6 @@ from typing import Optional
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import chroom_harness as h
 
@@ -93,15 +92,10 @@ def scrape(server: h.Server) -> dict:
     """/metrics as {(name, frozenset(labels)): value}."""
     with urllib.request.urlopen(server.admin_url + "/metrics", timeout=5) as response:
         body = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
+    return h.metric_samples(body)
 
 
-def metric(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+metric = h.metric_value
 
 
 def enforcements(samples: dict, reason: str) -> float:

@@ -14,7 +14,6 @@ from collections import defaultdict
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import chroom_harness as h
 import cluster_client as cc
@@ -51,15 +50,10 @@ def scrape(url: str) -> dict:
     """/metrics parsed by prometheus_client: {(name, frozenset(labels)): value}."""
     status, body = http_get(url, "/metrics")
     assert status == 200, body
-    samples = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
+    return h.metric_samples(body)
 
 
-def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+value = h.metric_value
 
 
 def total(samples: dict, name: str, **labels) -> float:
