@@ -1,5 +1,6 @@
 """Start-up of the real binary: command line, configuration errors, log formats."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -10,6 +11,26 @@ import chroom_harness as harness
 EXIT_TIMEOUT_S = 10
 # Peers the tests start take any free admin HTTP port (the default one may be taken).
 ANY_ADMIN_PORT = "admin: {http: {port: 0}}\n"
+
+
+@contextlib.contextmanager
+def peer_logging_to_file(tmp_path, config_text: str, *args: str):
+    """A peer started on `config_text` (and `args`) with its stderr in tmp_path/stderr.log,
+    handed over once it logged "peer ready"; stopped with SIGTERM afterwards, which it must
+    end with exit code 0."""
+    config = tmp_path / "peer.yaml"
+    config.write_text(config_text)
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config), *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                cwd=tmp_path)
+    try:
+        assert harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
+        yield stderr_path
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
 
 
 def run_orchestrator(args, cwd):
@@ -74,19 +95,10 @@ def test_port_in_use_fails_with_exit_1(tmp_path):
 
 def test_json_log_lines_are_json(tmp_path):
     port = harness.free_port()
-    config = tmp_path / "json.yaml"
-    config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\nshutdown_grace_ms: 500\n"
-                      f"{ANY_ADMIN_PORT}")
-    stderr_path = tmp_path / "stderr.log"
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config),
-                                 "--log-format", "json"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
-    try:
-        harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
+    with peer_logging_to_file(tmp_path, f"listen: {{host: 127.0.0.1, port: {port}}}\n"
+                              f"shutdown_grace_ms: 500\n{ANY_ADMIN_PORT}",
+                              "--log-format", "json") as stderr_path:
+        pass
     lines = [line for line in stderr_path.read_text().splitlines() if line.strip()]
     assert len(lines) >= 3
     records = [json.loads(line) for line in lines]
@@ -107,19 +119,9 @@ def test_an_unusable_data_dir_stops_the_start_with_the_reason(tmp_path):
 
 
 def test_the_data_dir_defaults_to_chroom_data_of_the_peer(tmp_path):
-    config = tmp_path / "peer.yaml"
-    config.write_text(f"listen: {{host: 127.0.0.1, port: {harness.free_port()}}}\n"
-                      f"peer_id: store-peer\nshutdown_grace_ms: 500\n{ANY_ADMIN_PORT}")
-    stderr_path = tmp_path / "stderr.log"
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, cwd=tmp_path)
-    try:
-        assert harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
+    with peer_logging_to_file(tmp_path, f"listen: {{host: 127.0.0.1, port: {harness.free_port()}}}\n"
+                              f"peer_id: store-peer\nshutdown_grace_ms: 500\n{ANY_ADMIN_PORT}"):
+        pass
     database = tmp_path / "chroom-data" / "store-peer" / "apps.db"
     assert database.is_file()
     assert database.stat().st_mode & 0o077 == 0, oct(database.stat().st_mode)
@@ -131,27 +133,17 @@ def test_a_fleet_starting_is_summed_up_not_listed_node_by_node(tmp_path):
     from datetime import datetime
     nodes, secret_key = 40, "startup-fleet-secret-key-0123"
     port = harness.free_port()
-    config = tmp_path / "fleet.yaml"
-    config.write_text(f"listen: {{host: 127.0.0.1, port: {port}}}\nshutdown_grace_ms: 500\n"
-                      f"media_nodes: {{secret_key: {secret_key}, stats_interval_ms: 200}}\n"
-                      f"{ANY_ADMIN_PORT}")
-    stderr_path = tmp_path / "stderr.log"
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([str(harness.ORCHESTRATOR), "--config", str(config),
-                                 "--log-format", "json"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
-    fleet = None
-    try:
-        assert harness.wait_until(lambda: "peer ready" in stderr_path.read_text(), timeout=10)
+    with peer_logging_to_file(tmp_path, f"listen: {{host: 127.0.0.1, port: {port}}}\n"
+                              f"shutdown_grace_ms: 500\n"
+                              f"media_nodes: {{secret_key: {secret_key}, stats_interval_ms: 200}}\n"
+                              f"{ANY_ADMIN_PORT}", "--log-format", "json") as stderr_path:
         fleet = harness.NodeSim(f"127.0.0.1:{port}", nodes, secret_key)
-        assert harness.wait_until(
-            lambda: f"fleet: {nodes} nodes active: " in stderr_path.read_text(), timeout=30), \
-            stderr_path.read_text()[-3000:]
-    finally:
-        if fleet is not None:
+        try:
+            assert harness.wait_until(
+                lambda: f"fleet: {nodes} nodes active: " in stderr_path.read_text(), timeout=30), \
+                stderr_path.read_text()[-3000:]
+        finally:
             assert fleet.quit() == 0
-        proc.terminate()
-        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
     records = [json.loads(line) for line in stderr_path.read_text().splitlines() if line.strip()]
     messages = [r["msg"] for r in records]
     # No line per node: registrations and state changes are debug.
