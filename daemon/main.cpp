@@ -227,6 +227,11 @@ actors::registry_settings registry_settings_from(const config::v1::OrchestratorC
   return settings;
 }
 
+/// The peer takes part in a cluster (config validation makes seeds need a cluster port).
+bool is_clustered(const config::v1::OrchestratorConfig& cfg) {
+  return cfg.cluster().listen_port() != 0;
+}
+
 /// This peer's gRPC address as other peers and clients reach it; empty for an ephemeral
 /// port (0), which is not known before the gateway binds.
 std::string advertised_grpc_address(const config::v1::OrchestratorConfig& cfg) {
@@ -287,7 +292,7 @@ allocation_settings_from(const config::v1::OrchestratorConfig& cfg, caf::actor r
   settings.room.replication_timeout = std::chrono::milliseconds{cfg.cluster().failure_timeout_ms()};
   settings.peer_id = cfg.peer_id();
   // Alone, every room is this peer's: no hint to give.
-  if (cfg.cluster().seeds_size() > 0 || cfg.cluster().listen_port() != 0)
+  if (is_clustered(cfg))
     settings.room.owner_address = advertised_grpc_address(cfg);
   const auto& database = allocation.geoip_database();
   if (database != "none") {
@@ -475,7 +480,7 @@ int run(const config::v1::OrchestratorConfig& cfg, const std::optional<std::stri
     for (const auto* descriptor : reflection_descriptors)
       router->add_service(descriptor, reflection);
   }
-  const bool clustered = cfg.cluster().listen_port() != 0;
+  const bool clustered = is_clustered(cfg);
   if (clustered) // serving once the peer knows the cluster: its rooms, its nodes
     actors::set_serving(health, false);
 
